@@ -1,0 +1,111 @@
+// The validated configuration model. A Config is built once by load_config()
+// (config_load.cpp) from YAML and is immutable afterwards: stages keep
+// references into it for the life of the process. Every field here has been
+// checked; nothing downstream re-validates.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tg {
+
+using Millis = std::chrono::milliseconds;
+
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string to_string() const;
+};
+
+struct ServerConfig {
+  HostPort listen{"127.0.0.1", 8080};
+  unsigned threads = 0;                    // 0: one per core
+  std::size_t max_body_bytes = 4u << 20;   // larger bodies get 413
+  std::size_t max_header_bytes = 16u << 10;
+  Millis header_timeout{10'000};  // first byte of a request to end of its headers
+  Millis body_timeout{30'000};    // end of headers to end of body
+  Millis idle_timeout{60'000};    // keep-alive wait for the next request
+  Millis write_timeout{30'000};   // one write to a slow reader
+  Millis drain_timeout{20'000};   // SIGTERM: in-flight work gets this long
+  std::string access_log = "stdout";  // stdout | stderr | off | a file path
+};
+
+struct UserConfig {
+  std::string id;
+};
+
+using Sha256 = std::array<std::uint8_t, 32>;
+
+struct KeyConfig {
+  std::string id;    // shown in logs and the ledger; never the secret
+  std::string user;  // empty: a tenant-level key
+  Sha256 sha256{};
+};
+
+struct TenantConfig {
+  std::string id;
+  std::string org;
+  std::vector<UserConfig> users;
+  std::vector<KeyConfig> keys;
+  std::vector<std::string> models;  // allowed model aliases; empty: all
+};
+
+struct OrgConfig {
+  std::string id;
+};
+
+enum class ProviderKind { kSim, kOpenAI };
+
+// The foundation's engine model for the built-in `sim` provider:
+// TTFT = ttft_base + prompt_tokens / prefill_rate, then one token every
+// decode_interval. Replaceable by the fuller simulator in src/sim/.
+struct SimProfile {
+  double prefill_tokens_per_s = 40'000;
+  double decode_ms_per_token = 8.0;
+  double ttft_base_ms = 5.0;
+  std::uint32_t default_output_tokens = 48;  // when the request sets no max
+  std::uint32_t embedding_dims = 256;
+};
+
+struct DeploymentConfig {
+  std::string id;
+  ProviderKind provider = ProviderKind::kSim;
+  std::string model;  // the name sent upstream
+  std::uint32_t weight = 1;
+  // kOpenAI only:
+  std::string scheme;     // http | https
+  std::string host;
+  std::uint16_t port = 0;
+  std::string base_path;  // e.g. "/v1", no trailing slash
+  std::string api_key;    // resolved from api_key_env at load; may be empty
+  std::string api_key_env;
+  Millis connect_timeout{5'000};
+  Millis read_timeout{120'000};  // max silence between upstream bytes
+  bool tls_verify = true;
+  std::string tls_ca_file;  // empty: system trust store
+  std::uint32_t max_idle_connections = 64;  // per worker thread
+  // kSim only:
+  SimProfile sim;
+};
+
+struct ModelConfig {
+  std::string alias;  // what clients send as "model"
+  std::string owned_by = "tenantgate";
+  std::vector<DeploymentConfig> deployments;
+};
+
+struct Config {
+  std::string source;  // file name or "<embedded default>"
+  ServerConfig server;
+  std::vector<OrgConfig> orgs;
+  std::vector<TenantConfig> tenants;
+  std::vector<ModelConfig> models;
+
+  const ModelConfig* find_model(const std::string& alias) const;
+  const TenantConfig* find_tenant(const std::string& id) const;
+};
+
+}  // namespace tg

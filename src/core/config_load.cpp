@@ -1,0 +1,455 @@
+#include "core/config_load.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <boost/url/parse.hpp>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <set>
+#include <unordered_set>
+
+namespace tg {
+namespace {
+
+// Collects problems with their source position.
+class Problems {
+ public:
+  explicit Problems(std::string source) : source_(std::move(source)) {}
+  void add(const YAML::Node& at, const std::string& path, const std::string& what) {
+    int line = at.IsDefined() && at.Mark().line >= 0 ? at.Mark().line + 1 : 0;
+    if (line > 0)
+      list_.push_back(fmt::format("{}:{}: {}: {}", source_, line, path, what));
+    else
+      list_.push_back(fmt::format("{}: {}: {}", source_, path, what));
+  }
+  bool empty() const { return list_.empty(); }
+  std::vector<std::string> take() { return std::move(list_); }
+
+ private:
+  std::string source_;
+  std::vector<std::string> list_;
+};
+
+std::string join_path(const std::string& base, const std::string& key) {
+  return base.empty() ? key : base + "." + key;
+}
+
+// Reads the fields of one YAML mapping, recording type errors and, when
+// done() is called, any field nobody asked for (a typo must not be ignored).
+class Fields {
+ public:
+  Fields(const YAML::Node& node, std::string path, Problems& p)
+      : node_(node), path_(std::move(path)), p_(p) {
+    if (node_.IsDefined() && !node_.IsNull() && !node_.IsMap()) {
+      p_.add(node_, path_.empty() ? "(top level)" : path_, "must be a mapping of fields");
+      bad_ = true;
+    }
+  }
+
+  const std::string& path() const { return path_; }
+  std::string sub(const std::string& key) const { return join_path(path_, key); }
+
+  YAML::Node get(const std::string& key) {
+    seen_.insert(key);
+    if (bad_ || !node_.IsDefined() || node_.IsNull()) return YAML::Node(YAML::NodeType::Undefined);
+    return node_[key];
+  }
+
+  std::optional<std::string> str(const std::string& key, bool required) {
+    YAML::Node n = get(key);
+    if (!n.IsDefined() || n.IsNull()) {
+      if (required) p_.add(node_, sub(key), "is required");
+      return std::nullopt;
+    }
+    if (!n.IsScalar()) {
+      p_.add(n, sub(key), "must be a string");
+      return std::nullopt;
+    }
+    return n.Scalar();
+  }
+
+  std::optional<std::string> id(const std::string& key, bool required) {
+    auto s = str(key, required);
+    if (s && !valid_id(*s)) {
+      p_.add(node_[key], sub(key),
+             fmt::format("'{}' is not a valid id (1-64 chars of a-z A-Z 0-9 . _ -)", *s));
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  template <class T>
+  void number(const std::string& key, T& out, double min, double max) {
+    YAML::Node n = get(key);
+    if (!n.IsDefined() || n.IsNull()) return;
+    double v = 0;
+    bool ok = n.IsScalar();
+    if (ok) {
+      try {
+        v = n.as<double>();
+      } catch (const YAML::Exception&) {
+        ok = false;
+      }
+    }
+    if (ok && std::is_integral_v<T> && v != static_cast<double>(static_cast<long long>(v))) ok = false;
+    if (!ok) {
+      p_.add(n, sub(key), fmt::format("must be {}", std::is_integral_v<T> ? "an integer" : "a number"));
+      return;
+    }
+    if (v < min || v > max) {
+      p_.add(n, sub(key), fmt::format("{} is out of range [{}, {}]", n.Scalar(), min, max));
+      return;
+    }
+    out = static_cast<T>(v);
+  }
+
+  void millis(const std::string& key, Millis& out, long long min, long long max) {
+    long long v = out.count();
+    number(key, v, static_cast<double>(min), static_cast<double>(max));
+    out = Millis(v);
+  }
+
+  void boolean(const std::string& key, bool& out) {
+    YAML::Node n = get(key);
+    if (!n.IsDefined() || n.IsNull()) return;
+    try {
+      out = n.as<bool>();
+    } catch (const YAML::Exception&) {
+      p_.add(n, sub(key), "must be true or false");
+    }
+  }
+
+  // A sequence field; absent gives an empty sequence.
+  YAML::Node seq(const std::string& key, bool required) {
+    YAML::Node n = get(key);
+    if (!n.IsDefined() || n.IsNull()) {
+      if (required) p_.add(node_, sub(key), "is required (a list)");
+      return YAML::Node(YAML::NodeType::Sequence);
+    }
+    if (!n.IsSequence()) {
+      p_.add(n, sub(key), "must be a list");
+      return YAML::Node(YAML::NodeType::Sequence);
+    }
+    return n;
+  }
+
+  void done() {
+    if (bad_ || !node_.IsMap()) return;
+    for (const auto& kv : node_) {
+      std::string k = kv.first.Scalar();
+      if (!seen_.count(k)) {
+        std::string known;
+        for (const auto& s : seen_) known += (known.empty() ? "" : ", ") + s;
+        p_.add(kv.first, sub(k), fmt::format("unknown field (known here: {})", known));
+      }
+    }
+  }
+
+  static bool valid_id(const std::string& s) {
+    if (s.empty() || s.size() > 64) return false;
+    for (unsigned char c : s)
+      if (!(std::isalnum(c) || c == '.' || c == '_' || c == '-')) return false;
+    return true;
+  }
+
+ private:
+  YAML::Node node_;
+  std::string path_;
+  Problems& p_;
+  std::set<std::string> seen_;
+  bool bad_ = false;
+};
+
+std::string idx(const std::string& base, std::size_t i) { return fmt::format("{}[{}]", base, i); }
+
+bool parse_hex32(const std::string& s, Sha256& out) {
+  if (s.size() != 64) return false;
+  auto nib = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < 32; ++i) {
+    int hi = nib(s[2 * i]), lo = nib(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<std::uint8_t>(hi * 16 + lo);
+  }
+  return true;
+}
+
+void load_server(Fields& f, ServerConfig& s, Problems& p) {
+  if (auto l = f.str("listen", false)) {
+    std::string why;
+    if (auto hp = parse_host_port(*l, &why)) s.listen = *hp;
+    else p.add(f.get("listen"), f.sub("listen"), why);
+  }
+  f.number("threads", s.threads, 0, 256);
+  f.number("max_body_bytes", s.max_body_bytes, 1024, 1 << 30);
+  f.number("max_header_bytes", s.max_header_bytes, 1024, 1 << 20);
+  f.millis("header_timeout_ms", s.header_timeout, 100, 3'600'000);
+  f.millis("body_timeout_ms", s.body_timeout, 100, 3'600'000);
+  f.millis("idle_timeout_ms", s.idle_timeout, 100, 3'600'000);
+  f.millis("write_timeout_ms", s.write_timeout, 100, 3'600'000);
+  f.millis("drain_timeout_ms", s.drain_timeout, 0, 3'600'000);
+  if (auto a = f.str("access_log", false)) s.access_log = *a;
+  f.done();
+}
+
+void load_sim(Fields& f, SimProfile& s) {
+  f.number("prefill_tokens_per_s", s.prefill_tokens_per_s, 1, 1e9);
+  f.number("decode_ms_per_token", s.decode_ms_per_token, 0, 60'000);
+  f.number("ttft_base_ms", s.ttft_base_ms, 0, 600'000);
+  f.number("default_output_tokens", s.default_output_tokens, 1, 1'000'000);
+  f.number("embedding_dims", s.embedding_dims, 1, 65'536);
+  f.done();
+}
+
+void load_deployment(Fields& f, DeploymentConfig& d, Problems& p, const EnvLookup& env) {
+  d.id = f.id("id", true).value_or("");
+  std::string provider = f.str("provider", true).value_or("");
+  if (provider == "sim") d.provider = ProviderKind::kSim;
+  else if (provider == "openai") d.provider = ProviderKind::kOpenAI;
+  else if (!provider.empty())
+    p.add(f.get("provider"), f.sub("provider"),
+          fmt::format("unknown provider '{}' (known: sim, openai — any OpenAI-compatible endpoint)", provider));
+  d.model = f.str("model", false).value_or("");
+  f.number("weight", d.weight, 1, 1'000'000);
+  auto url = f.str("base_url", d.provider == ProviderKind::kOpenAI);
+  if (url) {
+    auto r = boost::urls::parse_absolute_uri(*url);
+    if (!r) {
+      p.add(f.get("base_url"), f.sub("base_url"), fmt::format("'{}' is not an absolute URL", *url));
+    } else {
+      d.scheme = r->scheme();
+      d.host = r->host_address();
+      if (d.scheme != "http" && d.scheme != "https")
+        p.add(f.get("base_url"), f.sub("base_url"), fmt::format("scheme '{}' is not http or https", d.scheme));
+      else if (d.host.empty())
+        p.add(f.get("base_url"), f.sub("base_url"), "has no host");
+      d.port = r->has_port() ? r->port_number() : (d.scheme == "https" ? 443 : 80);
+      if (r->has_port() && d.port == 0)
+        p.add(f.get("base_url"), f.sub("base_url"), "port must be 1-65535");
+      d.base_path = std::string(r->encoded_path());
+      while (!d.base_path.empty() && d.base_path.back() == '/') d.base_path.pop_back();
+      if (r->has_query() || r->has_fragment())
+        p.add(f.get("base_url"), f.sub("base_url"), "must not have a query or fragment");
+    }
+  }
+  if (auto e = f.str("api_key_env", false)) {
+    d.api_key_env = *e;
+    if (auto v = env(*e)) d.api_key = *v;
+    else
+      p.add(f.get("api_key_env"), f.sub("api_key_env"),
+            fmt::format("environment variable '{}' is not set (export it, or remove api_key_env for "
+                        "an upstream that needs no key)", *e));
+  }
+  f.millis("connect_timeout_ms", d.connect_timeout, 1, 600'000);
+  f.millis("read_timeout_ms", d.read_timeout, 1, 3'600'000);
+  f.boolean("tls_verify", d.tls_verify);
+  d.tls_ca_file = f.str("tls_ca_file", false).value_or("");
+  f.number("max_idle_connections", d.max_idle_connections, 0, 100'000);
+  {
+    Fields s(f.get("sim"), f.sub("sim"), p);
+    load_sim(s, d.sim);
+    if (d.provider != ProviderKind::kSim && f.get("sim").IsDefined())
+      p.add(f.get("sim"), f.sub("sim"), "only applies to provider 'sim'");
+  }
+  if (d.provider == ProviderKind::kOpenAI && d.model.empty())
+    p.add(f.get("model"), f.sub("model"), "is required for provider 'openai' (the upstream model name)");
+  f.done();
+}
+
+}  // namespace
+
+std::string ConfigProblems::joined() const {
+  std::string out;
+  for (const auto& s : problems) out += s + "\n";
+  return out;
+}
+
+EnvLookup process_env() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (!v) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+std::optional<HostPort> parse_host_port(std::string_view s, std::string* why) {
+  HostPort hp;
+  std::string_view port;
+  if (!s.empty() && s.front() == '[') {
+    auto close = s.find(']');
+    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+      *why = fmt::format("'{}' is not HOST:PORT ([v6addr]:port for IPv6)", s);
+      return std::nullopt;
+    }
+    hp.host = std::string(s.substr(1, close - 1));
+    port = s.substr(close + 2);
+  } else {
+    auto colon = s.rfind(':');
+    if (colon == std::string_view::npos) {
+      *why = fmt::format("'{}' is not HOST:PORT", s);
+      return std::nullopt;
+    }
+    hp.host = std::string(s.substr(0, colon));
+    port = s.substr(colon + 1);
+    if (hp.host.empty()) hp.host = "127.0.0.1";
+  }
+  unsigned long v = 0;
+  if (port.empty() || port.size() > 5) {
+    *why = fmt::format("'{}': port must be 1-65535", s);
+    return std::nullopt;
+  }
+  for (char c : port) {
+    if (c < '0' || c > '9') {
+      *why = fmt::format("'{}': port must be 1-65535", s);
+      return std::nullopt;
+    }
+    v = v * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (v == 0 || v > 65535) {
+    *why = fmt::format("'{}': port must be 1-65535", s);
+    return std::nullopt;
+  }
+  hp.port = static_cast<std::uint16_t>(v);
+  return hp;
+}
+
+std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::string source,
+                                                 const EnvLookup& env) {
+  Problems p(source);
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::ParserException& e) {
+    return ConfigProblems{{fmt::format("{}:{}: YAML syntax error: {}", source, e.mark.line + 1, e.msg)}};
+  }
+  Config c;
+  c.source = source;
+  if (!root.IsMap()) return ConfigProblems{{fmt::format("{}: the file must be a YAML mapping", source)}};
+  Fields top(root, "", p);
+  {
+    Fields s(top.get("server"), "server", p);
+    load_server(s, c.server, p);
+  }
+
+  std::set<std::string> org_ids;
+  YAML::Node orgs = top.seq("orgs", true);
+  for (std::size_t i = 0; i < orgs.size(); ++i) {
+    Fields f(orgs[i], idx("orgs", i), p);
+    OrgConfig o;
+    o.id = f.id("id", true).value_or("");
+    if (!o.id.empty() && !org_ids.insert(o.id).second)
+      p.add(orgs[i], f.sub("id"), fmt::format("duplicate org id '{}'", o.id));
+    f.done();
+    c.orgs.push_back(std::move(o));
+  }
+
+  // Models first: tenants may name them in their allow-lists.
+  std::set<std::string> aliases, deployment_ids;
+  YAML::Node models = top.seq("models", true);
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    Fields f(models[i], idx("models", i), p);
+    ModelConfig m;
+    m.alias = f.str("alias", true).value_or("");
+    if (!m.alias.empty() && !aliases.insert(m.alias).second)
+      p.add(models[i], f.sub("alias"), fmt::format("duplicate model alias '{}'", m.alias));
+    if (auto o = f.str("owned_by", false)) m.owned_by = *o;
+    YAML::Node deps = f.seq("deployments", true);
+    if (deps.size() == 0 && f.get("deployments").IsDefined())
+      p.add(models[i], f.sub("deployments"), "needs at least one deployment");
+    for (std::size_t j = 0; j < deps.size(); ++j) {
+      Fields df(deps[j], idx(f.sub("deployments"), j), p);
+      DeploymentConfig d;
+      load_deployment(df, d, p, env);
+      if (d.model.empty()) d.model = m.alias;
+      if (!d.id.empty() && !deployment_ids.insert(d.id).second)
+        p.add(deps[j], df.sub("id"), fmt::format("duplicate deployment id '{}' (ids are fleet-wide)", d.id));
+      m.deployments.push_back(std::move(d));
+    }
+    f.done();
+    c.models.push_back(std::move(m));
+  }
+
+  std::set<std::string> tenant_ids, key_ids;
+  std::set<Sha256> key_hashes;
+  YAML::Node tenants = top.seq("tenants", true);
+  for (std::size_t i = 0; i < tenants.size(); ++i) {
+    Fields f(tenants[i], idx("tenants", i), p);
+    TenantConfig t;
+    t.id = f.id("id", true).value_or("");
+    if (!t.id.empty() && !tenant_ids.insert(t.id).second)
+      p.add(tenants[i], f.sub("id"), fmt::format("duplicate tenant id '{}'", t.id));
+    t.org = f.id("org", true).value_or("");
+    if (!t.org.empty() && !org_ids.count(t.org))
+      p.add(f.get("org"), f.sub("org"), fmt::format("unknown org '{}' (declare it under orgs)", t.org));
+    std::set<std::string> user_ids;
+    YAML::Node users = f.seq("users", false);
+    for (std::size_t j = 0; j < users.size(); ++j) {
+      std::string path = idx(f.sub("users"), j);
+      UserConfig u;
+      if (users[j].IsScalar()) {
+        u.id = users[j].Scalar();
+        if (!Fields::valid_id(u.id)) {
+          p.add(users[j], path, fmt::format("'{}' is not a valid id (1-64 chars of a-z A-Z 0-9 . _ -)", u.id));
+          u.id.clear();
+        }
+      } else {
+        Fields uf(users[j], path, p);
+        u.id = uf.id("id", true).value_or("");
+        uf.done();
+      }
+      if (!u.id.empty() && !user_ids.insert(u.id).second)
+        p.add(users[j], path, fmt::format("duplicate user id '{}'", u.id));
+      t.users.push_back(std::move(u));
+    }
+    YAML::Node keys = f.seq("keys", false);
+    for (std::size_t j = 0; j < keys.size(); ++j) {
+      Fields kf(keys[j], idx(f.sub("keys"), j), p);
+      KeyConfig k;
+      k.id = kf.id("id", true).value_or("");
+      if (!k.id.empty() && !key_ids.insert(k.id).second)
+        p.add(keys[j], kf.sub("id"), fmt::format("duplicate key id '{}' (ids are gateway-wide)", k.id));
+      k.user = kf.str("user", false).value_or("");
+      if (!k.user.empty() && !user_ids.count(k.user)) {
+        std::string known;
+        for (const auto& u : user_ids) known += (known.empty() ? "" : ", ") + u;
+        p.add(kf.get("user"), kf.sub("user"),
+              fmt::format("unknown user '{}' (tenant '{}' has: {})", k.user, t.id,
+                          known.empty() ? "no users" : known));
+      }
+      if (auto h = kf.str("sha256", true)) {
+        if (!parse_hex32(*h, k.sha256))
+          p.add(kf.get("sha256"), kf.sub("sha256"),
+                "must be 64 hex chars, the SHA-256 of the key (`tenantgate keys new` prints it)");
+        else if (!key_hashes.insert(k.sha256).second)
+          p.add(kf.get("sha256"), kf.sub("sha256"), "the same key is configured twice");
+      }
+      kf.done();
+      t.keys.push_back(std::move(k));
+    }
+    YAML::Node allowed = f.seq("models", false);
+    for (std::size_t j = 0; j < allowed.size(); ++j) {
+      std::string a = allowed[j].IsScalar() ? allowed[j].Scalar() : "";
+      if (!aliases.count(a))
+        p.add(allowed[j], idx(f.sub("models"), j), fmt::format("unknown model alias '{}'", a));
+      t.models.push_back(a);
+    }
+    f.done();
+    c.tenants.push_back(std::move(t));
+  }
+  top.done();
+  if (!p.empty()) return ConfigProblems{p.take()};
+  return c;
+}
+
+std::string_view embedded_default_config() {
+  static const char kText[] =
+#include "default_config.inc"
+      ;
+  return std::string_view(kText, sizeof(kText) - 1);
+}
+
+}  // namespace tg

@@ -1,0 +1,55 @@
+#include "identity/keyring.h"
+
+#include "identity/keys.h"
+
+namespace tg::identity {
+
+KeyRing::KeyRing(const Config& config) {
+  for (const auto& t : config.tenants) {
+    for (const auto& k : t.keys) {
+      Principal p;
+      p.org = t.org;
+      p.tenant = t.id;
+      p.user = k.user;
+      p.user_bound = !k.user.empty();
+      p.key_id = k.id;
+      p.tenant_config = &t;
+      by_hash_.emplace(k.sha256, std::move(p));
+    }
+  }
+}
+
+Expected<Principal> KeyRing::authenticate(std::string_view authorization,
+                                          std::string_view api_key) const {
+  std::string_view key = api_key;
+  if (!authorization.empty()) {
+    constexpr std::string_view kBearer = "Bearer ";
+    if (authorization.size() <= kBearer.size() ||
+        !std::equal(kBearer.begin(), kBearer.end(), authorization.begin(),
+                    [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+      return authentication_error(
+          "The Authorization header must be 'Bearer <key>'. Pass your tenantgate virtual key "
+          "(it starts with 'tg-') as the API key.",
+          "invalid_authorization_header");
+    }
+    key = authorization.substr(kBearer.size());
+    while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
+    while (!key.empty() && key.back() == ' ') key.remove_suffix(1);
+  }
+  if (key.empty()) {
+    return authentication_error(
+        "You didn't provide an API key. Send your tenantgate virtual key as "
+        "'Authorization: Bearer <key>'.",
+        "missing_api_key");
+  }
+  auto it = by_hash_.find(sha256(key));
+  if (it == by_hash_.end()) {
+    // Never echo the whole key: a prefix is enough to spot a mix-up.
+    std::string shown(key.substr(0, std::min<std::size_t>(6, key.size())));
+    return authentication_error("Incorrect API key provided: " + shown +
+                                "****. Ask your platform team for a tenantgate key.");
+  }
+  return it->second;
+}
+
+}  // namespace tg::identity

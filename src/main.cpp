@@ -1,0 +1,111 @@
+// tenantgate: the command line. `serve` runs the gateway; `keys new` mints a
+// virtual key; `config check` validates a config file without serving.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "core/config_load.h"
+#include "identity/keys.h"
+#include "server/gateway.h"
+
+namespace {
+
+// Loads --config FILE, or the embedded default. Prints every problem and
+// returns nullopt when the config is invalid.
+std::optional<tg::Config> load(const std::string& path) {
+  std::string text, source;
+  if (path.empty()) {
+    text = std::string(tg::embedded_default_config());
+    source = "<embedded default>";
+  } else {
+    std::ifstream in(path);
+    if (!in) {
+      std::cerr << fmt::format("tenantgate: cannot read config file '{}': {}\n", path, std::strerror(errno));
+      return std::nullopt;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+    source = path;
+  }
+  auto r = tg::load_config(text, source, tg::process_env());
+  if (auto* p = std::get_if<tg::ConfigProblems>(&r)) {
+    std::cerr << "tenantgate: invalid configuration:\n" << p->joined();
+    return std::nullopt;
+  }
+  return std::get<tg::Config>(std::move(r));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tenantgate: a multi-tenant LLM gateway"};
+  app.require_subcommand(1);
+
+  auto* serve = app.add_subcommand("serve", "Run the gateway (the embedded default config without --config)");
+  std::string config_path, listen;
+  unsigned threads = 0;
+  serve->add_option("--config", config_path, "YAML config file")->check(CLI::ExistingFile);
+  serve->add_option("--listen", listen, "HOST:PORT to listen on (overrides server.listen)");
+  serve->add_option("--threads", threads, "worker threads (overrides server.threads)");
+
+  auto* keys = app.add_subcommand("keys", "Manage virtual keys");
+  keys->require_subcommand(1);
+  auto* keys_new = keys->add_subcommand("new", "Print a new key once, and the config line holding its hash");
+  std::string tenant, user, key_id;
+  keys_new->add_option("--tenant", tenant, "tenant id")->required();
+  keys_new->add_option("--user", user, "bind the key to this user (omit for a tenant-level key)");
+  keys_new->add_option("--id", key_id, "key id shown in logs (default: derived from the hash)");
+
+  auto* check = app.add_subcommand("config", "Config tools");
+  check->require_subcommand(1);
+  auto* check_cmd = check->add_subcommand("check", "Validate a config file and exit");
+  std::string check_path;
+  check_cmd->add_option("file", check_path, "YAML config file")->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (serve->parsed()) {
+    auto config = load(config_path);
+    if (!config) return 2;
+    if (!listen.empty()) {
+      std::string why;
+      auto hp = tg::parse_host_port(listen, &why);
+      if (!hp) {
+        std::cerr << "tenantgate: --listen: " << why << "\n";
+        return 2;
+      }
+      config->server.listen = *hp;
+    }
+    if (threads) config->server.threads = threads;
+    try {
+      tg::server::Gateway gateway(std::move(*config));
+      return gateway.run();
+    } catch (const std::exception& e) {
+      spdlog::critical("{}", e.what());
+      return 1;
+    }
+  }
+  if (keys_new->parsed()) {
+    std::string key = tg::identity::generate_key();
+    std::string hash = tg::identity::to_hex(tg::identity::sha256(key));
+    if (key_id.empty()) key_id = fmt::format("{}-{}", tenant, hash.substr(0, 8));
+    std::cout << fmt::format("key: {}\n", key)
+              << "# Shown once: store it now. Paste this under the tenant's keys:\n"
+              << fmt::format("- {{ id: {}, {}sha256: {} }}\n", key_id,
+                             user.empty() ? "" : fmt::format("user: {}, ", user), hash);
+    return 0;
+  }
+  if (check_cmd->parsed()) {
+    auto config = load(check_path);
+    if (!config) return 2;
+    std::cout << fmt::format("{}: OK ({} orgs, {} tenants, {} models)\n", check_path, config->orgs.size(),
+                             config->tenants.size(), config->models.size());
+    return 0;
+  }
+  return 0;
+}

@@ -1,0 +1,38 @@
+// Exchange: the per-request state that the stages of the request path fill
+// in, in order (accept/parse → authenticate → route → upstream → settle).
+// Owned by one session coroutine; never shared across threads.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "api/usage.h"
+#include "identity/keyring.h"
+
+namespace tg::server {
+
+struct Exchange {
+  std::string request_id;
+  std::chrono::steady_clock::time_point start;
+  std::string method;
+  std::string path;
+  std::string client_ip;
+  std::string endpoint;  // "chat.completions", "models", ... ; empty for non-API paths
+  // authenticate
+  std::optional<identity::Principal> principal;
+  // parse + route
+  std::string model;       // alias asked for
+  std::string deployment;  // deployment id that served it
+  bool stream = false;
+  // upstream + settle
+  std::optional<api::Usage> usage;
+  std::optional<std::chrono::microseconds> ttft;
+  int upstream_status = 0;
+  int status = 0;
+  std::string error_code;
+  std::uint64_t bytes_out = 0;
+  bool client_gone = false;
+};
+
+}  // namespace tg::server

@@ -1,0 +1,168 @@
+#include "server/gateway.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <list>
+#include <map>
+#include <thread>
+
+#include "identity/keyring.h"
+#include "server/access_log.h"
+#include "server/metrics.h"
+#include "server/session.h"
+#include "sim/sim_provider.h"
+#include "upstream/openai_provider.h"
+#include "upstream/router.h"
+
+namespace tg::server {
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace {
+
+// Reads the rest of a connection's life on its worker; owns the Session.
+net::awaitable<void> serve_connection(tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry) {
+  try {
+    Session session(std::move(socket), ctx, registry);
+    co_await session.run();
+  } catch (const std::exception& e) {
+    spdlog::error("connection ended by an unexpected error: {}", e.what());
+  }
+}
+
+}  // namespace
+
+// Member order is destruction order reversed: sessions that unwind while the
+// io_context is destroyed still find their registry; the router (upstream
+// sockets) goes before the io_context it was built on.
+struct Worker {
+  std::list<Session*> sessions;
+  net::io_context ioc{1};
+  std::unique_ptr<upstream::Router> router;
+  std::unique_ptr<WorkerContext> ctx;
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::thread thread;
+};
+
+struct Gateway::Impl {
+  Config config;
+  identity::KeyRing keys;
+  Metrics metrics;
+  AccessLog access_log;
+  std::atomic<bool> draining{false};
+  std::map<std::string, std::unique_ptr<net::ssl::context>> tls_by_ca;  // shared, read-only after setup
+  std::vector<std::unique_ptr<Worker>> workers;
+
+  explicit Impl(Config c) : config(std::move(c)), keys(config), access_log(config.server.access_log) {}
+
+  net::ssl::context* tls_for(const DeploymentConfig& d) {
+    if (d.scheme != "https") return nullptr;
+    auto& slot = tls_by_ca[d.tls_ca_file];
+    if (!slot) slot = upstream::make_tls_client_context(d.tls_ca_file);
+    return slot.get();
+  }
+
+  net::awaitable<void> accept_loop(Worker& w) {
+    for (;;) {
+      auto [ec, socket] = co_await w.acceptor->async_accept(net::as_tuple(net::use_awaitable));
+      if (ec) {
+        if (ec == net::error::operation_aborted || !w.acceptor->is_open()) co_return;
+        spdlog::warn("accept failed: {}", ec.message());
+        continue;
+      }
+      net::co_spawn(w.ioc, serve_connection(std::move(socket), *w.ctx, w.sessions), net::detached);
+    }
+  }
+};
+
+Gateway::Gateway(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Gateway::~Gateway() = default;
+
+int Gateway::run() {
+  Impl& g = *impl_;
+  const ServerConfig& sc = g.config.server;
+  unsigned n = sc.threads ? sc.threads : std::max(1u, std::thread::hardware_concurrency());
+
+  // Resolve + bind. Port 0 picks a free port once; every worker then shares it.
+  tcp::endpoint ep(net::ip::make_address(sc.listen.host), sc.listen.port);
+  for (unsigned i = 0; i < n; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->acceptor = std::make_unique<tcp::acceptor>(w->ioc);
+    w->acceptor->open(ep.protocol());
+    w->acceptor->set_option(tcp::acceptor::reuse_address(true));
+    int one = 1;
+    ::setsockopt(w->acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    boost::system::error_code ec;
+    w->acceptor->bind(ep, ec);
+    if (ec) throw std::runtime_error(fmt::format("cannot listen on {}: {}", sc.listen.to_string(), ec.message()));
+    w->acceptor->listen(net::socket_base::max_listen_connections);
+    if (i == 0) ep = w->acceptor->local_endpoint();
+    net::io_context& ioc = w->ioc;
+    w->router = std::make_unique<upstream::Router>(g.config, [&](const DeploymentConfig& d)
+                                                                  -> std::unique_ptr<upstream::Provider> {
+      if (d.provider == ProviderKind::kSim) return std::make_unique<sim::SimProvider>(d);
+      return std::make_unique<upstream::OpenAIProvider>(ioc.get_executor(), d, g.tls_for(d));
+    });
+    w->ctx = std::make_unique<WorkerContext>(
+        WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining});
+    g.workers.push_back(std::move(w));
+  }
+  for (auto& w : g.workers) {
+    Worker* wp = w.get();
+    net::co_spawn(w->ioc, g.accept_loop(*wp), net::detached);
+    w->thread = std::thread([wp] {
+      auto guard = net::make_work_guard(wp->ioc);
+      wp->ioc.run();
+    });
+  }
+  spdlog::info("tenantgate listening on {}:{} ({} worker threads, config {}, {} tenants, {} keys, {} models)",
+               ep.address().to_string(), ep.port(), n, g.config.source, g.config.tenants.size(), g.keys.size(),
+               g.config.models.size());
+
+  // Wait for a stop signal on this thread.
+  net::io_context main_ioc;
+  net::signal_set signals(main_ioc, SIGTERM, SIGINT);
+  int signal_number = 0;
+  signals.async_wait([&](const boost::system::error_code&, int s) { signal_number = s; });
+  main_ioc.run();
+
+  // Drain.
+  spdlog::info("received signal {}: draining (up to {} ms)", signal_number, sc.drain_timeout.count());
+  g.draining.store(true);
+  for (auto& w : g.workers) {
+    net::post(w->ioc, [wp = w.get()] {
+      boost::system::error_code ec;
+      wp->acceptor->close(ec);
+      std::vector<Session*> snapshot(wp->sessions.begin(), wp->sessions.end());
+      for (Session* s : snapshot) s->close_if_idle();
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + sc.drain_timeout;
+  while (g.metrics.stats.requests_in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::int64_t left = g.metrics.stats.requests_in_flight.load();
+  if (left > 0) spdlog::warn("drain deadline reached with {} requests in flight; closing them", left);
+  for (auto& w : g.workers) {
+    net::post(w->ioc, [wp = w.get()] {
+      std::vector<Session*> snapshot(wp->sessions.begin(), wp->sessions.end());
+      for (Session* s : snapshot) s->force_close();
+    });
+  }
+  // Let closed sessions unwind (they write their access-log lines), then stop.
+  std::this_thread::sleep_for(std::chrono::milliseconds(left > 0 ? 100 : 10));
+  for (auto& w : g.workers) w->ioc.stop();
+  for (auto& w : g.workers) w->thread.join();
+  g.access_log.flush();
+  spdlog::info("drained; exiting");
+  return 0;
+}
+
+}  // namespace tg::server

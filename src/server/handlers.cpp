@@ -1,0 +1,299 @@
+#include "server/handlers.h"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "api/errors.h"
+#include "api/request.h"
+#include "api/sse.h"
+#include "api/usage.h"
+#include "core/ids.h"
+#include "sim/sim_provider.h"
+
+namespace tg::server {
+namespace net = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+using namespace boost::asio::experimental::awaitable_operators;
+
+namespace {
+
+// Relays an upstream event stream to the client chunk by chunk. Learns usage
+// from the stream and strips the usage-only chunk (and "usage": null fields)
+// when the client did not ask for stream_options.include_usage.
+class RelaySink final : public upstream::StreamSink {
+ public:
+  RelaySink(Session& s, Exchange& x, bool client_wants_usage)
+      : s_(s), x_(x), client_wants_usage_(client_wants_usage) {}
+
+  net::awaitable<void> open() override {
+    co_await s_.begin_stream(x_);
+    opened_ = true;
+  }
+
+  net::awaitable<void> event(std::string_view data) override {
+    out_.clear();
+    if (data == "[DONE]") {
+      api::append_sse_data(out_, data);
+      co_await s_.stream_chunk(x_, out_);
+      co_return;
+    }
+    if (!x_.ttft) x_.ttft = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - x_.start);
+    boost::system::error_code ec;
+    json::value v = json::parse(data, ec);
+    if (ec || !v.is_object()) {  // not ours to judge: pass through
+      api::append_sse_data(out_, data);
+      co_await s_.stream_chunk(x_, out_);
+      co_return;
+    }
+    json::object& o = v.get_object();
+    if (auto u = api::usage_of(o)) x_.usage = u;
+    if (!client_wants_usage_) {
+      auto it = o.find("usage");
+      if (it != o.end()) {
+        auto ch = o.find("choices");
+        bool usage_only = ch == o.end() || (ch->value().is_array() && ch->value().get_array().empty());
+        if (usage_only && it->value().is_object()) co_return;  // the chunk only the gateway asked for
+        o.erase(it);
+        api::append_sse_data(out_, json::serialize(o));
+        co_await s_.stream_chunk(x_, out_);
+        co_return;
+      }
+    }
+    api::append_sse_data(out_, data);
+    co_await s_.stream_chunk(x_, out_);
+  }
+
+  bool opened() const { return opened_; }
+
+ private:
+  Session& s_;
+  Exchange& x_;
+  bool client_wants_usage_;
+  bool opened_ = false;
+  std::string out_;
+};
+
+bool is_json_content_type(std::string_view ct) {
+  auto semi = ct.find(';');
+  std::string_view base = ct.substr(0, semi);
+  while (!base.empty() && base.back() == ' ') base.remove_suffix(1);
+  return boost::beast::iequals(base, "application/json");
+}
+
+// Upstream errors the client should see in their own terms: an upstream that
+// rejects the gateway's credentials is the operator's problem, not the caller's.
+ApiError map_upstream_status(int status, const std::string& body, const std::string& deployment) {
+  if (status == 401 || status == 403)
+    return upstream_error(502, fmt::format("upstream '{}' rejected the gateway's credentials (HTTP {}); "
+                                           "the operator must fix the deployment's api_key_env",
+                                           deployment, status),
+                          "upstream_auth_error");
+  ApiError e = api::error_from_upstream(status, body, deployment);
+  if (status >= 500) e.status = 502;
+  return e;
+}
+
+// The end user a request is for: the key's own user, else X-TG-User, else the
+// body's `user` field. A user-bound key cannot speak for someone else.
+Expected<std::string> resolve_user(const identity::Principal& p, std::string_view header,
+                                   const std::string& body_user) {
+  if (!header.empty()) {
+    std::string h(header);
+    if (!is_valid_external_id(h))
+      return invalid_request("Invalid X-TG-User header: use 1-128 characters of A-Z a-z 0-9 . _ : @ / -.",
+                             "X-TG-User", "invalid_user_header");
+    if (p.user_bound && h != p.user)
+      return permission_error(fmt::format("This key belongs to user '{}' and cannot act as '{}'. Use a "
+                                          "tenant-level key to send requests for other users.", p.user, h),
+                              "user_mismatch");
+    return h;
+  }
+  if (p.user_bound) return p.user;
+  return body_user;
+}
+
+net::awaitable<void> serve_models(Session& s, WorkerContext& ctx, Request& req, Exchange& x,
+                                  std::string_view id) {
+  x.endpoint = "models";
+  auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
+  if (!principal) co_return co_await s.send_error(x, principal.error());
+  x.principal = *principal;
+  const TenantConfig* t = principal->tenant_config;
+  auto model_json = [](const ModelConfig& m) {
+    json::object o;
+    o["id"] = m.alias;
+    o["object"] = "model";
+    o["created"] = 1735689600;  // fixed: aliases have no creation time of their own
+    o["owned_by"] = m.owned_by;
+    return o;
+  };
+  if (!id.empty()) {
+    const ModelConfig* m = ctx.config.find_model(std::string(id));
+    if (!m || !upstream::Router::allowed(t, m->alias))
+      co_return co_await s.send_error(
+          x, not_found(fmt::format("The model '{}' does not exist or you do not have access to it.", id),
+                       "model_not_found", "model"));
+    co_return co_await s.send_json(x, 200, json::serialize(model_json(*m)));
+  }
+  json::array data;
+  for (const auto& m : ctx.config.models)
+    if (upstream::Router::allowed(t, m.alias)) data.push_back(model_json(m));
+  json::object list;
+  list["object"] = "list";
+  list["data"] = std::move(data);
+  co_await s.send_json(x, 200, json::serialize(list));
+}
+
+net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& req, Exchange& x,
+                                     api::Endpoint ep) {
+  x.endpoint = std::string(api::endpoint_name(ep));
+  // authenticate
+  auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
+  if (!principal) co_return co_await s.send_error(x, principal.error());
+  x.principal = *principal;
+  // parse
+  if (!is_json_content_type(req[http::field::content_type]))
+    co_return co_await s.send_error(
+        x, ApiError{415, "invalid_request_error", "unsupported_media_type",
+                    fmt::format("Content-Type must be application/json, got '{}'. Send the request body "
+                                "as JSON with 'Content-Type: application/json'.",
+                                std::string(req[http::field::content_type])),
+                    {}});
+  auto parsed = api::parse_request(ep, req.body());
+  if (!parsed) co_return co_await s.send_error(x, parsed.error());
+  x.model = parsed->model;
+  x.stream = parsed->stream;
+  auto user = resolve_user(*principal, req["x-tg-user"], parsed->user);
+  if (!user) co_return co_await s.send_error(x, user.error());
+  x.principal->user = *user;
+  // route
+  auto provider = ctx.router.route(parsed->model, principal->tenant_config);
+  if (!provider) co_return co_await s.send_error(x, provider.error());
+  upstream::Provider& up = **provider;
+  x.deployment = up.deployment().id;
+
+  // upstream, raced against the client going away
+  upstream::UpstreamRequest ureq{&*parsed, x.request_id, std::string(req["traceparent"])};
+  RelaySink sink(s, x, parsed->client_wants_usage);
+  std::optional<upstream::UpstreamReply> reply;
+  try {
+    auto r = co_await (up.send(ureq, sink) || s.wait_disconnect());
+    if (r.index() == 0) reply = std::move(std::get<0>(r));
+  } catch (const upstream::ClientGone&) {
+  } catch (const boost::system::system_error& e) {
+    if (e.code() != net::error::operation_aborted) throw;
+  }
+  if (!reply) {  // the client left first: the upstream call was cancelled
+    x.client_gone = true;
+    if (!x.status) x.status = 499;
+    x.error_code = "client_closed_request";
+    ctx.metrics.stats.client_disconnects_total.fetch_add(1);
+    ctx.metrics.stats.upstream_cancelled_total.fetch_add(1);
+    s.close_after_response();
+    co_return;
+  }
+  x.upstream_status = reply->status;
+  if (reply->transport_error) {
+    const ApiError& e = *reply->transport_error;
+    ctx.metrics.record_upstream_error(x.deployment, e.code);
+    if (!reply->streamed) co_return co_await s.send_error(x, e);
+    // Headers are gone: say it in-band, as OpenAI streams do, then end.
+    x.error_code = e.code;
+    std::string ev;
+    api::append_sse_data(ev, api::error_body(e));
+    try {
+      co_await s.stream_chunk(x, ev);
+      co_await s.end_stream(x);
+    } catch (const upstream::ClientGone&) {
+      x.client_gone = true;
+    }
+    s.close_after_response();
+    co_return;
+  }
+  if (reply->streamed) {
+    try {
+      co_await s.end_stream(x);
+    } catch (const upstream::ClientGone&) {
+      x.client_gone = true;
+    }
+    co_return;
+  }
+  if (reply->status < 200 || reply->status >= 300) {
+    ApiError e = map_upstream_status(reply->status, reply->body, x.deployment);
+    ctx.metrics.record_upstream_error(x.deployment, fmt::format("http_{}", reply->status));
+    co_return co_await s.send_error(x, e);
+  }
+  boost::system::error_code ec;
+  json::value v = json::parse(reply->body, ec);
+  if (!ec && v.is_object()) x.usage = api::usage_of(v.get_object());
+  co_await s.send_json(x, reply->status, std::move(reply->body));
+}
+
+ApiError method_not_allowed(const std::string& method, const std::string& path, const char* allow) {
+  return ApiError{405, "invalid_request_error", "method_not_allowed",
+                  fmt::format("{} is not allowed on {}; use {}.", method, path, allow), allow};
+}
+
+}  // namespace
+
+net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
+  const std::string& p = x.path;
+  const auto m = req.method();
+  auto only = [&](http::verb v, const char* name) { return m == v ? nullptr : name; };
+  if (p == "/healthz") {
+    if (auto a = only(http::verb::get, "GET")) co_return co_await s.send_error(x, method_not_allowed(x.method, p, a));
+    co_return co_await s.send_json(x, 200, R"({"status":"ok"})");
+  }
+  if (p == "/readyz") {
+    if (auto a = only(http::verb::get, "GET")) co_return co_await s.send_error(x, method_not_allowed(x.method, p, a));
+    if (ctx.draining.load()) co_return co_await s.send_json(x, 503, R"({"status":"draining"})");
+    co_return co_await s.send_json(x, 200, R"({"status":"ready"})");
+  }
+  if (p == "/metrics") {
+    if (auto a = only(http::verb::get, "GET")) co_return co_await s.send_error(x, method_not_allowed(x.method, p, a));
+    std::string extra = fmt::format(
+        "# HELP tg_sim_cancelled_streams_total Sim streams cut short because the client went away\n"
+        "# TYPE tg_sim_cancelled_streams_total counter\ntg_sim_cancelled_streams_total {}\n",
+        sim::SimProvider::cancelled_streams.load());
+    Response res{http::status::ok, 11};
+    res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.body() = ctx.metrics.render(extra);
+    co_return co_await s.send(x, res);
+  }
+  if (p == "/v1/models" || p.starts_with("/v1/models/")) {
+    if (auto a = only(http::verb::get, "GET")) co_return co_await s.send_error(x, method_not_allowed(x.method, p, a));
+    // (computed outside the co_await: GCC 12 miscompiles ?: in coroutine arguments)
+    std::string id;
+    if (p.size() > 11) id = p.substr(11);
+    co_return co_await serve_models(s, ctx, req, x, id);
+  }
+  struct Route { const char* path; api::Endpoint ep; };
+  static constexpr Route kRoutes[] = {{"/v1/chat/completions", api::Endpoint::kChatCompletions},
+                                      {"/v1/completions", api::Endpoint::kCompletions},
+                                      {"/v1/embeddings", api::Endpoint::kEmbeddings}};
+  for (const auto& r : kRoutes) {
+    if (p != r.path) continue;
+    if (m != http::verb::post) co_return co_await s.send_error(x, method_not_allowed(x.method, p, "POST"));
+    co_return co_await serve_inference(s, ctx, req, x, r.ep);
+  }
+  co_await s.send_error(x, not_found(fmt::format("Unknown request URL: {} {}. Please check the URL for typos; "
+                                                 "tenantgate serves /v1/chat/completions, /v1/completions, "
+                                                 "/v1/embeddings and /v1/models.", x.method, p),
+                                     "unknown_url"));
+}
+
+void settle(WorkerContext& ctx, Exchange& x) {
+  const std::string tenant = x.principal ? x.principal->tenant : std::string();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - x.start).count();
+  ctx.metrics.record_request(tenant, x.model, x.endpoint, x.status, secs);
+  if (x.ttft) ctx.metrics.record_ttft(tenant, x.model, std::chrono::duration<double>(*x.ttft).count());
+  if (x.usage) ctx.metrics.record_tokens(tenant, x.model, x.usage->prompt_tokens, x.usage->completion_tokens);
+  ctx.access_log.write(x);
+}
+
+}  // namespace tg::server

@@ -1,0 +1,21 @@
+// The request path for one parsed HTTP request, as a chain of stages:
+//   authenticate → parse → route → upstream (stream relay) → settle
+// Each stage is a call into its own folder (identity, api, upstream); this
+// file only wires them and turns their errors into responses.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include "server/exchange.h"
+#include "server/session.h"
+#include "server/worker_context.h"
+
+namespace tg::server {
+
+boost::asio::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchange& x);
+
+// The last stage for every request, answered or not: metrics and the access
+// log line. Called exactly once per request.
+void settle(WorkerContext& ctx, Exchange& x);
+
+}  // namespace tg::server

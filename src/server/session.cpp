@@ -1,0 +1,255 @@
+#include "server/session.h"
+
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+
+#include "api/errors.h"
+#include "core/ids.h"
+#include "server/handlers.h"
+#include "upstream/provider.h"
+
+namespace tg::server {
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using net::use_awaitable;
+
+namespace {
+bool is_timeout(const boost::system::error_code& ec) { return ec == beast::error::timeout; }
+
+// A request counted in tg_requests_in_flight for exactly its lifetime.
+struct InFlight {
+  explicit InFlight(GatewayStats& s) : s_(s) { s_.requests_in_flight.fetch_add(1); }
+  ~InFlight() { s_.requests_in_flight.fetch_sub(1); }
+  GatewayStats& s_;
+};
+}  // namespace
+
+Session::Session(net::ip::tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry)
+    : stream_(std::move(socket)), ctx_(ctx), registry_(registry) {
+  self_ = registry_.insert(registry_.end(), this);
+  boost::system::error_code ec;
+  auto ep = stream_.socket().remote_endpoint(ec);
+  if (!ec) peer_ = ep.address().to_string();
+  stream_.socket().set_option(net::ip::tcp::no_delay(true), ec);
+  ctx_.metrics.stats.connections_accepted_total.fetch_add(1);
+  ctx_.metrics.stats.connections_open.fetch_add(1);
+}
+
+Session::~Session() {
+  registry_.erase(self_);
+  ctx_.metrics.stats.connections_open.fetch_sub(1);
+}
+
+void Session::close_if_idle() {
+  keep_alive_ = false;
+  if (state_ == State::kIdle) force_close();
+}
+
+void Session::force_close() {
+  closed_ = true;
+  boost::system::error_code ec;
+  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+  stream_.socket().close(ec);
+}
+
+void Session::finish(Exchange& x) { settle(ctx_, x); }
+
+net::awaitable<void> Session::run() {
+  const ServerConfig& sc = ctx_.config.server;
+  bool first = true;
+  while (!closed_) {
+    // Between requests: wait for the first byte under the idle timeout (the
+    // header timeout for a brand-new connection).
+    state_ = State::kIdle;
+    if (ctx_.draining.load() && !first) break;
+    if (buffer_.size() == 0) {
+      stream_.expires_after(first ? sc.header_timeout : sc.idle_timeout);
+      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(8192), net::as_tuple(use_awaitable));
+      if (ec) {
+        if (is_timeout(ec)) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+        break;
+      }
+      buffer_.commit(n);
+    }
+    first = false;
+    state_ = State::kReading;
+    Exchange x;
+    x.start = std::chrono::steady_clock::now();
+    x.request_id = new_request_id();
+    x.client_ip = peer_;
+    std::optional<Request> req;
+    if (!co_await read_request(x, req)) break;
+    state_ = State::kBusy;
+    keep_alive_ = req->keep_alive() && !ctx_.draining.load();
+    {
+      InFlight in_flight(ctx_.metrics.stats);
+      co_await handle(*this, ctx_, *req, x);
+      finish(x);
+    }
+    if (!keep_alive_) break;
+  }
+  boost::system::error_code ec;
+  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
+  stream_.close();
+}
+
+// Reads one request. Returns false when the connection must close (after
+// answering the error, when there is one to answer).
+net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& out) {
+  const ServerConfig& sc = ctx_.config.server;
+  http::request_parser<http::string_body> parser;
+  parser.header_limit(static_cast<std::uint32_t>(sc.max_header_bytes));
+  parser.body_limit(sc.max_body_bytes);
+  stream_.expires_after(sc.header_timeout);
+  auto [ec, hn] = co_await http::async_read_header(stream_, buffer_, parser, net::as_tuple(use_awaitable));
+  if (ec) {
+    if (is_timeout(ec)) {
+      ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+      co_return false;  // a stalled header gets no answer: the peer may be hostile
+    }
+    if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset)
+      co_return false;
+    keep_alive_ = false;
+    x.method = "?";
+    x.path = "?";
+    ApiError e = ec == http::error::header_limit
+                     ? ApiError{431, "invalid_request_error", "headers_too_large",
+                                fmt::format("Request headers exceed {} bytes.", sc.max_header_bytes), {}}
+                     : invalid_request(fmt::format("Malformed HTTP request: {}.", ec.message()), {},
+                                       "malformed_http");
+    co_await send_error(x, e);
+    finish(x);
+    co_return false;
+  }
+  auto& head = parser.get();
+  x.method = std::string(head.method_string());
+  x.path = std::string(head.target().substr(0, head.target().find('?')));
+
+  auto too_large = [&]() -> ApiError {
+    ctx_.metrics.stats.bodies_too_large_total.fetch_add(1);
+    return ApiError{413, "invalid_request_error", "request_too_large",
+                    fmt::format("The request body exceeds the gateway's limit of {} bytes "
+                                "(server.max_body_bytes). Send a smaller request.", sc.max_body_bytes),
+                    {}};
+  };
+  if (auto len = parser.content_length(); len && *len > sc.max_body_bytes) {
+    keep_alive_ = false;  // the unread body is still on the wire
+    co_await send_error(x, too_large());
+    finish(x);
+    co_return false;
+  }
+  if (beast::iequals(head[http::field::expect], "100-continue"))
+    co_await write_raw("HTTP/1.1 100 Continue\r\n\r\n");
+
+  stream_.expires_after(sc.body_timeout);
+  auto [ec2, bn] = co_await http::async_read(stream_, buffer_, parser, net::as_tuple(use_awaitable));
+  stream_.expires_never();
+  if (ec2) {
+    keep_alive_ = false;
+    if (ec2 == http::error::body_limit) {
+      co_await send_error(x, too_large());
+      finish(x);
+    } else if (is_timeout(ec2)) {
+      ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+      co_await send_error(x, ApiError{408, "invalid_request_error", "body_timeout",
+                                      fmt::format("The request body did not arrive within {} ms "
+                                                  "(server.body_timeout_ms).", sc.body_timeout.count()),
+                                      {}});
+      finish(x);
+    }
+    co_return false;
+  }
+  out.emplace(parser.release());
+  co_return true;
+}
+
+net::awaitable<void> Session::write_raw(std::string_view bytes) {
+  stream_.expires_after(ctx_.config.server.write_timeout);
+  auto [ec, n] = co_await net::async_write(stream_, net::buffer(bytes.data(), bytes.size()),
+                                           net::as_tuple(use_awaitable));
+  stream_.expires_never();
+  if (ec) {
+    if (is_timeout(ec)) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+    keep_alive_ = false;
+    throw upstream::ClientGone();
+  }
+}
+
+net::awaitable<void> Session::send(Exchange& x, Response& res) {
+  res.set("x-request-id", x.request_id);
+  res.keep_alive(keep_alive_ && !ctx_.draining.load());
+  if (!res.keep_alive()) keep_alive_ = false;
+  res.prepare_payload();
+  x.status = static_cast<int>(res.result_int());
+  x.bytes_out += res.body().size();
+  stream_.expires_after(ctx_.config.server.write_timeout);
+  auto [ec, n] = co_await http::async_write(stream_, res, net::as_tuple(use_awaitable));
+  stream_.expires_never();
+  if (ec) {
+    if (is_timeout(ec)) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+    x.client_gone = true;
+    keep_alive_ = false;
+  }
+}
+
+net::awaitable<void> Session::send_json(Exchange& x, int status, std::string body) {
+  Response res{static_cast<http::status>(status), 11};
+  res.set(http::field::content_type, "application/json");
+  res.body() = std::move(body);
+  co_await send(x, res);
+}
+
+net::awaitable<void> Session::send_error(Exchange& x, const ApiError& e) {
+  Response res{static_cast<http::status>(e.status), 11};
+  res.set(http::field::content_type, "application/json");
+  if (e.retry_after_s >= 0) res.set(http::field::retry_after, std::to_string(e.retry_after_s));
+  if (e.status == 405) res.set(http::field::allow, e.param);
+  res.body() = api::error_body(e);
+  x.error_code = e.code;
+  co_await send(x, res);
+}
+
+net::awaitable<void> Session::begin_stream(Exchange& x) {
+  keep_alive_ = keep_alive_ && !ctx_.draining.load();
+  std::string head = fmt::format(
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
+      "x-request-id: {}\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n\r\n",
+      x.request_id, keep_alive_ ? "keep-alive" : "close");
+  x.status = 200;
+  co_await write_raw(head);
+}
+
+net::awaitable<void> Session::stream_chunk(Exchange& x, std::string_view bytes) {
+  if (bytes.empty()) co_return;
+  std::string framed = fmt::format("{:x}\r\n", bytes.size());
+  framed.append(bytes);
+  framed.append("\r\n");
+  x.bytes_out += bytes.size();
+  co_await write_raw(framed);
+}
+
+net::awaitable<void> Session::end_stream(Exchange& x) { co_await write_raw("0\r\n\r\n"); }
+
+net::awaitable<void> Session::wait_disconnect() {
+  auto& sock = stream_.socket();
+  for (;;) {
+    co_await sock.async_wait(net::ip::tcp::socket::wait_read, use_awaitable);
+    char c;
+    ssize_t n = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) co_return;
+    if (n > 0) {
+      // A pipelined next request, not a close: stop watching until cancelled.
+      net::steady_timer forever(co_await net::this_coro::executor, std::chrono::steady_clock::time_point::max());
+      co_await forever.async_wait(use_awaitable);
+    }
+  }
+}
+
+}  // namespace tg::server

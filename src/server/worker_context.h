@@ -1,0 +1,25 @@
+// What one worker thread's sessions share: the immutable config and key ring
+// (process-wide), this worker's router and upstream providers, and the
+// process-wide metrics and access log. Built by Gateway.
+#pragma once
+
+#include <atomic>
+
+#include "core/config.h"
+#include "identity/keyring.h"
+#include "server/access_log.h"
+#include "server/metrics.h"
+#include "upstream/router.h"
+
+namespace tg::server {
+
+struct WorkerContext {
+  const Config& config;
+  const identity::KeyRing& keys;
+  upstream::Router& router;
+  Metrics& metrics;
+  AccessLog& access_log;
+  const std::atomic<bool>& draining;
+};
+
+}  // namespace tg::server

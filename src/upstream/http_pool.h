@@ -1,0 +1,82 @@
+// Keep-alive connections to one upstream origin (scheme, host, port), owned
+// by one worker thread. acquire() hands out an idle connection or dials a new
+// one (connect timeout, TLS with SNI and certificate verification); a Lease
+// returns its connection to the pool only when the exchange ended cleanly and
+// the upstream allows keep-alive, otherwise the connection is closed. Not
+// thread-safe: use from the owning thread's io_context only.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <chrono>
+#include <memory>
+#include <variant>
+#include <vector>
+
+#include "core/config.h"
+
+namespace tg::upstream {
+
+struct Connection {
+  using Plain = boost::beast::tcp_stream;
+  using Tls = boost::beast::ssl_stream<boost::beast::tcp_stream>;
+  std::variant<std::unique_ptr<Plain>, std::unique_ptr<Tls>> stream;
+  boost::beast::flat_buffer buffer;  // bytes read past the last response stay here
+  std::chrono::steady_clock::time_point idle_since;
+  std::uint64_t uses = 0;
+
+  boost::beast::tcp_stream& lowest();
+};
+
+class HttpPool {
+ public:
+  // REQUIRES: `d` outlives the pool; `tls` is non-null when d.scheme is https.
+  HttpPool(boost::asio::any_io_executor ex, const DeploymentConfig& d, boost::asio::ssl::context* tls);
+  HttpPool(const HttpPool&) = delete;
+  HttpPool& operator=(const HttpPool&) = delete;
+
+  class Lease {
+   public:
+    Lease() = default;
+    Lease(HttpPool* pool, std::unique_ptr<Connection> c, bool reused)
+        : pool_(pool), conn_(std::move(c)), reused_(reused) {}
+    Lease(Lease&&) = default;
+    Lease& operator=(Lease&&) = default;
+    ~Lease() = default;  // a connection not given back is closed with it
+    Connection& operator*() { return *conn_; }
+    Connection* operator->() { return conn_.get(); }
+    bool reused() const { return reused_; }
+    // Back to the pool for the next request (only after a complete exchange).
+    void give_back();
+
+   private:
+    HttpPool* pool_ = nullptr;
+    std::unique_ptr<Connection> conn_;
+    bool reused_ = false;
+  };
+
+  // An idle connection, or a new one. Throws system_error on failure: the
+  // caller maps it to a precise upstream error.
+  boost::asio::awaitable<Lease> acquire(bool fresh_only = false);
+
+  std::size_t idle_count() const { return idle_.size(); }
+  std::uint64_t dialed() const { return dialed_; }
+
+ private:
+  boost::asio::awaitable<std::unique_ptr<Connection>> dial();
+  void release(std::unique_ptr<Connection> c);
+
+  boost::asio::any_io_executor ex_;
+  const DeploymentConfig& d_;
+  boost::asio::ssl::context* tls_;
+  boost::asio::ip::tcp::resolver resolver_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+  std::uint64_t dialed_ = 0;
+  static constexpr std::chrono::seconds kMaxIdle{30};
+};
+
+}  // namespace tg::upstream
