@@ -2,6 +2,7 @@
 // virtual key; `config check` validates a config file without serving.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <fstream>
@@ -68,6 +69,8 @@ int main(int argc, char** argv) {
   check_cmd->add_option("file", check_path, "YAML config file")->required();
 
   CLI11_PARSE(app, argc, argv);
+  // Operational logs go to stderr; stdout carries the access log.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("tenantgate"));
 
   if (serve->parsed()) {
     auto config = load(config_path);

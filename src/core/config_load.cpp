@@ -299,18 +299,18 @@ std::optional<HostPort> parse_host_port(std::string_view s, std::string* why) {
   }
   unsigned long v = 0;
   if (port.empty() || port.size() > 5) {
-    *why = fmt::format("'{}': port must be 1-65535", s);
+    *why = fmt::format("'{}': port must be 0-65535", s);
     return std::nullopt;
   }
   for (char c : port) {
     if (c < '0' || c > '9') {
-      *why = fmt::format("'{}': port must be 1-65535", s);
+      *why = fmt::format("'{}': port must be 0-65535", s);
       return std::nullopt;
     }
     v = v * 10 + static_cast<unsigned>(c - '0');
   }
-  if (v == 0 || v > 65535) {
-    *why = fmt::format("'{}': port must be 1-65535", s);
+  if (v > 65535) {  // 0: the kernel picks a free port (tests)
+    *why = fmt::format("'{}': port must be 0-65535", s);
     return std::nullopt;
   }
   hp.port = static_cast<std::uint16_t>(v);

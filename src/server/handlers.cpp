@@ -117,11 +117,26 @@ Expected<std::string> resolve_user(const identity::Principal& p, std::string_vie
   return body_user;
 }
 
-net::awaitable<void> serve_models(Session& s, WorkerContext& ctx, Request& req, Exchange& x,
-                                  std::string_view id) {
+// A whole answer for the endpoints that never suspend before answering.
+struct Answer {
+  int status = 200;
+  std::string body;
+  const char* content_type = "application/json";
+  std::optional<ApiError> error;
+};
+
+net::awaitable<void> send_answer(Session& s, Exchange& x, Answer& a) {
+  if (a.error) co_return co_await s.send_error(x, *a.error);
+  Response res{static_cast<http::status>(a.status), 11};
+  res.set(http::field::content_type, a.content_type);
+  res.body() = std::move(a.body);
+  co_await s.send(x, res);
+}
+
+Answer answer_models(WorkerContext& ctx, Request& req, Exchange& x, const std::string& id) {
   x.endpoint = "models";
   auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
-  if (!principal) co_return co_await s.send_error(x, principal.error());
+  if (!principal) return {0, {}, {}, principal.error()};
   x.principal = *principal;
   const TenantConfig* t = principal->tenant_config;
   auto model_json = [](const ModelConfig& m) {
@@ -133,12 +148,12 @@ net::awaitable<void> serve_models(Session& s, WorkerContext& ctx, Request& req, 
     return o;
   };
   if (!id.empty()) {
-    const ModelConfig* m = ctx.config.find_model(std::string(id));
+    const ModelConfig* m = ctx.config.find_model(id);
     if (!m || !upstream::Router::allowed(t, m->alias))
-      co_return co_await s.send_error(
-          x, not_found(fmt::format("The model '{}' does not exist or you do not have access to it.", id),
-                       "model_not_found", "model"));
-    co_return co_await s.send_json(x, 200, json::serialize(model_json(*m)));
+      return {0, {}, {},
+              not_found(fmt::format("The model '{}' does not exist or you do not have access to it.", id),
+                        "model_not_found", "model")};
+    return {200, json::serialize(model_json(*m))};
   }
   json::array data;
   for (const auto& m : ctx.config.models)
@@ -146,43 +161,55 @@ net::awaitable<void> serve_models(Session& s, WorkerContext& ctx, Request& req, 
   json::object list;
   list["object"] = "list";
   list["data"] = std::move(data);
-  co_await s.send_json(x, 200, json::serialize(list));
+  return {200, json::serialize(list)};
+}
+
+// Everything an inference request needs before it goes upstream, decided
+// without suspending: authenticate → parse → resolve the end user → route.
+struct Prepared {
+  api::ParsedRequest parsed;
+  upstream::Provider* provider = nullptr;
+};
+
+Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange& x, api::Endpoint ep) {
+  x.endpoint = std::string(api::endpoint_name(ep));
+  auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
+  if (!principal) return principal.error();
+  x.principal = *principal;
+  if (!is_json_content_type(req[http::field::content_type]))
+    return ApiError{415, "invalid_request_error", "unsupported_media_type",
+                    fmt::format("Content-Type must be application/json, got '{}'. Send the request body "
+                                "as JSON with 'Content-Type: application/json'.",
+                                std::string(req[http::field::content_type])),
+                    {}};
+  auto parsed = api::parse_request(ep, req.body());
+  if (!parsed) return parsed.error();
+  x.model = parsed->model;
+  x.stream = parsed->stream;
+  auto user = resolve_user(*principal, req["x-tg-user"], parsed->user);
+  if (!user) return user.error();
+  x.principal->user = *user;
+  auto provider = ctx.router.route(parsed->model, principal->tenant_config);
+  if (!provider) return provider.error();
+  x.deployment = (*provider)->deployment().id;
+  return Prepared{std::move(*parsed), *provider};
 }
 
 net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& req, Exchange& x,
                                      api::Endpoint ep) {
-  x.endpoint = std::string(api::endpoint_name(ep));
-  // authenticate
-  auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
-  if (!principal) co_return co_await s.send_error(x, principal.error());
-  x.principal = *principal;
-  // parse
-  if (!is_json_content_type(req[http::field::content_type]))
-    co_return co_await s.send_error(
-        x, ApiError{415, "invalid_request_error", "unsupported_media_type",
-                    fmt::format("Content-Type must be application/json, got '{}'. Send the request body "
-                                "as JSON with 'Content-Type: application/json'.",
-                                std::string(req[http::field::content_type])),
-                    {}});
-  auto parsed = api::parse_request(ep, req.body());
-  if (!parsed) co_return co_await s.send_error(x, parsed.error());
-  x.model = parsed->model;
-  x.stream = parsed->stream;
-  auto user = resolve_user(*principal, req["x-tg-user"], parsed->user);
-  if (!user) co_return co_await s.send_error(x, user.error());
-  x.principal->user = *user;
-  // route
-  auto provider = ctx.router.route(parsed->model, principal->tenant_config);
-  if (!provider) co_return co_await s.send_error(x, provider.error());
-  upstream::Provider& up = **provider;
-  x.deployment = up.deployment().id;
+  auto prep = prepare_inference(ctx, req, x, ep);
+  if (!prep) co_return co_await s.send_error(x, prep.error());
+  const api::ParsedRequest& parsed = prep->parsed;
+  upstream::Provider& up = *prep->provider;
 
   // upstream, raced against the client going away
-  upstream::UpstreamRequest ureq{&*parsed, x.request_id, std::string(req["traceparent"])};
-  RelaySink sink(s, x, parsed->client_wants_usage);
+  upstream::UpstreamRequest ureq{&parsed, x.request_id, std::string(req["traceparent"])};
+  RelaySink sink(s, x, parsed.client_wants_usage);
   std::optional<upstream::UpstreamReply> reply;
   try {
-    auto r = co_await (up.send(ureq, sink) || s.wait_disconnect());
+    auto call = up.send(ureq, sink);
+    auto watch = s.wait_disconnect();
+    auto r = co_await (std::move(call) || std::move(watch));
     if (r.index() == 0) reply = std::move(std::get<0>(r));
   } catch (const upstream::ClientGone&) {
   } catch (const boost::system::system_error& e) {
@@ -224,14 +251,14 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
     co_return;
   }
   if (reply->status < 200 || reply->status >= 300) {
-    ApiError e = map_upstream_status(reply->status, reply->body, x.deployment);
+    const ApiError e = map_upstream_status(reply->status, reply->body, x.deployment);
     ctx.metrics.record_upstream_error(x.deployment, fmt::format("http_{}", reply->status));
     co_return co_await s.send_error(x, e);
   }
   boost::system::error_code ec;
   json::value v = json::parse(reply->body, ec);
   if (!ec && v.is_object()) x.usage = api::usage_of(v.get_object());
-  co_await s.send_json(x, reply->status, std::move(reply->body));
+  co_await s.send_json(x, reply->status, reply->body);
 }
 
 ApiError method_not_allowed(const std::string& method, const std::string& path, const char* allow) {
@@ -239,38 +266,33 @@ ApiError method_not_allowed(const std::string& method, const std::string& path, 
                   fmt::format("{} is not allowed on {}; use {}.", method, path, allow), allow};
 }
 
-}  // namespace
-
-net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
+Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* inference, api::Endpoint* ep) {
   const std::string& p = x.path;
   const auto m = req.method();
-  auto only = [&](http::verb v, const char* name) { return m == v ? nullptr : name; };
+  auto get_only = [&]() -> std::optional<ApiError> {
+    if (m == http::verb::get) return std::nullopt;
+    return method_not_allowed(x.method, p, "GET");
+  };
   if (p == "/healthz") {
-    if (auto a = only(http::verb::get, "GET")) co_return co_await s.send_error(x, method_not_allowed(x.method, p, a));
-    co_return co_await s.send_json(x, 200, R"({"status":"ok"})");
+    if (auto e = get_only()) return {0, {}, {}, e};
+    return {200, R"({"status":"ok"})"};
   }
   if (p == "/readyz") {
-    if (auto a = only(http::verb::get, "GET")) co_return co_await s.send_error(x, method_not_allowed(x.method, p, a));
-    if (ctx.draining.load()) co_return co_await s.send_json(x, 503, R"({"status":"draining"})");
-    co_return co_await s.send_json(x, 200, R"({"status":"ready"})");
+    if (auto e = get_only()) return {0, {}, {}, e};
+    if (ctx.draining.load()) return {503, R"({"status":"draining"})"};
+    return {200, R"({"status":"ready"})"};
   }
   if (p == "/metrics") {
-    if (auto a = only(http::verb::get, "GET")) co_return co_await s.send_error(x, method_not_allowed(x.method, p, a));
+    if (auto e = get_only()) return {0, {}, {}, e};
     std::string extra = fmt::format(
         "# HELP tg_sim_cancelled_streams_total Sim streams cut short because the client went away\n"
         "# TYPE tg_sim_cancelled_streams_total counter\ntg_sim_cancelled_streams_total {}\n",
         sim::SimProvider::cancelled_streams.load());
-    Response res{http::status::ok, 11};
-    res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-    res.body() = ctx.metrics.render(extra);
-    co_return co_await s.send(x, res);
+    return {200, ctx.metrics.render(extra), "text/plain; version=0.0.4; charset=utf-8"};
   }
   if (p == "/v1/models" || p.starts_with("/v1/models/")) {
-    if (auto a = only(http::verb::get, "GET")) co_return co_await s.send_error(x, method_not_allowed(x.method, p, a));
-    // (computed outside the co_await: GCC 12 miscompiles ?: in coroutine arguments)
-    std::string id;
-    if (p.size() > 11) id = p.substr(11);
-    co_return co_await serve_models(s, ctx, req, x, id);
+    if (auto e = get_only()) return {0, {}, {}, e};
+    return answer_models(ctx, req, x, p.size() > 11 ? p.substr(11) : std::string());
   }
   struct Route { const char* path; api::Endpoint ep; };
   static constexpr Route kRoutes[] = {{"/v1/chat/completions", api::Endpoint::kChatCompletions},
@@ -278,13 +300,25 @@ net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchan
                                       {"/v1/embeddings", api::Endpoint::kEmbeddings}};
   for (const auto& r : kRoutes) {
     if (p != r.path) continue;
-    if (m != http::verb::post) co_return co_await s.send_error(x, method_not_allowed(x.method, p, "POST"));
-    co_return co_await serve_inference(s, ctx, req, x, r.ep);
+    if (m != http::verb::post) return {0, {}, {}, method_not_allowed(x.method, p, "POST")};
+    *inference = true;
+    *ep = r.ep;
+    return {};
   }
-  co_await s.send_error(x, not_found(fmt::format("Unknown request URL: {} {}. Please check the URL for typos; "
-                                                 "tenantgate serves /v1/chat/completions, /v1/completions, "
-                                                 "/v1/embeddings and /v1/models.", x.method, p),
-                                     "unknown_url"));
+  return {0, {}, {}, not_found(fmt::format("Unknown request URL: {} {}. Please check the URL for typos; "
+                                           "tenantgate serves /v1/chat/completions, /v1/completions, "
+                                           "/v1/embeddings and /v1/models.", x.method, p),
+                               "unknown_url")};
+}
+
+}  // namespace
+
+net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
+  bool inference = false;
+  api::Endpoint ep{};
+  Answer a = answer_plain(ctx, req, x, &inference, &ep);
+  if (inference) co_return co_await serve_inference(s, ctx, req, x, ep);
+  co_await send_answer(s, x, a);
 }
 
 void settle(WorkerContext& ctx, Exchange& x) {

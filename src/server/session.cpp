@@ -107,6 +107,13 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
   http::request_parser<http::string_body> parser;
   parser.header_limit(static_cast<std::uint32_t>(sc.max_header_bytes));
   parser.body_limit(sc.max_body_bytes);
+  auto too_large = [&]() -> ApiError {
+    ctx_.metrics.stats.bodies_too_large_total.fetch_add(1);
+    return ApiError{413, "invalid_request_error", "request_too_large",
+                    fmt::format("The request body exceeds the gateway's limit of {} bytes "
+                                "(server.max_body_bytes). Send a smaller request.", sc.max_body_bytes),
+                    {}};
+  };
   stream_.expires_after(sc.header_timeout);
   auto [ec, hn] = co_await http::async_read_header(stream_, buffer_, parser, net::as_tuple(use_awaitable));
   if (ec) {
@@ -117,8 +124,14 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
     if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset)
       co_return false;
     keep_alive_ = false;
-    x.method = "?";
-    x.path = "?";
+    x.method = std::string(parser.get().method_string());
+    x.path = std::string(parser.get().target());
+    if (ec == http::error::body_limit) {  // Content-Length alone is over the limit
+      const ApiError e = too_large();
+      co_await send_error(x, e);
+      finish(x);
+      co_return false;
+    }
     ApiError e = ec == http::error::header_limit
                      ? ApiError{431, "invalid_request_error", "headers_too_large",
                                 fmt::format("Request headers exceed {} bytes.", sc.max_header_bytes), {}}
@@ -132,16 +145,10 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
   x.method = std::string(head.method_string());
   x.path = std::string(head.target().substr(0, head.target().find('?')));
 
-  auto too_large = [&]() -> ApiError {
-    ctx_.metrics.stats.bodies_too_large_total.fetch_add(1);
-    return ApiError{413, "invalid_request_error", "request_too_large",
-                    fmt::format("The request body exceeds the gateway's limit of {} bytes "
-                                "(server.max_body_bytes). Send a smaller request.", sc.max_body_bytes),
-                    {}};
-  };
   if (auto len = parser.content_length(); len && *len > sc.max_body_bytes) {
     keep_alive_ = false;  // the unread body is still on the wire
-    co_await send_error(x, too_large());
+    const ApiError e = too_large();  // (no temporaries inside co_await: GCC 12 destroys them twice)
+    co_await send_error(x, e);
     finish(x);
     co_return false;
   }
@@ -154,14 +161,14 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
   if (ec2) {
     keep_alive_ = false;
     if (ec2 == http::error::body_limit) {
-      co_await send_error(x, too_large());
+      const ApiError e = too_large();
+      co_await send_error(x, e);
       finish(x);
     } else if (is_timeout(ec2)) {
+      // The timed-out socket is already closed: nothing can be answered.
       ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
-      co_await send_error(x, ApiError{408, "invalid_request_error", "body_timeout",
-                                      fmt::format("The request body did not arrive within {} ms "
-                                                  "(server.body_timeout_ms).", sc.body_timeout.count()),
-                                      {}});
+      x.status = 408;
+      x.error_code = "body_timeout";
       finish(x);
     }
     co_return false;
@@ -199,7 +206,7 @@ net::awaitable<void> Session::send(Exchange& x, Response& res) {
   }
 }
 
-net::awaitable<void> Session::send_json(Exchange& x, int status, std::string body) {
+net::awaitable<void> Session::send_json(Exchange& x, int status, std::string& body) {
   Response res{static_cast<http::status>(status), 11};
   res.set(http::field::content_type, "application/json");
   res.body() = std::move(body);

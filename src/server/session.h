@@ -44,8 +44,10 @@ class Session {
 
   // --- for handlers ---
   // Sends a whole response; adds x-request-id and Connection headers.
+  // Arguments are lvalues on purpose: GCC 12 may destroy temporaries that
+  // appear inside a co_await expression twice, so callers name them first.
   boost::asio::awaitable<void> send(Exchange& x, Response& res);
-  boost::asio::awaitable<void> send_json(Exchange& x, int status, std::string body);
+  boost::asio::awaitable<void> send_json(Exchange& x, int status, std::string& body);  // consumes body
   boost::asio::awaitable<void> send_error(Exchange& x, const ApiError& e);
   // A chunked text/event-stream response: head, then chunks, then the end.
   // Write failures throw upstream::ClientGone.

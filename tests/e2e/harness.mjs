@@ -1,0 +1,99 @@
+// Starts the real tenantgate binary on a loopback port chosen by the kernel
+// and hands tests its base URL. Every process started here is killed when
+// the test file ends.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+
+export const BIN = process.env.TG_BIN;
+if (!BIN) throw new Error('TG_BIN must point at the tenantgate binary');
+
+export const DEMO_KEYS = {
+  alice: 'tg-demo-acme-alice',
+  bob: 'tg-demo-acme-bob',
+  acmeService: 'tg-demo-acme-service',
+  carol: 'tg-demo-globex-carol',
+};
+
+const children = new Set();
+process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); } catch {} } });
+
+export function tempDir() { return mkdtempSync(join(tmpdir(), 'tg-e2e-')); }
+
+// Starts `tenantgate serve`; `yaml` null means the embedded default config.
+// Resolves once the gateway logs its listening address.
+export async function startGateway({ yaml = null, args = [], env = {} } = {}) {
+  const argv = ['serve', '--listen', '127.0.0.1:0', ...args];
+  if (yaml !== null) {
+    const file = join(tempDir(), 'tenantgate.yaml');
+    writeFileSync(file, yaml);
+    argv.push('--config', file);
+  }
+  const child = spawn(BIN, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  const gw = { child, stdout: '', stderr: '', port: 0 };
+  child.stdout.on('data', (d) => { gw.stdout += d; });
+  child.stderr.on('data', (d) => { gw.stderr += d; });
+  gw.exited = new Promise((resolve) => child.on('exit', (code, signal) => { children.delete(child); resolve({ code, signal }); }));
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${gw.stderr}`)), 10000);
+    const check = () => {
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(gw.stderr);
+      if (m) { clearTimeout(timer); gw.port = Number(m[1]); resolve(); }
+    };
+    child.stderr.on('data', check);
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`gateway exited ${code}:\n${gw.stderr}`)); });
+  });
+  gw.base = `http://127.0.0.1:${gw.port}`;
+  gw.stop = async () => { if (child.exitCode === null) child.kill('SIGTERM'); return gw.exited; };
+  return gw;
+}
+
+// Runs the binary to completion (CLI subcommands, config checks).
+export function runCli(args, env = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(BIN, args, { env: { ...process.env, ...env } });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+export async function metric(base, name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));
+  return line ? Number(line.split(' ').pop()) : NaN;
+}
+
+export async function waitFor(pred, ms = 5000, what = 'condition') {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await pred()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+// A raw TCP exchange: writes `chunks` (with optional delays) and collects
+// what the server sends until it closes or `timeoutMs` passes.
+export function rawExchange(port, chunks, { timeoutMs = 5000 } = {}) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let data = '';
+    const started = Date.now();
+    const done = (why) => { clearTimeout(t); sock.destroy(); resolve({ data, why, ms: Date.now() - started }); };
+    const t = setTimeout(() => done('timeout'), timeoutMs);
+    sock.on('data', (d) => { data += d; });
+    sock.on('close', () => done('closed'));
+    sock.on('error', () => done('error'));
+    sock.on('connect', async () => {
+      for (const c of chunks) {
+        if (typeof c === 'number') await new Promise((r) => setTimeout(r, c));
+        else if (!sock.destroyed) sock.write(c);
+      }
+    });
+  });
+}
