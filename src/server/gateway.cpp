@@ -1,5 +1,7 @@
 #include "server/gateway.h"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -29,9 +31,12 @@ using tcp = net::ip::tcp;
 namespace {
 
 // Reads the rest of a connection's life on its worker; owns the Session.
-net::awaitable<void> serve_connection(tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry) {
+// `cancel` is bound to this coroutine's cancellation slot: the session emits
+// it when its client disconnects mid-request.
+net::awaitable<void> serve_connection(tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry,
+                                      std::shared_ptr<net::cancellation_signal> cancel) {
   try {
-    Session session(std::move(socket), ctx, registry);
+    Session session(std::move(socket), ctx, registry, *cancel);
     co_await session.run();
   } catch (const std::exception& e) {
     spdlog::error("connection ended by an unexpected error: {}", e.what());
@@ -78,7 +83,10 @@ struct Gateway::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      net::co_spawn(w.ioc, serve_connection(std::move(socket), *w.ctx, w.sessions), net::detached);
+      auto cancel = std::make_shared<net::cancellation_signal>();
+      auto slot = cancel->slot();
+      net::co_spawn(w.ioc, serve_connection(std::move(socket), *w.ctx, w.sessions, std::move(cancel)),
+                    net::bind_cancellation_slot(slot, net::detached));
     }
   }
 };

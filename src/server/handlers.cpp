@@ -1,6 +1,5 @@
 #include "server/handlers.h"
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
@@ -17,7 +16,6 @@ namespace tg::server {
 namespace net = boost::asio;
 namespace http = boost::beast::http;
 namespace json = boost::json;
-using namespace boost::asio::experimental::awaitable_operators;
 
 namespace {
 
@@ -127,10 +125,8 @@ struct Answer {
 
 net::awaitable<void> send_answer(Session& s, Exchange& x, Answer& a) {
   if (a.error) co_return co_await s.send_error(x, *a.error);
-  Response res{static_cast<http::status>(a.status), 11};
-  res.set(http::field::content_type, a.content_type);
-  res.body() = std::move(a.body);
-  co_await s.send(x, res);
+  static const std::string kNone;
+  co_await s.send(x, a.status, a.content_type, a.body, kNone);
 }
 
 Answer answer_models(WorkerContext& ctx, Request& req, Exchange& x, const std::string& id) {
@@ -206,15 +202,17 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
   upstream::UpstreamRequest ureq{&parsed, x.request_id, std::string(req["traceparent"])};
   RelaySink sink(s, x, parsed.client_wants_usage);
   std::optional<upstream::UpstreamReply> reply;
+  s.watch_disconnect();
   try {
-    auto call = up.send(ureq, sink);
-    auto watch = s.wait_disconnect();
-    auto r = co_await (std::move(call) || std::move(watch));
-    if (r.index() == 0) reply = std::move(std::get<0>(r));
+    reply = co_await up.send(ureq, sink);
   } catch (const upstream::ClientGone&) {
   } catch (const boost::system::system_error& e) {
-    if (e.code() != net::error::operation_aborted) throw;
+    if (e.code() != net::error::operation_aborted) {
+      s.stop_watching();
+      throw;
+    }
   }
+  s.stop_watching();
   if (!reply) {  // the client left first: the upstream call was cancelled
     x.client_gone = true;
     if (!x.status) x.status = 499;

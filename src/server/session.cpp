@@ -31,8 +31,9 @@ struct InFlight {
 };
 }  // namespace
 
-Session::Session(net::ip::tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry)
-    : stream_(std::move(socket)), ctx_(ctx), registry_(registry) {
+Session::Session(net::ip::tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry,
+                 net::cancellation_signal& cancel)
+    : stream_(std::move(socket)), cancel_(cancel), ctx_(ctx), registry_(registry) {
   self_ = registry_.insert(registry_.end(), this);
   boost::system::error_code ec;
   auto ep = stream_.socket().remote_endpoint(ec);
@@ -189,15 +190,18 @@ net::awaitable<void> Session::write_raw(std::string_view bytes) {
   }
 }
 
-net::awaitable<void> Session::send(Exchange& x, Response& res) {
-  res.set("x-request-id", x.request_id);
-  res.keep_alive(keep_alive_ && !ctx_.draining.load());
-  if (!res.keep_alive()) keep_alive_ = false;
-  res.prepare_payload();
-  x.status = static_cast<int>(res.result_int());
-  x.bytes_out += res.body().size();
+net::awaitable<void> Session::send(Exchange& x, int status, std::string_view content_type,
+                                   const std::string& body, const std::string& extra_headers) {
+  if (ctx_.draining.load()) keep_alive_ = false;
+  std::string head = fmt::format(
+      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nx-request-id: {}\r\nContent-Length: {}\r\nConnection: {}\r\n{}\r\n",
+      status, std::string_view(http::obsolete_reason(static_cast<http::status>(status))), content_type,
+      x.request_id, body.size(), keep_alive_ ? "keep-alive" : "close", extra_headers);
+  x.status = status;
+  x.bytes_out += body.size();
+  std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
   stream_.expires_after(ctx_.config.server.write_timeout);
-  auto [ec, n] = co_await http::async_write(stream_, res, net::as_tuple(use_awaitable));
+  auto [ec, n] = co_await net::async_write(stream_, bufs, net::as_tuple(use_awaitable));
   stream_.expires_never();
   if (ec) {
     if (is_timeout(ec)) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
@@ -206,21 +210,18 @@ net::awaitable<void> Session::send(Exchange& x, Response& res) {
   }
 }
 
-net::awaitable<void> Session::send_json(Exchange& x, int status, std::string& body) {
-  Response res{static_cast<http::status>(status), 11};
-  res.set(http::field::content_type, "application/json");
-  res.body() = std::move(body);
-  co_await send(x, res);
+net::awaitable<void> Session::send_json(Exchange& x, int status, const std::string& body) {
+  static const std::string kNone;
+  co_await send(x, status, "application/json", body, kNone);
 }
 
 net::awaitable<void> Session::send_error(Exchange& x, const ApiError& e) {
-  Response res{static_cast<http::status>(e.status), 11};
-  res.set(http::field::content_type, "application/json");
-  if (e.retry_after_s >= 0) res.set(http::field::retry_after, std::to_string(e.retry_after_s));
-  if (e.status == 405) res.set(http::field::allow, e.param);
-  res.body() = api::error_body(e);
+  std::string extra;
+  if (e.retry_after_s >= 0) extra += fmt::format("Retry-After: {}\r\n", e.retry_after_s);
+  if (e.status == 405) extra += fmt::format("Allow: {}\r\n", e.param);
+  const std::string body = api::error_body(e);
   x.error_code = e.code;
-  co_await send(x, res);
+  co_await send(x, e.status, "application/json", body, extra);
 }
 
 net::awaitable<void> Session::begin_stream(Exchange& x) {
@@ -244,19 +245,32 @@ net::awaitable<void> Session::stream_chunk(Exchange& x, std::string_view bytes) 
 
 net::awaitable<void> Session::end_stream(Exchange& x) { co_await write_raw("0\r\n\r\n"); }
 
-net::awaitable<void> Session::wait_disconnect() {
+void Session::watch_disconnect() {
+  watch_ = std::make_shared<Watch>();
+  watch_->active = true;
   auto& sock = stream_.socket();
-  for (;;) {
-    co_await sock.async_wait(net::ip::tcp::socket::wait_read, use_awaitable);
-    char c;
-    ssize_t n = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) co_return;
-    if (n > 0) {
-      // A pipelined next request, not a close: stop watching until cancelled.
-      net::steady_timer forever(co_await net::this_coro::executor, std::chrono::steady_clock::time_point::max());
-      co_await forever.async_wait(use_awaitable);
-    }
+  // A plain callback, not a coroutine: no frame, no exception on cancel.
+  sock.async_wait(net::ip::tcp::socket::wait_read,
+                  [w = watch_, &sock, sig = &cancel_](const boost::system::error_code& ec) {
+                    if (ec || !w->active) return;  // cancelled, or the request already ended
+                    char c;
+                    ssize_t n = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+                    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                      w->fired = true;
+                      sig->emit(net::cancellation_type::terminal);
+                    }
+                    // n > 0: a pipelined next request, not a close; stop watching.
+                  });
+}
+
+void Session::stop_watching() {
+  if (!watch_) return;
+  watch_->active = false;
+  if (!watch_->fired) {
+    boost::system::error_code ec;
+    stream_.socket().cancel(ec);  // only the watch is outstanding here
   }
+  watch_.reset();
 }
 
 }  // namespace tg::server

@@ -14,7 +14,9 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <list>
+#include <memory>
 #include <optional>
 
 #include "core/error.h"
@@ -24,12 +26,13 @@
 namespace tg::server {
 
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
-using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
 class Session {
  public:
   // `registry` is the worker's list of live sessions (for drain).
-  Session(boost::asio::ip::tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry);
+  // `cancel` is bound to the slot of the coroutine that runs this session.
+  Session(boost::asio::ip::tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry,
+          boost::asio::cancellation_signal& cancel);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -43,20 +46,25 @@ class Session {
   void force_close();
 
   // --- for handlers ---
-  // Sends a whole response; adds x-request-id and Connection headers.
-  // Arguments are lvalues on purpose: GCC 12 may destroy temporaries that
-  // appear inside a co_await expression twice, so callers name them first.
-  boost::asio::awaitable<void> send(Exchange& x, Response& res);
-  boost::asio::awaitable<void> send_json(Exchange& x, int status, std::string& body);  // consumes body
+  // Sends a whole response (one gather write of a hand-formatted head and the
+  // body); adds x-request-id, Content-Length and Connection. `extra_headers`
+  // is "Name: value\r\n" lines. Arguments are lvalues on purpose: GCC 12 may
+  // destroy temporaries inside a co_await expression twice.
+  boost::asio::awaitable<void> send(Exchange& x, int status, std::string_view content_type,
+                                    const std::string& body, const std::string& extra_headers);
+  boost::asio::awaitable<void> send_json(Exchange& x, int status, const std::string& body);
   boost::asio::awaitable<void> send_error(Exchange& x, const ApiError& e);
   // A chunked text/event-stream response: head, then chunks, then the end.
   // Write failures throw upstream::ClientGone.
   boost::asio::awaitable<void> begin_stream(Exchange& x);
   boost::asio::awaitable<void> stream_chunk(Exchange& x, std::string_view bytes);
   boost::asio::awaitable<void> end_stream(Exchange& x);
-  // Completes when the client closes the connection; never completes while it
-  // stays open (cancel it, e.g. with awaitable operator ||).
-  boost::asio::awaitable<void> wait_disconnect();
+  // While a request is upstream: when the client closes the connection, emit
+  // terminal cancellation on the connection coroutine (`cancel`), which
+  // aborts whatever it awaits (the upstream call). stop_watching() ends it.
+  void watch_disconnect();
+  void stop_watching();
+  bool client_gone() const { return watch_ && watch_->fired; }
   void close_after_response() { keep_alive_ = false; }
 
  private:
@@ -65,7 +73,13 @@ class Session {
   boost::asio::awaitable<void> write_raw(std::string_view bytes);
   void finish(Exchange& x);
 
+  struct Watch {
+    bool active = false;
+    bool fired = false;
+  };
   boost::beast::tcp_stream stream_;
+  boost::asio::cancellation_signal& cancel_;
+  std::shared_ptr<Watch> watch_;
   boost::beast::flat_buffer buffer_;
   WorkerContext& ctx_;
   std::list<Session*>& registry_;

@@ -35,8 +35,9 @@ net::awaitable<HttpPool::Lease> HttpPool::acquire(bool fresh_only) {
     std::unique_ptr<Connection> c = std::move(idle_.back());
     idle_.pop_back();
     if (now - c->idle_since > kMaxIdle) continue;  // the upstream may have dropped it
-    // A readable idle connection has been closed (or misbehaves): discard.
-    if (c->buffer.size() > 0 || c->lowest().socket().available() > 0) continue;
+    // Leftover bytes after a complete response: the upstream misbehaves. (A
+    // connection the upstream closed while idle is caught by send's one retry.)
+    if (c->buffer.size() > 0) continue;
     co_return Lease(this, std::move(c), true);
   }
   co_return Lease(this, co_await dial(), false);
