@@ -50,7 +50,9 @@ net::awaitable<void> serve_connection(tcp::socket socket, WorkerContext& ctx, st
 // sockets) goes before the io_context it was built on.
 struct Worker {
   std::list<Session*> sessions;
-  net::io_context ioc{1};
+  // One thread runs it; reactor locking is off (every socket op is issued from
+  // that thread), scheduler locking stays on (drain posts from the main thread).
+  net::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::unique_ptr<upstream::Router> router;
   std::unique_ptr<WorkerContext> ctx;
   std::unique_ptr<tcp::acceptor> acceptor;
