@@ -1,5 +1,10 @@
 #include "api/usage.h"
 
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/stream_parser.hpp>
+
 namespace tg::api {
 namespace json = boost::json;
 
@@ -32,6 +37,54 @@ json::object usage_json(const Usage& u) {
   o["total_tokens"] = u.prompt_tokens + u.completion_tokens;
   if (u.cached_tokens) o["prompt_tokens_details"] = json::object{{"cached_tokens", u.cached_tokens}};
   return o;
+}
+
+std::optional<Usage> usage_of_body(std::string_view body) {
+  // Only the usage object is parsed, not the whole (possibly long) body. The
+  // bytes `"usage"` followed by `:` can only be an object key: inside a JSON
+  // string every quote is escaped. OpenAI-compatible bodies put the top-level
+  // usage last, so the last such key is the one.
+  constexpr std::string_view kKey = "\"usage\"";
+  for (std::size_t at = body.rfind(kKey); at != std::string_view::npos;
+       at = at == 0 ? std::string_view::npos : body.rfind(kKey, at - 1)) {
+    std::size_t i = at + kKey.size();
+    while (i < body.size() && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t')) ++i;
+    if (i >= body.size() || body[i] != ':') continue;
+    ++i;
+    while (i < body.size() && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t')) ++i;
+    if (i >= body.size() || body[i] != '{') return std::nullopt;  // "usage": null
+    unsigned char arena[2048];
+    json::monotonic_resource mr(arena, sizeof arena);
+    json::stream_parser p(&mr);
+    boost::system::error_code ec;
+    p.write_some(body.data() + i, body.size() - i, ec);  // stops after the one value
+    if (ec || !p.done()) return std::nullopt;
+    json::value u = p.release();
+    json::object wrapper(&mr);
+    wrapper.emplace("usage", std::move(u));
+    return usage_of(wrapper);
+  }
+  return std::nullopt;
+}
+
+ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage, std::string& rewritten,
+                                  std::optional<Usage>& usage) {
+  unsigned char arena[4096];
+  json::monotonic_resource mr(arena, sizeof arena);
+  boost::system::error_code ec;
+  json::value v = json::parse(data, ec, &mr);
+  if (ec || !v.is_object()) return ChunkVerdict::kForward;  // not ours to judge
+  json::object& o = v.get_object();
+  if (auto u = usage_of(o)) usage = u;
+  if (client_wants_usage) return ChunkVerdict::kForward;
+  auto it = o.find("usage");
+  if (it == o.end()) return ChunkVerdict::kForward;
+  auto ch = o.find("choices");
+  bool usage_only = ch == o.end() || (ch->value().is_array() && ch->value().get_array().empty());
+  if (usage_only && it->value().is_object()) return ChunkVerdict::kDrop;
+  o.erase(it);
+  rewritten = json::serialize(o);
+  return ChunkVerdict::kRewritten;
 }
 
 }  // namespace tg::api

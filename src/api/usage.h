@@ -5,6 +5,8 @@
 #include <boost/json/object.hpp>
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <string_view>
 
 namespace tg::api {
 
@@ -18,5 +20,17 @@ struct Usage {
 std::optional<Usage> usage_of(const boost::json::object& response);
 
 boost::json::object usage_json(const Usage& u);
+
+// Usage of a whole JSON response body; nullopt when absent or not JSON.
+// Parses into a stack arena: no heap allocation for ordinary bodies.
+std::optional<Usage> usage_of_body(std::string_view body);
+
+// One data payload of an upstream chat/completions stream, as the relay
+// must pass it on. The gateway always asks upstreams for usage; a client
+// that did not ask must not see it (neither the usage-only final chunk nor
+// "usage": null fields).
+enum class ChunkVerdict { kForward, kDrop, kRewritten };
+ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage, std::string& rewritten,
+                                  std::optional<Usage>& usage);
 
 }  // namespace tg::api

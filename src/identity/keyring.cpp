@@ -19,7 +19,7 @@ KeyRing::KeyRing(const Config& config) {
   }
 }
 
-Expected<Principal> KeyRing::authenticate(std::string_view authorization,
+Expected<const Principal*> KeyRing::authenticate(std::string_view authorization,
                                           std::string_view api_key) const {
   std::string_view key = api_key;
   if (!authorization.empty()) {
@@ -49,7 +49,7 @@ Expected<Principal> KeyRing::authenticate(std::string_view authorization,
     return authentication_error("Incorrect API key provided: " + shown +
                                 "****. Ask your platform team for a tenantgate key.");
   }
-  return it->second;
+  return &it->second;
 }
 
 }  // namespace tg::identity

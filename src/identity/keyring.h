@@ -18,7 +18,7 @@ namespace tg::identity {
 struct Principal {
   std::string org;
   std::string tenant;
-  std::string user;     // the key's user, or the caller-declared end user for tenant keys
+  std::string user;     // the key's user; empty for a tenant-level key
   std::string key_id;
   bool user_bound = false;  // the key itself names the user
   const TenantConfig* tenant_config = nullptr;
@@ -32,8 +32,9 @@ class KeyRing {
 
   // `authorization` is the Authorization header ("Bearer <key>"), `api_key`
   // the x-api-key header (Anthropic clients); either may be empty.
-  // Returns 401 authentication_error when no key is presented or the key is unknown.
-  Expected<Principal> authenticate(std::string_view authorization, std::string_view api_key) const;
+  // Returns the key's principal (owned by the ring, valid for its lifetime),
+  // or 401 authentication_error when no key is presented or it is unknown.
+  Expected<const Principal*> authenticate(std::string_view authorization, std::string_view api_key) const;
 
   std::size_t size() const { return by_hash_.size(); }
 

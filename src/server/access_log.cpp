@@ -43,7 +43,7 @@ std::string access_log_line(const Exchange& x) {
   if (x.principal) {
     o["org"] = x.principal->org;
     o["tenant"] = x.principal->tenant;
-    o["user"] = x.principal->user;
+    o["user"] = x.user;
     o["key_id"] = x.principal->key_id;
   }
   if (!x.endpoint.empty()) o["endpoint"] = x.endpoint;

@@ -20,7 +20,8 @@ struct Exchange {
   std::string client_ip;
   std::string endpoint;  // "chat.completions", "models", ... ; empty for non-API paths
   // authenticate
-  std::optional<identity::Principal> principal;
+  const identity::Principal* principal = nullptr;  // owned by the KeyRing
+  std::string user;  // the end user: the key's, or X-TG-User / body `user` for tenant keys
   // parse + route
   std::string model;       // alias asked for
   std::string deployment;  // deployment id that served it

@@ -41,28 +41,11 @@ class RelaySink final : public upstream::StreamSink {
     }
     if (!x_.ttft) x_.ttft = std::chrono::duration_cast<std::chrono::microseconds>(
                       std::chrono::steady_clock::now() - x_.start);
-    boost::system::error_code ec;
-    json::value v = json::parse(data, ec);
-    if (ec || !v.is_object()) {  // not ours to judge: pass through
-      api::append_sse_data(out_, data);
-      co_await s_.stream_chunk(x_, out_);
-      co_return;
+    switch (api::inspect_stream_chunk(data, client_wants_usage_, rewritten_, x_.usage)) {
+      case api::ChunkVerdict::kDrop: co_return;  // the usage chunk only the gateway asked for
+      case api::ChunkVerdict::kRewritten: api::append_sse_data(out_, rewritten_); break;
+      case api::ChunkVerdict::kForward: api::append_sse_data(out_, data); break;
     }
-    json::object& o = v.get_object();
-    if (auto u = api::usage_of(o)) x_.usage = u;
-    if (!client_wants_usage_) {
-      auto it = o.find("usage");
-      if (it != o.end()) {
-        auto ch = o.find("choices");
-        bool usage_only = ch == o.end() || (ch->value().is_array() && ch->value().get_array().empty());
-        if (usage_only && it->value().is_object()) co_return;  // the chunk only the gateway asked for
-        o.erase(it);
-        api::append_sse_data(out_, json::serialize(o));
-        co_await s_.stream_chunk(x_, out_);
-        co_return;
-      }
-    }
-    api::append_sse_data(out_, data);
     co_await s_.stream_chunk(x_, out_);
   }
 
@@ -74,6 +57,7 @@ class RelaySink final : public upstream::StreamSink {
   bool client_wants_usage_;
   bool opened_ = false;
   std::string out_;
+  std::string rewritten_;
 };
 
 bool is_json_content_type(std::string_view ct) {
@@ -134,7 +118,8 @@ Answer answer_models(WorkerContext& ctx, Request& req, Exchange& x, const std::s
   auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
   if (!principal) return {0, {}, {}, principal.error()};
   x.principal = *principal;
-  const TenantConfig* t = principal->tenant_config;
+  x.user = x.principal->user;
+  const TenantConfig* t = x.principal->tenant_config;
   auto model_json = [](const ModelConfig& m) {
     json::object o;
     o["id"] = m.alias;
@@ -172,6 +157,7 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
   auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
   if (!principal) return principal.error();
   x.principal = *principal;
+  x.user = x.principal->user;
   if (!is_json_content_type(req[http::field::content_type]))
     return ApiError{415, "invalid_request_error", "unsupported_media_type",
                     fmt::format("Content-Type must be application/json, got '{}'. Send the request body "
@@ -182,10 +168,10 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
   if (!parsed) return parsed.error();
   x.model = parsed->model;
   x.stream = parsed->stream;
-  auto user = resolve_user(*principal, req["x-tg-user"], parsed->user);
+  auto user = resolve_user(*x.principal, req["x-tg-user"], parsed->user);
   if (!user) return user.error();
-  x.principal->user = *user;
-  auto provider = ctx.router.route(parsed->model, principal->tenant_config);
+  x.user = std::move(*user);
+  auto provider = ctx.router.route(parsed->model, x.principal->tenant_config);
   if (!provider) return provider.error();
   x.deployment = (*provider)->deployment().id;
   return Prepared{std::move(*parsed), *provider};
@@ -253,9 +239,7 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
     ctx.metrics.record_upstream_error(x.deployment, fmt::format("http_{}", reply->status));
     co_return co_await s.send_error(x, e);
   }
-  boost::system::error_code ec;
-  json::value v = json::parse(reply->body, ec);
-  if (!ec && v.is_object()) x.usage = api::usage_of(v.get_object());
+  x.usage = api::usage_of_body(reply->body);
   co_await s.send_json(x, reply->status, reply->body);
 }
 
@@ -320,7 +304,8 @@ net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchan
 }
 
 void settle(WorkerContext& ctx, Exchange& x) {
-  const std::string tenant = x.principal ? x.principal->tenant : std::string();
+  static const std::string kNone;
+  const std::string& tenant = x.principal ? x.principal->tenant : kNone;
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - x.start).count();
   ctx.metrics.record_request(tenant, x.model, x.endpoint, x.status, secs);
   if (x.ttft) ctx.metrics.record_ttft(tenant, x.model, std::chrono::duration<double>(*x.ttft).count());

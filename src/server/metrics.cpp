@@ -19,6 +19,16 @@ std::string esc(const std::string& s) {
 }
 }  // namespace
 
+// Finds or inserts `key` (a tuple of string_views and ints) in `family`.
+template <class Fam, class... Parts>
+typename Fam::mapped_type& slot(Fam& family, Parts... parts) {
+  auto probe = std::make_tuple(parts...);
+  auto it = family.find(probe);
+  if (it != family.end()) return it->second;
+  typename Fam::key_type key(parts...);
+  return family.emplace(std::move(key), typename Fam::mapped_type{}).first->second;
+}
+
 void Metrics::Histogram::observe(double v) {
   for (std::size_t i = 0; i < kBuckets.size(); ++i)
     if (v <= kBuckets[i]) ++counts[i];
@@ -28,26 +38,30 @@ void Metrics::Histogram::observe(double v) {
 
 void Metrics::record_request(const std::string& tenant, const std::string& model, const std::string& endpoint,
                              int status, double seconds) {
+  std::string_view t = tenant, m = model, e = endpoint;
   std::lock_guard lock(mu_);
-  ++requests_[{tenant, model, endpoint, status}];
-  latency_[{tenant, model}].observe(seconds);
+  ++slot(requests_, t, m, e, status);
+  slot(latency_, t, m).observe(seconds);
 }
 
 void Metrics::record_ttft(const std::string& tenant, const std::string& model, double seconds) {
+  std::string_view t = tenant, m = model;
   std::lock_guard lock(mu_);
-  ttft_[{tenant, model}].observe(seconds);
+  slot(ttft_, t, m).observe(seconds);
 }
 
 void Metrics::record_tokens(const std::string& tenant, const std::string& model, std::uint64_t prompt,
                             std::uint64_t completion) {
+  std::string_view t = tenant, m = model;
   std::lock_guard lock(mu_);
-  tokens_[{tenant, model, "prompt"}] += prompt;
-  tokens_[{tenant, model, "completion"}] += completion;
+  slot(tokens_, t, m, std::string_view("prompt")) += prompt;
+  slot(tokens_, t, m, std::string_view("completion")) += completion;
 }
 
 void Metrics::record_upstream_error(const std::string& deployment, const std::string& code) {
+  std::string_view d = deployment, c = code;
   std::lock_guard lock(mu_);
-  ++upstream_errors_[{deployment, code}];
+  ++slot(upstream_errors_, d, c);
 }
 
 std::string Metrics::render(const std::string& extra) const {
@@ -68,10 +82,10 @@ std::string Metrics::render(const std::string& extra) const {
     out += fmt::format("tg_requests_total{{tenant=\"{}\",model=\"{}\",endpoint=\"{}\",status=\"{}\"}} {}\n",
                        esc(std::get<0>(k)), esc(std::get<1>(k)), esc(std::get<2>(k)), std::get<3>(k), v);
   auto histo = [&](const char* name, const char* help,
-                   const std::map<std::pair<std::string, std::string>, Histogram>& m) {
+                   const Family<Key2, Histogram>& m) {
     out += fmt::format("# HELP tg_{0} {1}\n# TYPE tg_{0} histogram\n", name, help);
     for (const auto& [k, h] : m) {
-      std::string labels = fmt::format("tenant=\"{}\",model=\"{}\"", esc(k.first), esc(k.second));
+      std::string labels = fmt::format("tenant=\"{}\",model=\"{}\"", esc(std::get<0>(k)), esc(std::get<1>(k)));
       for (std::size_t i = 0; i < kBuckets.size(); ++i)
         out += fmt::format("tg_{}_bucket{{{},le=\"{}\"}} {}\n", name, labels, kBuckets[i], h.counts[i]);
       out += fmt::format("tg_{}_bucket{{{},le=\"+Inf\"}} {}\n", name, labels, h.count);
@@ -89,8 +103,8 @@ std::string Metrics::render(const std::string& extra) const {
   out += "# HELP tg_upstream_errors_total Upstream failures, by deployment and error code\n"
          "# TYPE tg_upstream_errors_total counter\n";
   for (const auto& [k, v] : upstream_errors_)
-    out += fmt::format("tg_upstream_errors_total{{deployment=\"{}\",code=\"{}\"}} {}\n", esc(k.first),
-                       esc(k.second), v);
+    out += fmt::format("tg_upstream_errors_total{{deployment=\"{}\",code=\"{}\"}} {}\n", esc(std::get<0>(k)),
+                       esc(std::get<1>(k)), v);
   out += extra;
   return out;
 }

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 namespace tg::server {
@@ -57,11 +58,18 @@ class Metrics {
     void observe(double v);
   };
   mutable std::mutex mu_;
-  std::map<std::tuple<std::string, std::string, std::string, int>, std::uint64_t> requests_;
-  std::map<std::pair<std::string, std::string>, Histogram> latency_;
-  std::map<std::pair<std::string, std::string>, Histogram> ttft_;
-  std::map<std::tuple<std::string, std::string, std::string>, std::uint64_t> tokens_;
-  std::map<std::pair<std::string, std::string>, std::uint64_t> upstream_errors_;
+  // Transparent comparators: lookups use string_view tuples and allocate
+  // only when a new label set first appears.
+  using Key2 = std::tuple<std::string, std::string>;
+  using Key3 = std::tuple<std::string, std::string, std::string>;
+  using Key4 = std::tuple<std::string, std::string, std::string, int>;
+  template <class K, class V>
+  using Family = std::map<K, V, std::less<>>;
+  Family<Key4, std::uint64_t> requests_;
+  Family<Key2, Histogram> latency_;
+  Family<Key2, Histogram> ttft_;
+  Family<Key3, std::uint64_t> tokens_;
+  Family<Key2, std::uint64_t> upstream_errors_;
 };
 
 }  // namespace tg::server

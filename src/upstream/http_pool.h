@@ -12,6 +12,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <array>
 #include <chrono>
 #include <memory>
 #include <variant>
@@ -26,6 +27,7 @@ struct Connection {
   using Tls = boost::beast::ssl_stream<boost::beast::tcp_stream>;
   std::variant<std::unique_ptr<Plain>, std::unique_ptr<Tls>> stream;
   boost::beast::flat_buffer buffer;  // bytes read past the last response stay here
+  std::array<char, 16 * 1024> chunk;  // response body bytes, handed on as they arrive
   std::chrono::steady_clock::time_point idle_since;
   std::uint64_t uses = 0;
 

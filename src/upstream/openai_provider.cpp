@@ -74,7 +74,10 @@ net::awaitable<UpstreamReply> exchange(Stream& s, Connection& c, const Deploymen
 
   api::SseParser parser;
   std::vector<std::string> events;
-  char buf[16 * 1024];
+  // The read buffer lives with the connection: a 16 KiB array in this
+  // coroutine's frame would make every frame a fresh malloc.
+  char* buf = c.chunk.data();
+  const std::size_t cap = c.chunk.size();
   if (sse) {
     co_await sink.open();
     st.opened = true;
@@ -82,12 +85,12 @@ net::awaitable<UpstreamReply> exchange(Stream& s, Connection& c, const Deploymen
   }
   while (!p.is_done()) {
     p.get().body().data = buf;
-    p.get().body().size = sizeof buf;
+    p.get().body().size = cap;
     tcp.expires_after(d.read_timeout);
     auto [ec, n] = co_await http::async_read(s, c.buffer, p, net::as_tuple(net::use_awaitable));
     if (ec == http::error::need_buffer) ec = {};
     if (ec) throw boost::system::system_error(ec);
-    std::size_t got = sizeof buf - p.get().body().size;
+    std::size_t got = cap - p.get().body().size;
     if (sse) {
       bool ok = parser.feed(std::string_view(buf, got), [&](api::SseEvent& e) { events.push_back(std::move(e.data)); });
       if (!ok) throw boost::system::system_error(http::error::body_limit);

@@ -136,3 +136,19 @@ TEST(Usage, ReadsCountsAndCachedTokens) {
 
 }  // namespace
 }  // namespace tg::api
+
+namespace tg::api {
+namespace {
+TEST(UsageOfBody, FindsTheTopLevelUsageWithoutParsingTheRest) {
+  auto u = usage_of_body(R"({"choices":[{"message":{"content":"she said \"usage\": {\"prompt_tokens\": 99}"}}],)"
+                         R"("usage" : {"prompt_tokens":7,"completion_tokens":2}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->prompt_tokens, 7u);
+  EXPECT_EQ(u->completion_tokens, 2u);
+  EXPECT_FALSE(usage_of_body(R"({"usage":null})"));
+  EXPECT_FALSE(usage_of_body(R"({"choices":[]})"));
+  EXPECT_FALSE(usage_of_body(R"({"usage":{"prompt_tokens":)"));  // truncated
+  EXPECT_FALSE(usage_of_body("not json"));
+}
+}  // namespace
+}  // namespace tg::api

@@ -39,21 +39,21 @@ class KeyRingTest : public ::testing::Test {
 TEST_F(KeyRingTest, ResolvesBearerAndXApiKey) {
   auto p = ring_->authenticate("Bearer tg-demo-acme-alice", "");
   ASSERT_TRUE(p.ok());
-  EXPECT_EQ(p->org, "demo");
-  EXPECT_EQ(p->tenant, "acme");
-  EXPECT_EQ(p->user, "alice");
-  EXPECT_EQ(p->key_id, "acme-alice");
-  EXPECT_TRUE(p->user_bound);
+  EXPECT_EQ((*p)->org, "demo");
+  EXPECT_EQ((*p)->tenant, "acme");
+  EXPECT_EQ((*p)->user, "alice");
+  EXPECT_EQ((*p)->key_id, "acme-alice");
+  EXPECT_TRUE((*p)->user_bound);
   auto q = ring_->authenticate("", "tg-demo-globex-carol");
   ASSERT_TRUE(q.ok());
-  EXPECT_EQ(q->tenant, "globex");
+  EXPECT_EQ((*q)->tenant, "globex");
   auto lower = ring_->authenticate("bearer   tg-demo-acme-bob ", "");
   ASSERT_TRUE(lower.ok());
-  EXPECT_EQ(lower->user, "bob");
+  EXPECT_EQ((*lower)->user, "bob");
   auto svc = ring_->authenticate("Bearer tg-demo-acme-service", "");
   ASSERT_TRUE(svc.ok());
-  EXPECT_FALSE(svc->user_bound);
-  EXPECT_TRUE(svc->user.empty());
+  EXPECT_FALSE((*svc)->user_bound);
+  EXPECT_TRUE((*svc)->user.empty());
 }
 
 TEST_F(KeyRingTest, RejectsWithPreciseCodes) {
