@@ -6,6 +6,7 @@
 #pragma once
 
 #include <boost/json/object.hpp>
+#include <boost/json/storage_ptr.hpp>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -32,9 +33,11 @@ struct ParsedRequest {
   std::optional<std::uint32_t> dimensions;  // embeddings only
 };
 
-// REQUIRES: `body` is the raw request body. Returns 400 invalid_request_error
-// naming the field (param) on any malformed or out-of-range input.
-Expected<ParsedRequest> parse_request(Endpoint endpoint, std::string_view body);
+// REQUIRES: `body` is the raw request body; `storage` (default: the heap)
+// outlives the result. Returns 400 invalid_request_error naming the field
+// (param) on any malformed or out-of-range input.
+Expected<ParsedRequest> parse_request(Endpoint endpoint, std::string_view body,
+                                      boost::json::storage_ptr storage = {});
 
 // The JSON to send upstream: `model` set to the deployment's model name and,
 // for streams, stream_options.include_usage forced on so the gateway always

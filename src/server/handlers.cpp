@@ -152,7 +152,8 @@ struct Prepared {
   upstream::Provider* provider = nullptr;
 };
 
-Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange& x, api::Endpoint ep) {
+Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange& x, api::Endpoint ep,
+                                     json::storage_ptr storage) {
   x.endpoint = std::string(api::endpoint_name(ep));
   auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
   if (!principal) return principal.error();
@@ -164,7 +165,7 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
                                 "as JSON with 'Content-Type: application/json'.",
                                 std::string(req[http::field::content_type])),
                     {}};
-  auto parsed = api::parse_request(ep, req.body());
+  auto parsed = api::parse_request(ep, req.body(), std::move(storage));
   if (!parsed) return parsed.error();
   x.model = parsed->model;
   x.stream = parsed->stream;
@@ -179,7 +180,9 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
 
 net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& req, Exchange& x,
                                      api::Endpoint ep) {
-  auto prep = prepare_inference(ctx, req, x, ep);
+  // The request's JSON lives in the session's arena; `arena` outlives `prep`.
+  json::monotonic_resource arena(s.json_arena(), Session::kJsonArenaBytes);
+  auto prep = prepare_inference(ctx, req, x, ep, &arena);
   if (!prep) co_return co_await s.send_error(x, prep.error());
   const api::ParsedRequest& parsed = prep->parsed;
   upstream::Provider& up = *prep->provider;

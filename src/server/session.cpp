@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <charconv>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -193,10 +195,23 @@ net::awaitable<void> Session::write_raw(std::string_view bytes) {
 net::awaitable<void> Session::send(Exchange& x, int status, std::string_view content_type,
                                    const std::string& body, const std::string& extra_headers) {
   if (ctx_.draining.load()) keep_alive_ = false;
-  std::string head = fmt::format(
-      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nx-request-id: {}\r\nContent-Length: {}\r\nConnection: {}\r\n{}\r\n",
-      status, std::string_view(http::obsolete_reason(static_cast<http::status>(status))), content_type,
-      x.request_id, body.size(), keep_alive_ ? "keep-alive" : "close", extra_headers);
+  // Appended by hand: this head is written once per request.
+  std::string head;
+  head.reserve(160 + content_type.size() + extra_headers.size());
+  char num[24];
+  head += "HTTP/1.1 ";
+  head.append(num, std::to_chars(num, num + sizeof num, status).ptr);
+  head += ' ';
+  head += http::obsolete_reason(static_cast<http::status>(status));
+  head += "\r\nContent-Type: ";
+  head += content_type;
+  head += "\r\nx-request-id: ";
+  head += x.request_id;
+  head += "\r\nContent-Length: ";
+  head.append(num, std::to_chars(num, num + sizeof num, body.size()).ptr);
+  head += keep_alive_ ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n";
+  head += extra_headers;
+  head += "\r\n";
   x.status = status;
   x.bytes_out += body.size();
   std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};

@@ -66,6 +66,10 @@ class Session {
   void stop_watching();
   bool client_gone() const { return watch_ && watch_->fired; }
   void close_after_response() { keep_alive_ = false; }
+  // Scratch memory for one request's JSON (a monotonic arena): requests on a
+  // connection are sequential, so one buffer serves them all.
+  unsigned char* json_arena() { return json_arena_.get(); }
+  static constexpr std::size_t kJsonArenaBytes = 16 * 1024;
 
  private:
   enum class State { kIdle, kReading, kBusy };
@@ -86,6 +90,7 @@ class Session {
   std::list<Session*>::iterator self_;
   std::string peer_;
   State state_ = State::kIdle;
+  std::unique_ptr<unsigned char[]> json_arena_{new unsigned char[kJsonArenaBytes]};
   bool keep_alive_ = true;
   bool closed_ = false;
 };

@@ -7,6 +7,8 @@
 #include <boost/beast/ssl.hpp>
 #include <fmt/format.h>
 
+#include <charconv>
+
 #include "api/sse.h"
 
 namespace tg::upstream {
@@ -108,21 +110,37 @@ net::awaitable<UpstreamReply> exchange(Stream& s, Connection& c, const Deploymen
 
 }  // namespace
 
-net::awaitable<UpstreamReply> OpenAIProvider::send(const UpstreamRequest& r, StreamSink& sink) {
-  // The request head is formatted by hand: Beast's serializer costs more than
-  // the whole head on this path.
-  const std::string body = api::upstream_body(*r.parsed, d_.model);
+OpenAIProvider::OpenAIProvider(net::any_io_executor ex, const DeploymentConfig& d, net::ssl::context* tls)
+    : d_(d), pool_(ex, d, tls) {
   const bool default_port = (d_.scheme == "https" && d_.port == 443) || (d_.scheme == "http" && d_.port == 80);
-  std::string head = fmt::format(
-      "POST {}{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tenantgate/0.1\r\nContent-Type: application/json\r\n"
-      "Accept: {}\r\nContent-Length: {}\r\nx-request-id: {}\r\n",
-      d_.base_path, api::endpoint_path(r.parsed->endpoint),
-      default_port ? d_.host : fmt::format("{}:{}", d_.host, d_.port),
-      r.parsed->stream ? "text/event-stream" : "application/json", body.size(), r.request_id);
-  if (!d_.api_key.empty()) head += fmt::format("Authorization: Bearer {}\r\n", d_.api_key);
+  fixed_headers_ = fmt::format("Host: {}\r\nUser-Agent: tenantgate/0.1\r\nContent-Type: application/json\r\n",
+                               default_port ? d_.host : fmt::format("{}:{}", d_.host, d_.port));
+  if (!d_.api_key.empty()) fixed_headers_ += fmt::format("Authorization: Bearer {}\r\n", d_.api_key);
+}
+
+net::awaitable<UpstreamReply> OpenAIProvider::send(const UpstreamRequest& r, StreamSink& sink) {
+  // The request head is assembled by hand from the part fixed per deployment:
+  // Beast's serializer costs more than the whole head on this path.
+  const std::string body = api::upstream_body(*r.parsed, d_.model);
+  char num[24];
+  std::string head;
+  head.reserve(192 + fixed_headers_.size());
+  head += "POST ";
+  head += d_.base_path;
+  head += api::endpoint_path(r.parsed->endpoint);
+  head += " HTTP/1.1\r\n";
+  head += fixed_headers_;
+  head += r.parsed->stream ? "Accept: text/event-stream\r\nContent-Length: " : "Accept: application/json\r\nContent-Length: ";
+  head.append(num, std::to_chars(num, num + sizeof num, body.size()).ptr);
+  head += "\r\nx-request-id: ";
+  head += r.request_id;
+  head += "\r\n";
   if (!r.traceparent.empty() && r.traceparent.size() <= 512 &&
-      r.traceparent.find_first_of("\r\n") == std::string::npos)
-    head += fmt::format("traceparent: {}\r\n", r.traceparent);
+      r.traceparent.find_first_of("\r\n") == std::string::npos) {
+    head += "traceparent: ";
+    head += r.traceparent;
+    head += "\r\n";
+  }
   head += "\r\n";
 
   for (int attempt = 0;; ++attempt) {

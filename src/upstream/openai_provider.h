@@ -15,8 +15,7 @@ namespace tg::upstream {
 
 class OpenAIProvider final : public Provider {
  public:
-  OpenAIProvider(boost::asio::any_io_executor ex, const DeploymentConfig& d, boost::asio::ssl::context* tls)
-      : d_(d), pool_(ex, d, tls) {}
+  OpenAIProvider(boost::asio::any_io_executor ex, const DeploymentConfig& d, boost::asio::ssl::context* tls);
   boost::asio::awaitable<UpstreamReply> send(const UpstreamRequest& req, StreamSink& sink) override;
   const DeploymentConfig& deployment() const override { return d_; }
   const HttpPool& pool() const { return pool_; }
@@ -24,6 +23,7 @@ class OpenAIProvider final : public Provider {
  private:
   const DeploymentConfig& d_;
   HttpPool pool_;
+  std::string fixed_headers_;  // Host, User-Agent, Content-Type, Authorization: built once
 };
 
 // A TLS client context: TLS 1.2+, system trust store or `ca_file`.

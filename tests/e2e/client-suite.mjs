@@ -6,13 +6,16 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { metric, waitFor } from './harness.mjs';
 
-// setup() resolves to { base, key, chatModel, embedModel, teardown }.
+// setup() resolves to { base, key, chatModel, embedModel, teardown, sampling }.
+// `sampling` is merged into every generation request (llama-server with random
+// weights needs greedy decoding to be reproducible).
 export function defineClientSuite(name, setup) {
   describe(`openai SDK through tenantgate: ${name}`, () => {
     let env, client;
     before(async () => {
       env = await setup();
       client = new OpenAI({ baseURL: `${env.base}/v1`, apiKey: env.key, maxRetries: 0, timeout: 30000 });
+      env.sampling ??= {};
     });
     after(async () => { if (env?.teardown) await env.teardown(); });
 
@@ -27,7 +30,7 @@ export function defineClientSuite(name, setup) {
 
     it('answers a chat completion with usage and a request id', async () => {
       const { data, response } = await client.chat.completions.create({
-        model: env.chatModel, messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 8,
+        ...env.sampling, model: env.chatModel, messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 8,
       }).withResponse();
       assert.equal(data.object, 'chat.completion');
       assert.equal(typeof data.choices[0].message.content, 'string');
@@ -39,7 +42,7 @@ export function defineClientSuite(name, setup) {
 
     it('streams a chat completion chunk by chunk, without a usage chunk unless asked', async () => {
       const stream = await client.chat.completions.create({
-        model: env.chatModel, messages: [{ role: 'user', content: 'Count' }], max_tokens: 6, stream: true,
+        ...env.sampling, model: env.chatModel, messages: [{ role: 'user', content: 'Count' }], max_tokens: 6, stream: true,
       });
       let text = '', chunks = 0, sawUsage = false, finish = null;
       for await (const c of stream) {
@@ -57,7 +60,7 @@ export function defineClientSuite(name, setup) {
 
     it('streams usage when the client asks for it', async () => {
       const stream = await client.chat.completions.create({
-        model: env.chatModel, messages: [{ role: 'user', content: 'Count' }], max_tokens: 4, stream: true,
+        ...env.sampling, model: env.chatModel, messages: [{ role: 'user', content: 'Count' }], max_tokens: 4, stream: true,
         stream_options: { include_usage: true },
       });
       let usage = null;
@@ -68,11 +71,11 @@ export function defineClientSuite(name, setup) {
     });
 
     it('answers legacy completions, plain and streamed', async () => {
-      const r = await client.completions.create({ model: env.chatModel, prompt: 'Once upon a time', max_tokens: 5 });
+      const r = await client.completions.create({ ...env.sampling, model: env.chatModel, prompt: 'Once upon a time', max_tokens: 5 });
       assert.equal(r.object, 'text_completion');
       assert.equal(typeof r.choices[0].text, 'string');
       assert.equal(r.usage.completion_tokens, 5);
-      const s = await client.completions.create({ model: env.chatModel, prompt: 'Once', max_tokens: 3, stream: true });
+      const s = await client.completions.create({ ...env.sampling, model: env.chatModel, prompt: 'Once', max_tokens: 3, stream: true });
       let text = '';
       for await (const c of s) text += c.choices[0]?.text ?? '';
       assert.ok(text.length > 0);
@@ -90,7 +93,7 @@ export function defineClientSuite(name, setup) {
 
     it('rejects an unknown key with 401 in OpenAI shape', async () => {
       const bad = new OpenAI({ baseURL: `${env.base}/v1`, apiKey: 'tg-not-a-real-key', maxRetries: 0 });
-      await assert.rejects(bad.chat.completions.create({ model: env.chatModel, messages: [{ role: 'user', content: 'x' }] }),
+      await assert.rejects(bad.chat.completions.create({ ...env.sampling, model: env.chatModel, messages: [{ role: 'user', content: 'x' }] }),
         (e) => e instanceof OpenAI.AuthenticationError && e.status === 401 && e.code === 'invalid_api_key'
           && e.type === 'authentication_error' && !e.message.includes('not-a-real-key'));
     });
@@ -113,7 +116,7 @@ export function defineClientSuite(name, setup) {
     });
 
     it('rejects a body over the limit with 413 before reading it', async () => {
-      const big = JSON.stringify({ model: env.chatModel, messages: [{ role: 'user', content: 'x'.repeat(5 << 20) }] });
+      const big = JSON.stringify({ ...env.sampling, model: env.chatModel, messages: [{ role: 'user', content: 'x'.repeat(5 << 20) }] });
       const r = await fetch(`${env.base}/v1/chat/completions`, {
         method: 'POST', headers: { authorization: `Bearer ${env.key}`, 'content-type': 'application/json' }, body: big,
       }).catch((e) => e);
@@ -129,7 +132,7 @@ export function defineClientSuite(name, setup) {
       const before = await metric(env.base, 'tg_client_disconnects_total');
       const ac = new AbortController();
       const stream = await client.chat.completions.create({
-        model: env.chatModel, messages: [{ role: 'user', content: 'Write a long story' }], max_tokens: 400, stream: true,
+        ...env.sampling, model: env.chatModel, messages: [{ role: 'user', content: 'Write a long story' }], max_tokens: 400, stream: true,
       }, { signal: ac.signal });
       let n = 0;
       // The SDK ends the iteration quietly on abort (or throws APIUserAbortError).

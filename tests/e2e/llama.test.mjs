@@ -56,6 +56,9 @@ tenants:
   const gw = await startGateway({ yaml });
   return {
     base: gw.base, key: DEMO_KEYS.alice, chatModel: 'tiny-llama', embedModel: 'tiny-llama',
+    // Random weights: sampled text now and then trips llama-server's own
+    // output parser (a 500 from the engine); greedy decoding is reproducible.
+    sampling: { temperature: 0, seed: 7 },
     teardown: async () => { await gw.stop(); await llama.stop(); },
   };
 });
