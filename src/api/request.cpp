@@ -203,9 +203,9 @@ Expected<ParsedRequest> parse_request(Endpoint endpoint, std::string_view body, 
   if (!v.is_object())
     return invalid_request(fmt::format("The request body must be a JSON object, but got {}.", kind_of(v)),
                            {}, "invalid_json");
-  ParsedRequest r;
-  r.endpoint = endpoint;
-  r.body = std::move(v.get_object());
+  // Move-construct (never move-assign) the object: assignment across
+  // different storage (the caller's arena vs the default) deep-copies it.
+  ParsedRequest r{endpoint, std::move(v.get_object())};
   const json::object& o = r.body;
 
   auto m = o.find("model");

@@ -100,6 +100,19 @@ net::awaitable<void> Session::run() {
   }
   boost::system::error_code ec;
   stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
+  if (linger_ && !closed_) {
+    // Lingering close: the client may still be sending a body we refused.
+    // Closing now would make the kernel answer with RST, which can destroy
+    // our error response before the client reads it; drain briefly instead.
+    std::size_t drained = 0;
+    stream_.expires_after(std::chrono::seconds(2));
+    while (drained < (4u << 20)) {
+      auto [rec, n] = co_await stream_.async_read_some(buffer_.prepare(16384), net::as_tuple(use_awaitable));
+      if (rec) break;
+      drained += n;
+      buffer_.consume(buffer_.size());
+    }
+  }
   stream_.close();
 }
 
@@ -127,6 +140,7 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
     if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset)
       co_return false;
     keep_alive_ = false;
+    linger_ = true;
     x.method = std::string(parser.get().method_string());
     x.path = std::string(parser.get().target());
     if (ec == http::error::body_limit) {  // Content-Length alone is over the limit
@@ -150,6 +164,7 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
 
   if (auto len = parser.content_length(); len && *len > sc.max_body_bytes) {
     keep_alive_ = false;  // the unread body is still on the wire
+    linger_ = true;
     const ApiError e = too_large();  // (no temporaries inside co_await: GCC 12 destroys them twice)
     co_await send_error(x, e);
     finish(x);
@@ -164,6 +179,7 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
   if (ec2) {
     keep_alive_ = false;
     if (ec2 == http::error::body_limit) {
+      linger_ = true;
       const ApiError e = too_large();
       co_await send_error(x, e);
       finish(x);

@@ -92,6 +92,7 @@ class Session {
   State state_ = State::kIdle;
   std::unique_ptr<unsigned char[]> json_arena_{new unsigned char[kJsonArenaBytes]};
   bool keep_alive_ = true;
+  bool linger_ = false;  // drain the client's unread bytes before closing
   bool closed_ = false;
 };
 
