@@ -53,6 +53,7 @@ struct Worker {
   // One thread runs it; reactor locking is off (every socket op is issued from
   // that thread), scheduler locking stays on (drain posts from the main thread).
   net::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
+  io::DeadlineSweeper deadlines{ioc.get_executor()};
   std::unique_ptr<upstream::Router> router;
   std::unique_ptr<WorkerContext> ctx;
   std::unique_ptr<tcp::acceptor> acceptor;
@@ -116,18 +117,20 @@ int Gateway::run() {
     w->acceptor->listen(net::socket_base::max_listen_connections);
     if (i == 0) ep = w->acceptor->local_endpoint();
     net::io_context& ioc = w->ioc;
+    io::DeadlineSweeper& wdeadlines = w->deadlines;
     w->router = std::make_unique<upstream::Router>(g.config, [&](const DeploymentConfig& d)
                                                                   -> std::unique_ptr<upstream::Provider> {
       if (d.provider == ProviderKind::kSim) return std::make_unique<sim::SimProvider>(d);
-      return std::make_unique<upstream::OpenAIProvider>(ioc.get_executor(), d, g.tls_for(d));
+      return std::make_unique<upstream::OpenAIProvider>(ioc.get_executor(), d, g.tls_for(d), wdeadlines);
     });
     w->ctx = std::make_unique<WorkerContext>(
-        WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining});
+        WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines});
     g.workers.push_back(std::move(w));
   }
   for (auto& w : g.workers) {
     Worker* wp = w.get();
     net::co_spawn(w->ioc, g.accept_loop(*wp), net::detached);
+    w->deadlines.start();
     w->thread = std::thread([wp] {
       auto guard = net::make_work_guard(wp->ioc);
       wp->ioc.run();

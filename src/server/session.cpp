@@ -23,7 +23,6 @@ namespace http = beast::http;
 using net::use_awaitable;
 
 namespace {
-bool is_timeout(const boost::system::error_code& ec) { return ec == beast::error::timeout; }
 
 // A request counted in tg_requests_in_flight for exactly its lifetime.
 struct InFlight {
@@ -35,7 +34,8 @@ struct InFlight {
 
 Session::Session(net::ip::tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry,
                  net::cancellation_signal& cancel)
-    : stream_(std::move(socket)), cancel_(cancel), ctx_(ctx), registry_(registry) {
+    : stream_(std::move(socket)), deadline_(ctx.deadlines, stream_.socket()), cancel_(cancel), ctx_(ctx),
+      registry_(registry) {
   self_ = registry_.insert(registry_.end(), this);
   boost::system::error_code ec;
   auto ep = stream_.socket().remote_endpoint(ec);
@@ -73,10 +73,11 @@ net::awaitable<void> Session::run() {
     state_ = State::kIdle;
     if (ctx_.draining.load() && !first) break;
     if (buffer_.size() == 0) {
-      stream_.expires_after(first ? sc.header_timeout : sc.idle_timeout);
+      deadline_.arm(first ? sc.header_timeout : sc.idle_timeout);
       auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(8192), net::as_tuple(use_awaitable));
+      deadline_.disarm();
       if (ec) {
-        if (is_timeout(ec)) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+        if (deadline_.expired()) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
         break;
       }
       buffer_.commit(n);
@@ -105,7 +106,7 @@ net::awaitable<void> Session::run() {
     // Closing now would make the kernel answer with RST, which can destroy
     // our error response before the client reads it; drain briefly instead.
     std::size_t drained = 0;
-    stream_.expires_after(std::chrono::seconds(2));
+    deadline_.arm(std::chrono::seconds(2));
     while (drained < (4u << 20)) {
       auto [rec, n] = co_await stream_.async_read_some(buffer_.prepare(16384), net::as_tuple(use_awaitable));
       if (rec) break;
@@ -130,10 +131,11 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
                                 "(server.max_body_bytes). Send a smaller request.", sc.max_body_bytes),
                     {}};
   };
-  stream_.expires_after(sc.header_timeout);
+  deadline_.arm(sc.header_timeout);
   auto [ec, hn] = co_await http::async_read_header(stream_, buffer_, parser, net::as_tuple(use_awaitable));
+  deadline_.disarm();
   if (ec) {
-    if (is_timeout(ec)) {
+    if (deadline_.expired()) {
       ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
       co_return false;  // a stalled header gets no answer: the peer may be hostile
     }
@@ -173,9 +175,9 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
   if (beast::iequals(head[http::field::expect], "100-continue"))
     co_await write_raw("HTTP/1.1 100 Continue\r\n\r\n");
 
-  stream_.expires_after(sc.body_timeout);
+  deadline_.arm(sc.body_timeout);
   auto [ec2, bn] = co_await http::async_read(stream_, buffer_, parser, net::as_tuple(use_awaitable));
-  stream_.expires_never();
+  deadline_.disarm();
   if (ec2) {
     keep_alive_ = false;
     if (ec2 == http::error::body_limit) {
@@ -183,7 +185,7 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
       const ApiError e = too_large();
       co_await send_error(x, e);
       finish(x);
-    } else if (is_timeout(ec2)) {
+    } else if (deadline_.expired()) {
       // The timed-out socket is already closed: nothing can be answered.
       ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
       x.status = 408;
@@ -197,12 +199,12 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
 }
 
 net::awaitable<void> Session::write_raw(std::string_view bytes) {
-  stream_.expires_after(ctx_.config.server.write_timeout);
+  deadline_.arm(ctx_.config.server.write_timeout);
   auto [ec, n] = co_await net::async_write(stream_, net::buffer(bytes.data(), bytes.size()),
                                            net::as_tuple(use_awaitable));
-  stream_.expires_never();
+  deadline_.disarm();
   if (ec) {
-    if (is_timeout(ec)) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+    if (deadline_.expired()) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
     keep_alive_ = false;
     throw upstream::ClientGone();
   }
@@ -231,11 +233,11 @@ net::awaitable<void> Session::send(Exchange& x, int status, std::string_view con
   x.status = status;
   x.bytes_out += body.size();
   std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
-  stream_.expires_after(ctx_.config.server.write_timeout);
+  deadline_.arm(ctx_.config.server.write_timeout);
   auto [ec, n] = co_await net::async_write(stream_, bufs, net::as_tuple(use_awaitable));
-  stream_.expires_never();
+  deadline_.disarm();
   if (ec) {
-    if (is_timeout(ec)) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+    if (deadline_.expired()) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
     x.client_gone = true;
     keep_alive_ = false;
   }

@@ -20,6 +20,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "io/deadlines.h"
 #include "server/exchange.h"
 #include "server/worker_context.h"
 
@@ -81,7 +82,8 @@ class Session {
     bool active = false;
     bool fired = false;
   };
-  boost::beast::tcp_stream stream_;
+  boost::beast::tcp_stream stream_;  // Beast's own timeouts unused: deadline_ instead
+  io::Deadline deadline_;
   boost::asio::cancellation_signal& cancel_;
   std::shared_ptr<Watch> watch_;
   boost::beast::flat_buffer buffer_;

@@ -7,6 +7,7 @@
 
 #include "core/config.h"
 #include "identity/keyring.h"
+#include "io/deadlines.h"
 #include "server/access_log.h"
 #include "server/metrics.h"
 #include "upstream/router.h"
@@ -20,6 +21,7 @@ struct WorkerContext {
   Metrics& metrics;
   AccessLog& access_log;
   const std::atomic<bool>& draining;
+  io::DeadlineSweeper& deadlines;  // this worker's
 };
 
 }  // namespace tg::server

@@ -15,8 +15,9 @@ beast::tcp_stream& Connection::lowest() {
   return beast::get_lowest_layer(*std::get<std::unique_ptr<Tls>>(stream));
 }
 
-HttpPool::HttpPool(net::any_io_executor ex, const DeploymentConfig& d, net::ssl::context* tls)
-    : ex_(ex), d_(d), tls_(tls), resolver_(ex) {}
+HttpPool::HttpPool(net::any_io_executor ex, const DeploymentConfig& d, net::ssl::context* tls,
+                   io::DeadlineSweeper& deadlines)
+    : ex_(ex), d_(d), tls_(tls), deadlines_(deadlines), resolver_(ex) {}
 
 void HttpPool::Lease::give_back() {
   if (pool_ && conn_) pool_->release(std::move(conn_));
@@ -44,6 +45,7 @@ net::awaitable<HttpPool::Lease> HttpPool::acquire(bool fresh_only) {
 }
 
 net::awaitable<std::unique_ptr<Connection>> HttpPool::dial() {
+  last_dial_timed_out_ = false;
   auto results = co_await resolver_.async_resolve(d_.host, std::to_string(d_.port), net::use_awaitable);
   auto c = std::make_unique<Connection>();
   if (d_.scheme == "https") {
@@ -51,20 +53,23 @@ net::awaitable<std::unique_ptr<Connection>> HttpPool::dial() {
     if (!SSL_set_tlsext_host_name(s->native_handle(), d_.host.c_str()))
       throw boost::system::system_error(static_cast<int>(::ERR_get_error()), net::error::get_ssl_category());
     if (d_.tls_verify) s->set_verify_callback(net::ssl::host_name_verification(d_.host));
-    auto& tcp = beast::get_lowest_layer(*s);
-    tcp.expires_after(d_.connect_timeout);
-    co_await tcp.async_connect(results, net::use_awaitable);
-    tcp.socket().set_option(net::ip::tcp::no_delay(true));
-    co_await s->async_handshake(net::ssl::stream_base::client, net::use_awaitable);
     c->stream = std::move(s);
   } else {
-    auto s = std::make_unique<Connection::Plain>(ex_);
-    s->expires_after(d_.connect_timeout);
-    co_await s->async_connect(results, net::use_awaitable);
-    s->socket().set_option(net::ip::tcp::no_delay(true));
-    c->stream = std::move(s);
+    c->stream = std::make_unique<Connection::Plain>(ex_);
   }
-  c->lowest().expires_never();
+  auto& tcp = c->lowest();
+  c->deadline = std::make_unique<io::Deadline>(deadlines_, tcp.socket());
+  c->deadline->arm(d_.connect_timeout);  // covers connect and the TLS handshake
+  try {
+    co_await tcp.async_connect(results, net::use_awaitable);
+    tcp.socket().set_option(net::ip::tcp::no_delay(true));
+    if (auto* tls = std::get_if<std::unique_ptr<Connection::Tls>>(&c->stream))
+      co_await (*tls)->async_handshake(net::ssl::stream_base::client, net::use_awaitable);
+  } catch (const boost::system::system_error&) {
+    last_dial_timed_out_ = c->deadline->expired();
+    throw;
+  }
+  c->deadline->disarm();
   ++dialed_;
   co_return c;
 }

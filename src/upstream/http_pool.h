@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "io/deadlines.h"
 
 namespace tg::upstream {
 
@@ -30,6 +31,7 @@ struct Connection {
   std::array<char, 16 * 1024> chunk;  // response body bytes, handed on as they arrive
   std::chrono::steady_clock::time_point idle_since;
   std::uint64_t uses = 0;
+  std::unique_ptr<io::Deadline> deadline;  // on the lowest socket; declared after the stream
 
   boost::beast::tcp_stream& lowest();
 };
@@ -37,7 +39,8 @@ struct Connection {
 class HttpPool {
  public:
   // REQUIRES: `d` outlives the pool; `tls` is non-null when d.scheme is https.
-  HttpPool(boost::asio::any_io_executor ex, const DeploymentConfig& d, boost::asio::ssl::context* tls);
+  HttpPool(boost::asio::any_io_executor ex, const DeploymentConfig& d, boost::asio::ssl::context* tls,
+           io::DeadlineSweeper& deadlines);
   HttpPool(const HttpPool&) = delete;
   HttpPool& operator=(const HttpPool&) = delete;
 
@@ -66,6 +69,8 @@ class HttpPool {
   boost::asio::awaitable<Lease> acquire(bool fresh_only = false);
 
   std::size_t idle_count() const { return idle_.size(); }
+  // The last dial() failed because connect_timeout passed.
+  bool last_dial_timed_out() const { return last_dial_timed_out_; }
   std::uint64_t dialed() const { return dialed_; }
 
  private:
@@ -75,6 +80,8 @@ class HttpPool {
   boost::asio::any_io_executor ex_;
   const DeploymentConfig& d_;
   boost::asio::ssl::context* tls_;
+  io::DeadlineSweeper& deadlines_;
+  bool last_dial_timed_out_ = false;
   boost::asio::ip::tcp::resolver resolver_;
   std::vector<std::unique_ptr<Connection>> idle_;
   std::uint64_t dialed_ = 0;

@@ -58,15 +58,14 @@ net::awaitable<UpstreamReply> exchange(Stream& s, Connection& c, const Deploymen
                                        const std::string& head, const std::string& body, bool want_stream,
                                        StreamSink& sink, ExchangeState& st, bool& keep_alive) {
   UpstreamReply reply;
-  beast::tcp_stream& tcp = c.lowest();
-  tcp.expires_after(d.read_timeout);
+  c.deadline->arm(d.read_timeout);
   std::array<net::const_buffer, 2> out{net::buffer(head), net::buffer(body)};
   co_await net::async_write(s, out, net::use_awaitable);
 
   http::response_parser<http::buffer_body> p;
   p.body_limit(boost::none);
   p.header_limit(64 * 1024);
-  tcp.expires_after(d.read_timeout);
+  c.deadline->arm(d.read_timeout);
   co_await http::async_read_header(s, c.buffer, p, net::use_awaitable);
   st.response_started = true;
   reply.status = static_cast<int>(p.get().result_int());
@@ -88,7 +87,7 @@ net::awaitable<UpstreamReply> exchange(Stream& s, Connection& c, const Deploymen
   while (!p.is_done()) {
     p.get().body().data = buf;
     p.get().body().size = cap;
-    tcp.expires_after(d.read_timeout);
+    c.deadline->arm(d.read_timeout);
     auto [ec, n] = co_await http::async_read(s, c.buffer, p, net::as_tuple(net::use_awaitable));
     if (ec == http::error::need_buffer) ec = {};
     if (ec) throw boost::system::system_error(ec);
@@ -103,15 +102,16 @@ net::awaitable<UpstreamReply> exchange(Stream& s, Connection& c, const Deploymen
       reply.body.append(buf, got);
     }
   }
-  tcp.expires_never();
+  c.deadline->disarm();
   keep_alive = p.keep_alive();
   co_return reply;
 }
 
 }  // namespace
 
-OpenAIProvider::OpenAIProvider(net::any_io_executor ex, const DeploymentConfig& d, net::ssl::context* tls)
-    : d_(d), pool_(ex, d, tls) {
+OpenAIProvider::OpenAIProvider(net::any_io_executor ex, const DeploymentConfig& d, net::ssl::context* tls,
+                               io::DeadlineSweeper& deadlines)
+    : d_(d), pool_(ex, d, tls, deadlines) {
   const bool default_port = (d_.scheme == "https" && d_.port == 443) || (d_.scheme == "http" && d_.port == 80);
   fixed_headers_ = fmt::format("Host: {}\r\nUser-Agent: tenantgate/0.1\r\nContent-Type: application/json\r\n",
                                default_port ? d_.host : fmt::format("{}:{}", d_.host, d_.port));
@@ -148,9 +148,10 @@ net::awaitable<UpstreamReply> OpenAIProvider::send(const UpstreamRequest& r, Str
     try {
       lease = co_await pool_.acquire(attempt > 0);
     } catch (const boost::system::system_error& e) {
-      if (e.code() == net::error::operation_aborted) throw;
+      if (e.code() == net::error::operation_aborted && !pool_.last_dial_timed_out()) throw;
       UpstreamReply reply;
-      reply.transport_error = transport_error(d_, e.code(), false);
+      reply.transport_error =
+          transport_error(d_, pool_.last_dial_timed_out() ? beast::error::timeout : e.code(), false);
       co_return reply;
     }
     ExchangeState st;
@@ -165,14 +166,15 @@ net::awaitable<UpstreamReply> OpenAIProvider::send(const UpstreamRequest& r, Str
       if (keep_alive) lease.give_back();
       co_return reply;
     } catch (const boost::system::system_error& e) {
-      if (e.code() == net::error::operation_aborted) throw;  // the client went away
+      const bool timed_out = lease->deadline->expired();
+      if (e.code() == net::error::operation_aborted && !timed_out) throw;  // the client went away
       const bool stale = lease.reused() && !st.response_started &&
                          (e.code() == http::error::end_of_stream || e.code() == net::error::eof ||
                           e.code() == net::error::connection_reset || e.code() == net::error::broken_pipe);
       if (stale && attempt == 0) continue;
       UpstreamReply reply;
       reply.streamed = st.opened;
-      reply.transport_error = transport_error(d_, e.code(), true);
+      reply.transport_error = transport_error(d_, timed_out ? beast::error::timeout : e.code(), true);
       co_return reply;
     }
   }

@@ -15,7 +15,8 @@ namespace tg::upstream {
 
 class OpenAIProvider final : public Provider {
  public:
-  OpenAIProvider(boost::asio::any_io_executor ex, const DeploymentConfig& d, boost::asio::ssl::context* tls);
+  OpenAIProvider(boost::asio::any_io_executor ex, const DeploymentConfig& d, boost::asio::ssl::context* tls,
+                 io::DeadlineSweeper& deadlines);
   boost::asio::awaitable<UpstreamReply> send(const UpstreamRequest& req, StreamSink& sink) override;
   const DeploymentConfig& deployment() const override { return d_; }
   const HttpPool& pool() const { return pool_; }

@@ -1,0 +1,50 @@
+#include "io/deadlines.h"
+
+namespace tg::io {
+
+DeadlineSweeper::DeadlineSweeper(boost::asio::any_io_executor ex) : timer_(ex) {}
+
+void DeadlineSweeper::start() {
+  running_ = true;
+  schedule();
+}
+
+void DeadlineSweeper::stop() {
+  running_ = false;
+  timer_.cancel();
+}
+
+void DeadlineSweeper::schedule() {
+  timer_.expires_after(kPeriod);
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || !running_) return;
+    sweep(Clock::now());
+    schedule();
+  });
+}
+
+void DeadlineSweeper::sweep(Clock::time_point now) {
+  for (Deadline* d : deadlines_) {
+    if (d->at_ > now) continue;
+    d->at_ = Clock::time_point::max();
+    d->expired_ = true;
+    boost::system::error_code ec;
+    d->socket_.cancel(ec);  // pending reads/writes complete with operation_aborted
+  }
+}
+
+Deadline::Deadline(DeadlineSweeper& sweeper, boost::asio::ip::tcp::socket& socket)
+    : sweeper_(sweeper), socket_(socket) {
+  self_ = sweeper_.deadlines_.insert(sweeper_.deadlines_.end(), this);
+}
+
+Deadline::~Deadline() { sweeper_.deadlines_.erase(self_); }
+
+void Deadline::arm(std::chrono::milliseconds d) {
+  at_ = DeadlineSweeper::Clock::now() + d;
+  expired_ = false;
+}
+
+void Deadline::disarm() { at_ = DeadlineSweeper::Clock::time_point::max(); }
+
+}  // namespace tg::io
