@@ -197,6 +197,39 @@ describe('HTTP edge', () => {
     assert.equal((await fetch(`${gw.base}/healthz`)).status, 200);
   });
 
+  it('survives a barrage of malformed requests and stays healthy', async () => {
+    // Deterministic pseudo-random garbage: broken request lines, bogus
+    // lengths, binary bodies, invalid JSON, wrong types. Every connection must
+    // end (answered or closed) and the gateway must still serve.
+    let seed = 12345;
+    const rnd = (n) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+    const bytes = (n) => Buffer.from(Array.from({ length: n }, () => rnd(256)));
+    const jsonish = ['{', '{"model":', '{"model":"slow","messages":[{"role":"user","content":', '[[[[', '{"a":1e99999}',
+      '{"model":"slow","messages":[{"role":"user","content":"\\ud800"}]}', '"\u0000"', 'null', '{"model":"slow","messages":[{"role":"user","content":[{"type":"text"}]}]}'];
+    const reqs = [];
+    for (let i = 0; i < 120; i++) {
+      const kind = rnd(4);
+      let payload;
+      if (kind === 0) payload = bytes(1 + rnd(200));
+      else if (kind === 1) payload = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ${rnd(3) === 0 ? '-5' : 'abc'}\r\n\r\n`;
+      else {
+        const body = kind === 2 ? jsonish[rnd(jsonish.length)] : bytes(rnd(64)).toString('latin1');
+        payload = `POST /v1/${['chat/completions', 'completions', 'embeddings'][rnd(3)]} HTTP/1.1\r\nHost: x\r\n` +
+          `Authorization: Bearer ${ALICE}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+      }
+      reqs.push(rawExchange(gw.port, [payload], { timeoutMs: 3000 }));
+    }
+    const results = await Promise.all(reqs);
+    for (const r of results) {
+      assert.notEqual(r.why, 'timeout', 'a malformed request hung');
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(r.data);
+      if (m) assert.ok(Number(m[1]) < 500, r.data.slice(0, 200));  // never a server error
+    }
+    assert.equal((await fetch(`${gw.base}/healthz`)).status, 200);
+    const ok = await post(gw.base, '/v1/chat/completions', { model: 'slow', messages: [{ role: 'user', content: 'still here?' }], max_tokens: 1 });
+    assert.equal(ok.status, 200);
+  });
+
   it('exports Prometheus metrics by tenant, model and status', async () => {
     const text = await (await fetch(`${gw.base}/metrics`)).text();
     assert.match(text, /# TYPE tg_requests_total counter/);
