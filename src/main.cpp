@@ -1,6 +1,7 @@
 // tenantgate: the command line. `serve` runs the gateway; `keys new` mints a
 // virtual key; `config check` validates a config file without serving.
 #include <CLI/CLI.hpp>
+#include <boost/json/parse.hpp>
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -11,6 +12,7 @@
 
 #include "core/config_load.h"
 #include "identity/keys.h"
+#include "meter/tokenizer.h"
 #include "server/gateway.h"
 
 namespace {
@@ -41,6 +43,59 @@ std::optional<tg::Config> load(const std::string& path) {
   return std::get<tg::Config>(std::move(r));
 }
 
+// `tenantgate count-tokens`: for users checking a bill, and for the
+// tokenizer's conformance tests (--jsonl).
+int count_tokens(const std::string& enc_name, const std::string& model, bool print_ids, bool jsonl) {
+  std::optional<tg::meter::Encoding> enc;
+  if (!model.empty()) {
+    enc = tg::meter::encoding_for_model(model);
+    if (!enc) {
+      std::cerr << fmt::format("tenantgate: no known encoding for model '{}'; pass --encoding cl100k_base "
+                               "or --encoding o200k_base\n", model);
+      return 2;
+    }
+  } else {
+    enc = tg::meter::encoding_from_name(enc_name.empty() ? "o200k_base" : enc_name);
+    if (!enc) {
+      std::cerr << fmt::format("tenantgate: unknown encoding '{}' (use cl100k_base or o200k_base)\n", enc_name);
+      return 2;
+    }
+  }
+  const auto& tok = tg::meter::Tokenizer::builtin(*enc);
+  auto ids_json = [](const std::vector<std::uint32_t>& ids) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < ids.size(); ++i) out += (i ? "," : "") + std::to_string(ids[i]);
+    return out + "]";
+  };
+  if (jsonl) {
+    std::string line;
+    std::size_t n = 0;
+    while (std::getline(std::cin, line)) {
+      ++n;
+      boost::system::error_code ec;
+      auto v = boost::json::parse(line, ec);
+      if (ec || !v.is_object() || !v.as_object().contains("text") || !v.as_object().at("text").is_string()) {
+        std::cerr << fmt::format("tenantgate: stdin line {}: expected {{\"text\": \"...\"}}\n", n);
+        return 2;
+      }
+      auto ids = tok.encode(std::string_view(v.as_object().at("text").as_string()));
+      std::cout << fmt::format("{{\"count\":{},\"ids\":{}}}\n", ids.size(), ids_json(ids));
+    }
+    return 0;
+  }
+  std::stringstream ss;
+  ss << std::cin.rdbuf();
+  const std::string text = ss.str();
+  if (!tg::meter::is_valid_utf8(text)) {
+    std::cerr << "tenantgate: stdin is not valid UTF-8; tokens are counted on UTF-8 text\n";
+    return 2;
+  }
+  auto ids = tok.encode(text);
+  if (print_ids) std::cout << ids_json(ids) << "\n";
+  else std::cout << ids.size() << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,6 +122,15 @@ int main(int argc, char** argv) {
   auto* check_cmd = check->add_subcommand("check", "Validate a config file and exit");
   std::string check_path;
   check_cmd->add_option("file", check_path, "YAML config file")->required();
+
+  auto* count = app.add_subcommand("count-tokens", "Count tokens of text on stdin, as OpenAI's tokenizer does");
+  std::string enc_name, model_name;
+  bool print_ids = false, jsonl = false;
+  auto* enc_opt = count->add_option("--encoding", enc_name, "cl100k_base or o200k_base");
+  count->add_option("--model", model_name, "pick the encoding of an OpenAI model (gpt-4o, gpt-4, ...)")
+      ->excludes(enc_opt);
+  count->add_flag("--ids", print_ids, "print the token ids, not just the count");
+  count->add_flag("--jsonl", jsonl, "stdin holds JSON lines {\"text\": ...}; print one {\"count\",\"ids\"} line each");
 
   CLI11_PARSE(app, argc, argv);
   // Operational logs go to stderr; stdout carries the access log.
@@ -103,6 +167,7 @@ int main(int argc, char** argv) {
                              user.empty() ? "" : fmt::format("user: {}, ", user), hash);
     return 0;
   }
+  if (count->parsed()) return count_tokens(enc_name, model_name, print_ids, jsonl);
   if (check_cmd->parsed()) {
     auto config = load(check_path);
     if (!config) return 2;
