@@ -329,6 +329,22 @@ std::string prompt_text(const ParsedRequest& req) {
   return out;
 }
 
+std::vector<MessageText> message_texts(const ParsedRequest& req) {
+  std::vector<MessageText> out;
+  auto it = req.body.find("messages");
+  if (it == req.body.end() || !it->value().is_array()) return out;
+  for (const auto& m : it->value().get_array()) {
+    if (!m.is_object()) continue;
+    const auto& o = m.get_object();
+    MessageText t;
+    if (auto r = o.find("role"); r != o.end() && r->value().is_string()) t.role = r->value().get_string();
+    if (auto n = o.find("name"); n != o.end() && n->value().is_string()) t.name = n->value().get_string();
+    if (auto c = o.find("content"); c != o.end()) append_content(t.content, c->value());
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 namespace {
 const json::value* text_input(const ParsedRequest& req) {
   const char* key = req.endpoint == Endpoint::kEmbeddings ? "input" : "prompt";

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/error.h"
 
@@ -49,6 +50,15 @@ std::string upstream_body(const ParsedRequest& req, const std::string& upstream_
 // message contents (text parts) joined by newlines, or the completion prompt,
 // or the embedding inputs.
 std::string prompt_text(const ParsedRequest& req);
+
+// A chat message's role, name and text (its text parts joined), for token
+// counting. The views point into `req`.
+struct MessageText {
+  std::string_view role;
+  std::string_view name;
+  std::string content;
+};
+std::vector<MessageText> message_texts(const ParsedRequest& req);
 
 // Number of embedding inputs (1 for a plain string).
 std::size_t embedding_input_count(const ParsedRequest& req);

@@ -68,7 +68,7 @@ std::optional<Usage> usage_of_body(std::string_view body) {
 }
 
 ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage, std::string& rewritten,
-                                  std::optional<Usage>& usage) {
+                                  std::optional<Usage>& usage, std::string& generated) {
   unsigned char arena[4096];
   json::monotonic_resource mr(arena, sizeof arena);
   boost::system::error_code ec;
@@ -76,6 +76,18 @@ ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage
   if (ec || !v.is_object()) return ChunkVerdict::kForward;  // not ours to judge
   json::object& o = v.get_object();
   if (auto u = usage_of(o)) usage = u;
+  if (auto ch = o.find("choices"); ch != o.end() && ch->value().is_array()) {
+    for (const auto& c : ch->value().get_array()) {
+      if (!c.is_object()) continue;
+      const auto& co = c.get_object();
+      if (auto d = co.find("delta"); d != co.end() && d->value().is_object()) {
+        auto t = d->value().get_object().find("content");
+        if (t != d->value().get_object().end() && t->value().is_string()) generated.append(t->value().get_string());
+      } else if (auto t = co.find("text"); t != co.end() && t->value().is_string()) {
+        generated.append(t->value().get_string());
+      }
+    }
+  }
   if (client_wants_usage) return ChunkVerdict::kForward;
   auto it = o.find("usage");
   if (it == o.end()) return ChunkVerdict::kForward;

@@ -30,7 +30,9 @@ std::optional<Usage> usage_of_body(std::string_view body);
 // that did not ask must not see it (neither the usage-only final chunk nor
 // "usage": null fields).
 enum class ChunkVerdict { kForward, kDrop, kRewritten };
+// `generated` collects the text the chunk adds (delta content or text), so a
+// stream cut short without usage can still be counted.
 ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage, std::string& rewritten,
-                                  std::optional<Usage>& usage);
+                                  std::optional<Usage>& usage, std::string& generated);
 
 }  // namespace tg::api

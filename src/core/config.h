@@ -91,15 +91,30 @@ struct DeploymentConfig {
   SimProfile sim;
 };
 
+// USD per 1M tokens, in micro-dollars (parsed exactly from the config's decimals).
+struct PriceConfig {
+  std::int64_t input_per_1m = 0;
+  std::int64_t output_per_1m = 0;
+  std::int64_t cached_input_per_1m = 0;
+};
+
 struct ModelConfig {
   std::string alias;  // what clients send as "model"
   std::string owned_by = "tenantgate";
+  std::string encoding;  // cl100k_base | o200k_base; empty: metering.default_encoding
+  PriceConfig price;     // all zero when the model has no price
   std::vector<DeploymentConfig> deployments;
+};
+
+struct MeteringConfig {
+  std::string default_encoding = "o200k_base";  // for models with no encoding of their own
+  std::string ledger_sqlite = "tenantgate-ledger.db";  // "off": no ledger
 };
 
 struct Config {
   std::string source;  // file name or "<embedded default>"
   ServerConfig server;
+  MeteringConfig metering;
   std::vector<OrgConfig> orgs;
   std::vector<TenantConfig> tenants;
   std::vector<ModelConfig> models;

@@ -335,6 +335,18 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     load_server(s, c.server, p);
   }
 
+  {
+    Fields mf(top.get("metering"), "metering", p);
+    if (auto e = mf.str("default_encoding", false)) {
+      if (*e != "cl100k_base" && *e != "o200k_base")
+        p.add(mf.get("default_encoding"), mf.sub("default_encoding"),
+              fmt::format("unknown encoding '{}' (known: cl100k_base, o200k_base)", *e));
+      c.metering.default_encoding = *e;
+    }
+    if (auto l = mf.str("ledger_sqlite", false)) c.metering.ledger_sqlite = *l;
+    mf.done();
+  }
+
   std::set<std::string> org_ids;
   YAML::Node orgs = top.seq("orgs", true);
   for (std::size_t i = 0; i < orgs.size(); ++i) {
@@ -357,6 +369,24 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     if (!m.alias.empty() && !aliases.insert(m.alias).second)
       p.add(models[i], f.sub("alias"), fmt::format("duplicate model alias '{}'", m.alias));
     if (auto o = f.str("owned_by", false)) m.owned_by = *o;
+    if (auto e = f.str("encoding", false)) {
+      if (*e != "cl100k_base" && *e != "o200k_base")
+        p.add(f.get("encoding"), f.sub("encoding"), fmt::format("unknown encoding '{}' (known: cl100k_base, o200k_base)", *e));
+      m.encoding = *e;
+    }
+    {
+      Fields pf(f.get("price"), f.sub("price"), p);
+      auto usd = [&](const char* key, std::int64_t& out) {
+        if (auto v = pf.str(key, false)) {
+          if (auto micros = parse_usd_micros(*v)) out = *micros;
+          else p.add(pf.get(key), pf.sub(key), fmt::format("'{}' is not a USD amount per 1M tokens (e.g. 0.15)", *v));
+        }
+      };
+      usd("input_per_1m", m.price.input_per_1m);
+      usd("output_per_1m", m.price.output_per_1m);
+      usd("cached_input_per_1m", m.price.cached_input_per_1m);
+      pf.done();
+    }
     YAML::Node deps = f.seq("deployments", true);
     if (deps.size() == 0 && f.get("deployments").IsDefined())
       p.add(models[i], f.sub("deployments"), "needs at least one deployment");
@@ -443,6 +473,32 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
   top.done();
   if (!p.empty()) return ConfigProblems{p.take()};
   return c;
+}
+
+std::optional<std::int64_t> parse_usd_micros(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  std::int64_t whole = 0, frac = 0;
+  int frac_digits = 0;
+  bool dot = false, digits = false;
+  for (char c : s) {
+    if (c == '.') {
+      if (dot) return std::nullopt;
+      dot = true;
+      continue;
+    }
+    if (c < '0' || c > '9') return std::nullopt;
+    digits = true;
+    if (!dot) {
+      if (whole > 1'000'000'000) return std::nullopt;  // > $1e9 per 1M tokens is a typo
+      whole = whole * 10 + (c - '0');
+    } else {
+      if (++frac_digits > 6) return std::nullopt;
+      frac = frac * 10 + (c - '0');
+    }
+  }
+  if (!digits) return std::nullopt;
+  for (int i = frac_digits; i < 6; ++i) frac *= 10;
+  return whole * 1'000'000 + frac;
 }
 
 std::string_view embedded_default_config() {

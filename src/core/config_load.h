@@ -27,6 +27,10 @@ EnvLookup process_env();  // reads the real environment (getenv)
 std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::string source,
                                                  const EnvLookup& env);
 
+// "2.5", "0.15", "10", "0.000001" (USD) -> micro-dollars, exactly; nullopt for
+// anything that is not a non-negative decimal with at most 6 fractional digits.
+std::optional<std::int64_t> parse_usd_micros(std::string_view usd);
+
 // The YAML the binary embeds: what `tenantgate serve` runs without --config.
 std::string_view embedded_default_config();
 

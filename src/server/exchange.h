@@ -8,6 +8,7 @@
 #include <string>
 
 #include "api/usage.h"
+#include "core/config.h"
 #include "identity/keyring.h"
 
 namespace tg::server {
@@ -22,7 +23,12 @@ struct Exchange {
   // authenticate
   const identity::Principal* principal = nullptr;  // owned by the KeyRing
   std::string user;  // the end user: the key's, or X-TG-User / body `user` for tenant keys
+  std::string run_id;   // X-TG-Run
+  std::string feature;  // X-TG-Feature (cost attribution tag)
   // parse + route
+  const ModelConfig* model_config = nullptr;
+  std::uint64_t prompt_tokens_est = 0;  // our own count of the prompt (real BPE)
+  std::string generated;  // streamed text relayed, for counting a stream cut short
   std::string model;       // alias asked for
   std::string deployment;  // deployment id that served it
   bool stream = false;

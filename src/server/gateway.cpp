@@ -67,9 +67,13 @@ struct Gateway::Impl {
   AccessLog access_log;
   std::atomic<bool> draining{false};
   std::map<std::string, std::unique_ptr<net::ssl::context>> tls_by_ca;  // shared, read-only after setup
+  std::unique_ptr<meter::LedgerWriter> ledger;  // outlives the workers (declared before them)
   std::vector<std::unique_ptr<Worker>> workers;
 
-  explicit Impl(Config c) : config(std::move(c)), keys(config), access_log(config.server.access_log) {}
+  explicit Impl(Config c) : config(std::move(c)), keys(config), access_log(config.server.access_log) {
+    if (config.metering.ledger_sqlite != "off")
+      ledger = std::make_unique<meter::LedgerWriter>(meter::open_sqlite_ledger(config.metering.ledger_sqlite));
+  }
 
   net::ssl::context* tls_for(const DeploymentConfig& d) {
     if (d.scheme != "https") return nullptr;
@@ -124,7 +128,7 @@ int Gateway::run() {
       return std::make_unique<upstream::OpenAIProvider>(ioc.get_executor(), d, g.tls_for(d), wdeadlines);
     });
     w->ctx = std::make_unique<WorkerContext>(
-        WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines});
+        WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get()});
     g.workers.push_back(std::move(w));
   }
   for (auto& w : g.workers) {
@@ -174,6 +178,7 @@ int Gateway::run() {
   for (auto& w : g.workers) w->ioc.stop();
   for (auto& w : g.workers) w->thread.join();
   g.access_log.flush();
+  if (g.ledger) g.ledger->flush();
   spdlog::info("drained; exiting");
   return 0;
 }

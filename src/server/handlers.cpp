@@ -10,6 +10,9 @@
 #include "api/sse.h"
 #include "api/usage.h"
 #include "core/ids.h"
+#include "meter/chat_count.h"
+#include "meter/pricing.h"
+#include "meter/tokenizer.h"
 #include "sim/sim_provider.h"
 
 namespace tg::server {
@@ -41,7 +44,7 @@ class RelaySink final : public upstream::StreamSink {
     }
     if (!x_.ttft) x_.ttft = std::chrono::duration_cast<std::chrono::microseconds>(
                       std::chrono::steady_clock::now() - x_.start);
-    switch (api::inspect_stream_chunk(data, client_wants_usage_, rewritten_, x_.usage)) {
+    switch (api::inspect_stream_chunk(data, client_wants_usage_, rewritten_, x_.usage, x_.generated)) {
       case api::ChunkVerdict::kDrop: co_return;  // the usage chunk only the gateway asked for
       case api::ChunkVerdict::kRewritten: api::append_sse_data(out_, rewritten_); break;
       case api::ChunkVerdict::kForward: api::append_sse_data(out_, data); break;
@@ -145,6 +148,24 @@ Answer answer_models(WorkerContext& ctx, Request& req, Exchange& x, const std::s
   return {200, json::serialize(list)};
 }
 
+const meter::Tokenizer& tokenizer_for(const WorkerContext& ctx, const ModelConfig& m) {
+  const std::string& name = m.encoding.empty() ? ctx.config.metering.default_encoding : m.encoding;
+  return meter::Tokenizer::builtin(*meter::encoding_from_name(name));  // validated at config load
+}
+
+// The prompt's tokens as OpenAI counts them (estimate cost stage).
+std::uint64_t estimate_prompt_tokens(const WorkerContext& ctx, const ModelConfig& m, const api::ParsedRequest& r) {
+  const meter::Tokenizer& tok = tokenizer_for(ctx, m);
+  if (r.endpoint == api::Endpoint::kChatCompletions) {
+    auto texts = api::message_texts(r);
+    std::vector<meter::ChatTurn> turns;
+    turns.reserve(texts.size());
+    for (const auto& t : texts) turns.push_back({t.role, t.name, t.content});
+    return meter::count_chat_tokens(tok, turns);
+  }
+  return tok.count(api::prompt_text(r));
+}
+
 // Everything an inference request needs before it goes upstream, decided
 // without suspending: authenticate → parse → resolve the end user → route.
 struct Prepared {
@@ -165,6 +186,15 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
                                 "as JSON with 'Content-Type: application/json'.",
                                 std::string(req[http::field::content_type])),
                     {}};
+  for (auto [header, out] : {std::pair{"x-tg-run", &x.run_id}, std::pair{"x-tg-feature", &x.feature}}) {
+    std::string v(req[header]);
+    if (v.empty()) continue;
+    if (!is_valid_external_id(v))
+      return invalid_request(fmt::format("Invalid {} header: use 1-128 characters of A-Z a-z 0-9 . _ : @ / -.",
+                                         header == std::string_view("x-tg-run") ? "X-TG-Run" : "X-TG-Feature"),
+                             header == std::string_view("x-tg-run") ? "X-TG-Run" : "X-TG-Feature", "invalid_header");
+    *out = std::move(v);
+  }
   auto parsed = api::parse_request(ep, req.body(), std::move(storage));
   if (!parsed) return parsed.error();
   x.model = parsed->model;
@@ -175,6 +205,8 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
   auto provider = ctx.router.route(parsed->model, x.principal->tenant_config);
   if (!provider) return provider.error();
   x.deployment = (*provider)->deployment().id;
+  x.model_config = ctx.config.find_model(parsed->model);
+  x.prompt_tokens_est = estimate_prompt_tokens(ctx, *x.model_config, *parsed);
   return Prepared{std::move(*parsed), *provider};
 }
 
@@ -306,6 +338,51 @@ net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchan
   co_await send_answer(s, x, a);
 }
 
+namespace {
+// The one ledger row of a request with a valid key. Usage is the upstream's
+// when it reported one; otherwise the gateway's own count (the prompt as
+// estimated, plus the text actually streamed when a stream was cut short).
+meter::LedgerRow ledger_row(const WorkerContext& ctx, const Exchange& x) {
+  meter::LedgerRow r;
+  r.ts_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch() -
+                                                                  (std::chrono::steady_clock::now() - x.start))
+                .count();
+  r.request_id = x.request_id;
+  r.org = x.principal->org;
+  r.tenant = x.principal->tenant;
+  r.user = x.user;
+  r.key_id = x.principal->key_id;
+  r.run_id = x.run_id;
+  r.feature = x.feature;
+  r.model = x.model;
+  r.deployment = x.deployment;
+  r.endpoint = x.endpoint;
+  r.stream = x.stream;
+  if (x.usage) {
+    r.prompt_tokens = x.usage->prompt_tokens;
+    r.completion_tokens = x.usage->completion_tokens;
+    r.cached_tokens = x.usage->cached_tokens;
+    r.usage_source = "upstream";
+  } else if (x.model_config) {
+    r.prompt_tokens = x.upstream_status || x.client_gone ? x.prompt_tokens_est : 0;  // nothing reached an engine otherwise
+    r.completion_tokens = x.generated.empty() ? 0 : tokenizer_for(ctx, *x.model_config).count(x.generated);
+    r.usage_source = "gateway";
+  } else {
+    r.usage_source = "gateway";
+  }
+  if (x.model_config) {
+    const PriceConfig& p = x.model_config->price;
+    r.cost_micros = meter::cost_micros({p.input_per_1m, p.output_per_1m, p.cached_input_per_1m}, r.prompt_tokens,
+                                       r.completion_tokens, r.cached_tokens);
+  }
+  r.status = x.status;
+  r.error_code = x.error_code;
+  r.ttft_us = x.ttft ? x.ttft->count() : -1;
+  r.latency_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - x.start).count();
+  return r;
+}
+}  // namespace
+
 void settle(WorkerContext& ctx, Exchange& x) {
   static const std::string kNone;
   const std::string& tenant = x.principal ? x.principal->tenant : kNone;
@@ -314,6 +391,7 @@ void settle(WorkerContext& ctx, Exchange& x) {
   if (x.ttft) ctx.metrics.record_ttft(tenant, x.model, std::chrono::duration<double>(*x.ttft).count());
   if (x.usage) ctx.metrics.record_tokens(tenant, x.model, x.usage->prompt_tokens, x.usage->completion_tokens);
   ctx.access_log.write(x);
+  if (ctx.ledger && x.principal) ctx.ledger->submit(ledger_row(ctx, x));
 }
 
 }  // namespace tg::server

@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "identity/keyring.h"
 #include "io/deadlines.h"
+#include "meter/ledger.h"
 #include "server/access_log.h"
 #include "server/metrics.h"
 #include "upstream/router.h"
@@ -22,6 +23,7 @@ struct WorkerContext {
   AccessLog& access_log;
   const std::atomic<bool>& draining;
   io::DeadlineSweeper& deadlines;  // this worker's
+  meter::LedgerWriter* ledger;     // null when metering.ledger_sqlite is "off"
 };
 
 }  // namespace tg::server

@@ -31,9 +31,10 @@ export async function startGateway({ yaml = null, args = [], env = {} } = {}) {
     writeFileSync(file, yaml);
     argv.push('--config', file);
   }
-  const child = spawn(BIN, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const cwd = tempDir();  // the embedded default writes its SQLite ledger in the working directory
+  const child = spawn(BIN, argv, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
-  const gw = { child, stdout: '', stderr: '', port: 0 };
+  const gw = { child, cwd, stdout: '', stderr: '', port: 0 };
   child.stdout.on('data', (d) => { gw.stdout += d; });
   child.stderr.on('data', (d) => { gw.stderr += d; });
   gw.exited = new Promise((resolve) => child.on('exit', (code, signal) => { children.delete(child); resolve({ code, signal }); }));

@@ -1,0 +1,79 @@
+// The ledger: exactly one LedgerRow per request that reached the gateway with
+// a valid key. LedgerSink is where rows are stored (SQLite embedded;
+// PostgreSQL for fleets). LedgerWriter takes rows off the request path: a
+// bounded queue drained by one thread in batches, one transaction each.
+// Rows are keyed by request id and inserted idempotently, so a batch replayed
+// after a failure is never stored twice.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace tg::meter {
+
+struct LedgerRow {
+  std::int64_t ts_ms = 0;  // request start, Unix milliseconds (UTC)
+  std::string request_id;
+  std::string org, tenant, user, key_id;
+  std::string run_id, feature;  // X-TG-Run, X-TG-Feature; empty when absent
+  std::string model, deployment;
+  std::string endpoint;
+  bool stream = false;
+  std::uint64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+  std::string usage_source;  // "upstream" (the upstream's usage) or "gateway" (our own count)
+  std::int64_t cost_micros = 0;
+  std::string cache_status = "none";
+  int status = 0;
+  std::string error_code;
+  std::int64_t ttft_us = -1;  // -1: no token was sent
+  std::int64_t latency_us = 0;
+};
+
+class LedgerSink {
+ public:
+  virtual ~LedgerSink() = default;
+  // Stores every row of `rows` atomically, ignoring rows whose request id is
+  // already stored. Throws std::runtime_error on failure (nothing stored).
+  virtual void write(const std::vector<LedgerRow>& rows) = 0;
+};
+
+// Opens (creating if needed) a SQLite ledger in WAL mode. Throws
+// std::runtime_error naming the path when it cannot.
+std::unique_ptr<LedgerSink> open_sqlite_ledger(const std::string& path);
+
+class LedgerWriter {
+ public:
+  // `capacity` bounds the queue: submit() blocks when it is full
+  // (back-pressure; rows are never dropped).
+  LedgerWriter(std::unique_ptr<LedgerSink> sink, std::size_t capacity = 65536,
+               std::chrono::milliseconds max_delay = std::chrono::milliseconds(20));
+  ~LedgerWriter();  // flushes everything queued
+  LedgerWriter(const LedgerWriter&) = delete;
+  LedgerWriter& operator=(const LedgerWriter&) = delete;
+
+  void submit(LedgerRow row);
+  void flush();  // returns once every row submitted before the call is stored
+  std::uint64_t written() const;
+  std::uint64_t failures() const;
+
+ private:
+  void run();
+  std::unique_ptr<LedgerSink> sink_;
+  const std::size_t capacity_;
+  const std::chrono::milliseconds max_delay_;
+  mutable std::mutex mu_;
+  std::condition_variable has_rows_, has_space_, drained_;
+  std::deque<LedgerRow> queue_;
+  std::uint64_t submitted_ = 0, written_ = 0, failures_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace tg::meter
