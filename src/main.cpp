@@ -13,6 +13,7 @@
 #include "core/config_load.h"
 #include "identity/keys.h"
 #include "meter/tokenizer.h"
+#include "meter/usage_query.h"
 #include "server/gateway.h"
 
 namespace {
@@ -132,6 +133,17 @@ int main(int argc, char** argv) {
   count->add_flag("--ids", print_ids, "print the token ids, not just the count");
   count->add_flag("--jsonl", jsonl, "stdin holds JSON lines {\"text\": ...}; print one {\"count\",\"ids\"} line each");
 
+  auto* usage = app.add_subcommand("usage", "Usage and spend from a SQLite ledger (offline)");
+  std::string usage_db, usage_group, usage_from, usage_to, usage_gran, usage_tenant;
+  bool usage_csv = false;
+  usage->add_option("--db", usage_db, "ledger file (metering.ledger_sqlite)")->required();
+  usage->add_option("--group-by", usage_group, "comma list: tenant,user,key,feature,model,deployment,run,org");
+  usage->add_option("--from", usage_from, "start (inclusive): 2026-11-01, 2026-11-01T00:00:00Z or Unix ms");
+  usage->add_option("--to", usage_to, "end (exclusive), same forms");
+  usage->add_option("--granularity", usage_gran, "hour or day");
+  usage->add_option("--tenant", usage_tenant, "only this tenant");
+  usage->add_flag("--csv", usage_csv, "CSV instead of a table");
+
   CLI11_PARSE(app, argc, argv);
   // Operational logs go to stderr; stdout carries the access log.
   spdlog::set_default_logger(spdlog::stderr_color_mt("tenantgate"));
@@ -168,6 +180,38 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (count->parsed()) return count_tokens(enc_name, model_name, print_ids, jsonl);
+  if (usage->parsed()) {
+    tg::meter::UsageQuery q;
+    for (std::size_t i = 0; i < usage_group.size();) {
+      std::size_t j = usage_group.find(',', i);
+      if (j == std::string::npos) j = usage_group.size();
+      if (j > i) q.group_by.push_back(usage_group.substr(i, j - i));
+      i = j + 1;
+    }
+    q.granularity = usage_gran;
+    q.tenant = usage_tenant;
+    for (auto [text, out, name] : {std::tuple{&usage_from, &q.from_ms, "--from"}, std::tuple{&usage_to, &q.to_ms, "--to"}}) {
+      if (text->empty()) continue;
+      *out = tg::meter::parse_time(*text);
+      if (!*out) {
+        std::cerr << fmt::format("tenantgate: {} '{}' is not a date (2026-11-01), a UTC time (2026-11-01T00:00:00Z) "
+                                 "or Unix milliseconds\n", name, *text);
+        return 2;
+      }
+    }
+    if (auto why = tg::meter::validate(q)) {
+      std::cerr << "tenantgate: " << *why << "\n";
+      return 2;
+    }
+    try {
+      auto rows = tg::meter::query_usage(usage_db, q);
+      std::cout << (usage_csv ? tg::meter::usage_csv(q, rows) : tg::meter::usage_table(q, rows));
+    } catch (const std::exception& e) {
+      std::cerr << "tenantgate: " << e.what() << "\n";
+      return 1;
+    }
+    return 0;
+  }
   if (check_cmd->parsed()) {
     auto config = load(check_path);
     if (!config) return 2;

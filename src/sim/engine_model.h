@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <string_view>
 
 #include "core/config.h"
 
@@ -26,10 +25,5 @@ class EngineModel {
   SimProfile p_;
 };
 
-// The sim engine's own tokenizer: a GPT-style pre-tokenization (a letter run
-// with its leading space, up to 3 digits, one other symbol each) counted as
-// one token per piece. It is the sim's definition of a token, reported
-// consistently in `usage`; it is not cl100k/o200k.
-std::uint64_t count_sim_tokens(std::string_view text);
 
 }  // namespace tg::sim

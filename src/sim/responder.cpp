@@ -6,6 +6,8 @@
 #include <string_view>
 
 #include "api/usage.h"
+#include "meter/chat_count.h"
+#include "meter/tokenizer.h"
 #include "sim/engine_model.h"
 
 namespace tg::sim {
@@ -72,8 +74,7 @@ bool is_chat(const api::ParsedRequest& req) { return req.endpoint == api::Endpoi
 Generation Responder::generate(const api::ParsedRequest& req) const {
   Generation g;
   std::string prompt = api::prompt_text(req);
-  g.prompt_tokens = count_sim_tokens(prompt);
-  if (is_chat(req)) g.prompt_tokens += 3 * 1 + 3;  // per-message framing, as chat formats add
+  g.prompt_tokens = count_prompt_tokens(req);
   std::uint32_t natural = profile_.default_output_tokens;
   std::uint32_t limit = req.max_output_tokens.value_or(
       req.endpoint == api::Endpoint::kCompletions ? 16 : natural);
@@ -197,6 +198,15 @@ std::vector<float> Responder::embed(const std::string& text, std::uint32_t dims)
   return v;
 }
 
+std::uint64_t Responder::count_prompt_tokens(const api::ParsedRequest& req) {
+  const auto& tok = meter::Tokenizer::builtin(meter::Encoding::kO200kBase);
+  if (!is_chat(req)) return tok.count(api::prompt_text(req));
+  auto texts = api::message_texts(req);
+  std::vector<meter::ChatTurn> turns;
+  for (const auto& t : texts) turns.push_back({t.role, t.name, t.content});
+  return meter::count_chat_tokens(tok, turns);
+}
+
 std::string Responder::embeddings_body(const api::ParsedRequest& req) const {
   std::uint32_t dims = req.dimensions.value_or(profile_.embedding_dims);
   json::array data;
@@ -204,7 +214,7 @@ std::string Responder::embeddings_body(const api::ParsedRequest& req) const {
   std::size_t n = api::embedding_input_count(req);
   for (std::size_t i = 0; i < n; ++i) {
     std::string text = api::embedding_input_text(req, i);
-    tokens += count_sim_tokens(text);
+    tokens += meter::Tokenizer::builtin(meter::Encoding::kO200kBase).count(text);
     std::vector<float> e = embed(text, dims);
     json::object item;
     item["object"] = "embedding";

@@ -39,6 +39,10 @@ class Responder {
   // L2-normalised, `dims` long.
   static std::vector<float> embed(const std::string& text, std::uint32_t dims);
 
+  // The sim engine counts prompts with the real o200k_base tokenizer (chat
+  // framing included), as an OpenAI engine would report them.
+  static std::uint64_t count_prompt_tokens(const api::ParsedRequest& req);
+
  private:
   SimProfile profile_;
   std::string model_;

@@ -23,8 +23,7 @@ net::awaitable<upstream::UpstreamReply> SimProvider::send(const upstream::Upstre
   reply.status = 200;
 
   if (p.endpoint == api::Endpoint::kEmbeddings) {
-    std::string text = api::prompt_text(p);
-    timer.expires_at(start + model_.time_to_first_token(count_sim_tokens(text)));
+    timer.expires_at(start + model_.time_to_first_token(Responder::count_prompt_tokens(p)));
     co_await timer.async_wait(net::use_awaitable);
     reply.body = responder_.embeddings_body(p);
     co_return reply;

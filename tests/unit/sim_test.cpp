@@ -5,6 +5,7 @@
 
 #include "api/usage.h"
 #include "sim/engine_model.h"
+#include "meter/tokenizer.h"
 #include "sim/responder.h"
 
 namespace tg::sim {
@@ -29,12 +30,12 @@ TEST(EngineModel, TimingFollowsTheProfile) {
   EXPECT_EQ(m.total(100, 11).count(), 205'000);
 }
 
-TEST(SimTokens, CountsPieces) {
-  EXPECT_EQ(count_sim_tokens(""), 0u);
-  EXPECT_EQ(count_sim_tokens("Hello"), 1u);
-  EXPECT_EQ(count_sim_tokens("Hello world"), 2u);
-  EXPECT_EQ(count_sim_tokens("12345"), 2u);   // digits in runs of at most 3
-  EXPECT_EQ(count_sim_tokens("a, b!"), 4u);
+TEST(Responder, CountsPromptsWithTheRealTokenizer) {
+  // "Hello there, world 12345" in o200k_base, plus OpenAI's chat framing
+  // (3 per message + the role + 3 for the reply).
+  auto req = chat();
+  const auto& tok = meter::Tokenizer::builtin(meter::Encoding::kO200kBase);
+  EXPECT_EQ(Responder::count_prompt_tokens(req), 3 + tok.count("user") + tok.count("Hello there, world 12345") + 3);
 }
 
 TEST(Responder, IsDeterministicAndHonoursMaxTokens) {
