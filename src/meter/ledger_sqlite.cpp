@@ -19,7 +19,6 @@ CREATE TABLE IF NOT EXISTS ledger (
   status INTEGER NOT NULL, error_code TEXT NOT NULL, ttft_us INTEGER NOT NULL, latency_us INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ledger_tenant_ts ON ledger (tenant, ts_ms);
-CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);
 )";
 
 class SqliteLedger final : public LedgerSink {
