@@ -45,19 +45,28 @@ std::vector<UsageRow> query_usage(const std::string& path, const UsageQuery& q) 
     sqlite3_close_v2(db);
     throw std::runtime_error("cannot open ledger " + path + ": " + msg);
   }
+  // The hourly rollup answers whenever the query needs no run id and its time
+  // bounds fall on hours; otherwise the raw rows do.
+  constexpr std::int64_t kHour = 3'600'000;
+  bool rollup = (!q.from_ms || *q.from_ms % kHour == 0) && (!q.to_ms || *q.to_ms % kHour == 0);
+  for (const auto& g : q.group_by) rollup = rollup && g != "run";
   std::string select, group;
   for (const auto& g : q.group_by) {
     select += columns().at(g) + ", ";
     group += (group.empty() ? "" : ", ") + columns().at(g);
   }
   std::int64_t bucket = q.granularity == "hour" ? 3'600'000 : q.granularity == "day" ? 86'400'000 : 0;
+  const char* ts = rollup ? "hour_ms" : "ts_ms";
   if (bucket) {
-    select += fmt::format("(ts_ms / {0}) * {0} AS period, ", bucket);
+    select += fmt::format("({1} / {0}) * {0} AS period, ", bucket, ts);
     group += std::string(group.empty() ? "" : ", ") + "period";
   }
   std::string sql = "SELECT " + select +
-                    "COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(cost_micros) "
-                    "FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2";
+                    (rollup ? "SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
+                              "SUM(cost_micros) FROM usage_hourly"
+                            : "COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
+                              "SUM(cost_micros) FROM ledger") +
+                    fmt::format(" WHERE {0} >= ?1 AND {0} < ?2", ts);
   if (!q.tenant.empty()) sql += " AND tenant = ?3";
   if (!group.empty()) sql += " GROUP BY " + group + " ORDER BY " + group;
   sqlite3_stmt* st = nullptr;

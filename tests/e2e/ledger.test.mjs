@@ -94,6 +94,10 @@ describe('ledger', () => {
     assert.equal(lines[0], 'tenant,user,feature,requests,prompt_tokens,completion_tokens,cached_tokens,cost_usd');
     assert.ok(lines.some((l) => l.startsWith('acme,alice,search,1,')), csv.stdout);
     assert.ok(lines.some((l) => l.startsWith('acme,end-user-9,,1,')), csv.stdout);
+    // The hourly rollup (hour-aligned bounds) and the raw rows (any other
+    // bounds) must agree to the micro-dollar.
+    const raw = await runCli(['usage', '--db', db, '--group-by', 'tenant,user,feature', '--from', '1', '--csv']);
+    assert.equal(raw.stdout, csv.stdout);
     const badq = await runCli(['usage', '--db', db, '--group-by', 'colour']);
     assert.equal(badq.code, 2);
     assert.match(badq.stderr, /unknown field 'colour'/);
