@@ -62,6 +62,7 @@ struct Tokenizer::Impl {
   std::string bytes;  // every token's bytes, back to back; the map's keys view into it
   std::unordered_map<std::string_view, std::uint32_t> ranks;
   pcre2_code* code = nullptr;
+  bool jit = false;
 
   ~Impl() {
     if (code) pcre2_code_free(code);
@@ -136,7 +137,7 @@ Tokenizer::Tokenizer(Encoding e, std::string_view rank_file) : encoding_(e), imp
   m.code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
                          &err, &off, nullptr);
   if (!m.code) throw std::logic_error("pre-tokenizer pattern does not compile");
-  pcre2_jit_compile(m.code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT is unavailable
+  m.jit = pcre2_jit_compile(m.code, PCRE2_JIT_COMPLETE) == 0;  // else the interpreter
 }
 
 Tokenizer::~Tokenizer() = default;
@@ -235,11 +236,19 @@ std::vector<std::uint32_t> Tokenizer::encode(std::string_view text) const {
   if (!is_valid_utf8(text)) throw std::invalid_argument("text is not valid UTF-8");
   std::vector<std::uint32_t> out;
   out.reserve(text.size() / 3 + 1);
-  pcre2_match_data* md = pcre2_match_data_create_from_pattern(impl_->code, nullptr);
+  // Match data is per thread and reused (two ovector slots are all we read);
+  // the JIT entry point skips the interpreter's per-call checks.
+  struct MatchData {
+    pcre2_match_data* md = pcre2_match_data_create(2, nullptr);
+    ~MatchData() { pcre2_match_data_free(md); }
+  };
+  thread_local MatchData tls;
+  pcre2_match_data* md = tls.md;
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   PCRE2_SIZE offset = 0;
   while (offset < text.size()) {
-    int rc = pcre2_match(impl_->code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, md, nullptr);
+    int rc = impl_->jit ? pcre2_jit_match(impl_->code, subject, text.size(), offset, 0, md, nullptr)
+                        : pcre2_match(impl_->code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, md, nullptr);
     if (rc < 0) break;  // the patterns match every character; nothing is left over
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     PCRE2_SIZE start = ov[0], end = ov[1];
@@ -254,7 +263,6 @@ std::vector<std::uint32_t> Tokenizer::encode(std::string_view text) const {
     else impl_->merge_large(piece, out);
     offset = end;
   }
-  pcre2_match_data_free(md);
   return out;
 }
 
