@@ -106,6 +106,22 @@ struct ModelConfig {
   std::vector<DeploymentConfig> deployments;
 };
 
+enum class BudgetScope { kTenant, kUser, kKey, kFeature };
+enum class BudgetPeriod { kDay, kMonth };  // UTC
+
+// A spend limit. `limit` is micro-dollars, or tokens when `in_tokens`.
+struct BudgetConfig {
+  BudgetScope scope = BudgetScope::kTenant;
+  std::string tenant;   // tenant, user and feature scopes
+  std::string user;     // user scope
+  std::string key;      // key scope (a key id)
+  std::string feature;  // feature scope (X-TG-Feature within the tenant)
+  BudgetPeriod period = BudgetPeriod::kDay;
+  bool in_tokens = false;
+  std::int64_t limit = 0;
+  int soft_percent = 80;  // alert (log + metric) when spend crosses this share
+};
+
 struct MeteringConfig {
   std::string default_encoding = "o200k_base";  // for models with no encoding of their own
   std::string ledger_sqlite = "tenantgate-ledger.db";  // "off": no ledger
@@ -118,6 +134,7 @@ struct Config {
   std::vector<OrgConfig> orgs;
   std::vector<TenantConfig> tenants;
   std::vector<ModelConfig> models;
+  std::vector<BudgetConfig> budgets;
 
   const ModelConfig* find_model(const std::string& alias) const;
   const TenantConfig* find_tenant(const std::string& id) const;

@@ -470,6 +470,56 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     f.done();
     c.tenants.push_back(std::move(t));
   }
+  // Budgets last: they name tenants, users and keys.
+  YAML::Node budgets = top.seq("budgets", false);
+  for (std::size_t i = 0; i < budgets.size(); ++i) {
+    Fields f(budgets[i], idx("budgets", i), p);
+    BudgetConfig b;
+    std::string scope = f.str("scope", true).value_or("");
+    if (scope == "tenant") b.scope = BudgetScope::kTenant;
+    else if (scope == "user") b.scope = BudgetScope::kUser;
+    else if (scope == "key") b.scope = BudgetScope::kKey;
+    else if (scope == "feature") b.scope = BudgetScope::kFeature;
+    else if (!scope.empty())
+      p.add(f.get("scope"), f.sub("scope"), fmt::format("unknown scope '{}' (tenant, user, key, feature)", scope));
+    std::string period = f.str("period", true).value_or("");
+    if (period == "day") b.period = BudgetPeriod::kDay;
+    else if (period == "month") b.period = BudgetPeriod::kMonth;
+    else if (!period.empty())
+      p.add(f.get("period"), f.sub("period"), fmt::format("unknown period '{}' (day, month; UTC)", period));
+    b.tenant = f.str("tenant", false).value_or("");
+    b.user = f.str("user", false).value_or("");
+    b.key = f.str("key", false).value_or("");
+    b.feature = f.str("feature", false).value_or("");
+    const bool needs_tenant = b.scope != BudgetScope::kKey;
+    if (needs_tenant && b.tenant.empty() && !scope.empty())
+      p.add(budgets[i], f.sub("tenant"), fmt::format("is required for scope '{}'", scope));
+    if (!b.tenant.empty() && !tenant_ids.count(b.tenant))
+      p.add(f.get("tenant"), f.sub("tenant"), fmt::format("unknown tenant '{}'", b.tenant));
+    if (b.scope == BudgetScope::kUser && b.user.empty()) p.add(budgets[i], f.sub("user"), "is required for scope 'user'");
+    if (b.scope == BudgetScope::kFeature && b.feature.empty())
+      p.add(budgets[i], f.sub("feature"), "is required for scope 'feature'");
+    if (b.scope == BudgetScope::kKey) {
+      if (b.key.empty()) p.add(budgets[i], f.sub("key"), "is required for scope 'key' (a key id)");
+      else if (!key_ids.count(b.key)) p.add(f.get("key"), f.sub("key"), fmt::format("unknown key id '{}'", b.key));
+    }
+    auto usd = f.str("usd", false);
+    std::int64_t tokens = -1;
+    f.number("tokens", tokens, 1, 1e15);
+    if (usd && tokens >= 0) p.add(budgets[i], idx("budgets", i), "set either usd or tokens, not both");
+    else if (usd) {
+      if (auto m = parse_usd_micros(*usd); m && *m > 0) b.limit = *m;
+      else p.add(f.get("usd"), f.sub("usd"), fmt::format("'{}' is not a positive USD amount (e.g. \"25.00\")", *usd));
+    } else if (tokens >= 0) {
+      b.in_tokens = true;
+      b.limit = tokens;
+    } else {
+      p.add(budgets[i], idx("budgets", i), "needs a limit: usd or tokens");
+    }
+    f.number("soft_percent", b.soft_percent, 1, 100);
+    f.done();
+    c.budgets.push_back(std::move(b));
+  }
   top.done();
   if (!p.empty()) return ConfigProblems{p.take()};
   return c;
