@@ -1,5 +1,7 @@
 #include "meter/usage_query.h"
 
+#include "meter/budget.h"
+
 #include <sqlite3.h>
 
 #include <chrono>
@@ -100,6 +102,23 @@ std::vector<UsageRow> query_usage(const std::string& path, const UsageQuery& q) 
   sqlite3_close_v2(db);
   if (!err.empty()) throw std::runtime_error("ledger " + path + ": " + err);
   return rows;
+}
+
+void preload_budgets(BudgetBook& book, const std::string& path, std::chrono::system_clock::time_point now) {
+  UsageQuery q;
+  q.group_by = {"tenant", "user", "key", "feature"};
+  q.granularity = "hour";
+  q.from_ms = BudgetBook::period_start(BudgetPeriod::kMonth, now);
+  std::vector<UsageRow> rows;
+  try {
+    rows = query_usage(path, q);
+  } catch (const std::exception&) {
+    return;  // a new ledger: nothing spent yet
+  }
+  for (const auto& r : rows)
+    book.preload({r.groups[0], r.groups[1], r.groups[2], r.groups[3]},
+                 {r.cost_micros, static_cast<std::int64_t>(r.prompt_tokens + r.completion_tokens)},
+                 std::chrono::system_clock::time_point(std::chrono::milliseconds(r.period_start_ms)), now);
 }
 
 std::string format_micros_usd(std::int64_t m) {

@@ -4,6 +4,7 @@
 // `tenantgate usage` CLI. Reads a SQLite ledger.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -34,6 +35,10 @@ std::vector<UsageRow> query_usage(const std::string& sqlite_path, const UsageQue
 // Renders rows as CSV (header line first) or as an aligned text table.
 std::string usage_csv(const UsageQuery& q, const std::vector<UsageRow>& rows);
 std::string usage_table(const UsageQuery& q, const std::vector<UsageRow>& rows);
+
+// Feeds this month's spend from the ledger's hourly rollup into `book`, so a
+// restart does not reset budgets. A missing or empty ledger adds nothing.
+void preload_budgets(class BudgetBook& book, const std::string& sqlite_path, std::chrono::system_clock::time_point now);
 
 // "2026-11-27", "2026-11-27T10:00:00Z" or Unix milliseconds -> Unix ms (UTC).
 std::optional<std::int64_t> parse_time(const std::string& s);

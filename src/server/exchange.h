@@ -9,6 +9,7 @@
 
 #include "api/usage.h"
 #include "core/config.h"
+#include "meter/budget.h"
 #include "identity/keyring.h"
 
 namespace tg::server {
@@ -29,6 +30,7 @@ struct Exchange {
   const ModelConfig* model_config = nullptr;
   std::uint64_t prompt_tokens_est = 0;  // our own count of the prompt (real BPE)
   std::string generated;  // streamed text relayed, for counting a stream cut short
+  std::optional<meter::BudgetHold> budget_hold;  // admitted: reservations to settle
   std::string model;       // alias asked for
   std::string deployment;  // deployment id that served it
   bool stream = false;

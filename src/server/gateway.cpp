@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "identity/keyring.h"
+#include "meter/usage_query.h"
 #include "server/access_log.h"
 #include "server/metrics.h"
 #include "server/session.h"
@@ -67,12 +68,17 @@ struct Gateway::Impl {
   AccessLog access_log;
   std::atomic<bool> draining{false};
   std::map<std::string, std::unique_ptr<net::ssl::context>> tls_by_ca;  // shared, read-only after setup
+  meter::BudgetBook budgets;
   std::unique_ptr<meter::LedgerWriter> ledger;  // outlives the workers (declared before them)
   std::vector<std::unique_ptr<Worker>> workers;
 
-  explicit Impl(Config c) : config(std::move(c)), keys(config), access_log(config.server.access_log) {
-    if (config.metering.ledger_sqlite != "off")
+  explicit Impl(Config c)
+      : config(std::move(c)), keys(config), access_log(config.server.access_log), budgets(config.budgets) {
+    if (config.metering.ledger_sqlite != "off") {
       ledger = std::make_unique<meter::LedgerWriter>(meter::open_sqlite_ledger(config.metering.ledger_sqlite));
+      // Budgets continue from what the ledger says was spent this month.
+      if (budgets.size()) meter::preload_budgets(budgets, config.metering.ledger_sqlite, std::chrono::system_clock::now());
+    }
   }
 
   net::ssl::context* tls_for(const DeploymentConfig& d) {
@@ -128,7 +134,8 @@ int Gateway::run() {
       return std::make_unique<upstream::OpenAIProvider>(ioc.get_executor(), d, g.tls_for(d), wdeadlines);
     });
     w->ctx = std::make_unique<WorkerContext>(
-        WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get()});
+        WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get(),
+                      g.budgets});
     g.workers.push_back(std::move(w));
   }
   for (auto& w : g.workers) {

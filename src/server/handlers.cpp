@@ -15,6 +15,8 @@
 #include "meter/tokenizer.h"
 #include "sim/sim_provider.h"
 
+#include <spdlog/spdlog.h>
+
 namespace tg::server {
 namespace net = boost::asio;
 namespace http = boost::beast::http;
@@ -166,6 +168,10 @@ std::uint64_t estimate_prompt_tokens(const WorkerContext& ctx, const ModelConfig
   return tok.count(api::prompt_text(r));
 }
 
+// A request without max_tokens is reserved as if it may produce this many
+// tokens; settlement charges what it actually produced.
+constexpr std::uint64_t kDefaultOutputEstimate = 1024;
+
 // Everything an inference request needs before it goes upstream, decided
 // without suspending: authenticate → parse → resolve the end user → route.
 struct Prepared {
@@ -207,6 +213,21 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
   x.deployment = (*provider)->deployment().id;
   x.model_config = ctx.config.find_model(parsed->model);
   x.prompt_tokens_est = estimate_prompt_tokens(ctx, *x.model_config, *parsed);
+  // admit: reserve the estimate (prompt + the most it may generate) at every budget
+  if (ctx.budgets.size()) {
+    const std::uint64_t out = parsed->max_output_tokens.value_or(kDefaultOutputEstimate);
+    const PriceConfig& pr = x.model_config->price;
+    meter::Spend est{meter::cost_micros({pr.input_per_1m, pr.output_per_1m, pr.cached_input_per_1m},
+                                        x.prompt_tokens_est, out, 0),
+                     static_cast<std::int64_t>(x.prompt_tokens_est + out)};
+    auto hold = ctx.budgets.reserve({x.principal->tenant, x.user, x.principal->key_id, x.feature}, est,
+                                    std::chrono::system_clock::now());
+    if (!hold) {
+      ctx.metrics.stats.budget_rejections_total.fetch_add(1);
+      return hold.error();
+    }
+    x.budget_hold = std::move(*hold);
+  }
   return Prepared{std::move(*parsed), *provider};
 }
 
@@ -391,7 +412,18 @@ void settle(WorkerContext& ctx, Exchange& x) {
   if (x.ttft) ctx.metrics.record_ttft(tenant, x.model, std::chrono::duration<double>(*x.ttft).count());
   if (x.usage) ctx.metrics.record_tokens(tenant, x.model, x.usage->prompt_tokens, x.usage->completion_tokens);
   ctx.access_log.write(x);
-  if (ctx.ledger && x.principal) ctx.ledger->submit(ledger_row(ctx, x));
+  if (!x.principal) return;
+  meter::LedgerRow row = ledger_row(ctx, x);
+  if (x.budget_hold) {
+    auto alerts = ctx.budgets.settle(*x.budget_hold,
+                                     {row.cost_micros, static_cast<std::int64_t>(row.prompt_tokens + row.completion_tokens)},
+                                     std::chrono::system_clock::now());
+    for (const auto& a : alerts) {
+      ctx.metrics.stats.budget_soft_alerts_total.fetch_add(1);
+      spdlog::warn("budget soft threshold crossed: {} at {} of {} {}", a.scope, a.spent, a.limit, a.unit);
+    }
+  }
+  if (ctx.ledger) ctx.ledger->submit(std::move(row));
 }
 
 }  // namespace tg::server

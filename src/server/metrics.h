@@ -22,6 +22,8 @@ namespace tg::server {
   COUNTER(client_disconnects_total, "Requests whose client went away before the response ended")  \
   COUNTER(bodies_too_large_total, "Requests rejected with 413 for their body size")                \
   COUNTER(upstream_cancelled_total, "Upstream requests cancelled because the client went away")    \
+  COUNTER(budget_rejections_total, "Requests refused with 429 budget_exceeded")                     \
+  COUNTER(budget_soft_alerts_total, "Budgets whose spend crossed their soft threshold this period")  \
   GAUGE(requests_in_flight, "Requests being processed now")                                       \
   GAUGE(connections_open, "Client connections open now")
 

@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "identity/keyring.h"
 #include "io/deadlines.h"
+#include "meter/budget.h"
 #include "meter/ledger.h"
 #include "server/access_log.h"
 #include "server/metrics.h"
@@ -24,6 +25,7 @@ struct WorkerContext {
   const std::atomic<bool>& draining;
   io::DeadlineSweeper& deadlines;  // this worker's
   meter::LedgerWriter* ledger;     // null when metering.ledger_sqlite is "off"
+  meter::BudgetBook& budgets;
 };
 
 }  // namespace tg::server

@@ -145,3 +145,56 @@ describe('ledger', () => {
     console.log(`# kill -9: ${completed.length} completed, ${stored.size - 1} stored before the kill, ${lost} lost (in the last moments)`);
   });
 });
+
+describe('budgets', () => {
+  const yaml = (db) => config(db, 0).replace('tenants:', `budgets:
+  - { scope: tenant, tenant: acme, period: day, tokens: 120, soft_percent: 50 }
+  - { scope: key, key: acme-service, period: month, usd: "0.000001" }
+tenants:`) + `
+  - id: globex
+    org: demo
+    users: [carol]
+    keys:
+      - { id: globex-carol, user: carol, sha256: c4c746af8a9f76e72d9f32cda358105d59855e7da7b6526ba74e5905d386c0ef }
+`;
+  const ask = (base, key, maxTokens = 20) => fetch(`${base}/v1/chat/completions`, {
+    method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: maxTokens }),
+  });
+
+  it('refuses with 429 budget_exceeded once spent, names the scope and reset, and survives a restart', async () => {
+    const db = join(tempDir(), 'ledger.db');
+    let gw = await startGateway({ yaml: yaml(db) });
+    let ok = 0, refused = null;
+    for (let i = 0; i < 10 && !refused; i++) {
+      const r = await ask(gw.base, DEMO_KEYS.alice);
+      if (r.status === 200) { ok += 1; await r.json(); } else refused = r;
+    }
+    assert.ok(ok >= 2 && ok <= 4, `${ok} admitted before the budget ran out`);
+    assert.equal(refused.status, 429);
+    const retry = Number(refused.headers.get('retry-after'));
+    assert.ok(retry > 0 && retry <= 86400, `Retry-After ${retry}`);
+    const body = await refused.json();
+    assert.equal(body.error.code, 'budget_exceeded');
+    assert.equal(body.error.type, 'rate_limit_error');
+    assert.match(body.error.message, /tenant 'acme' daily budget of 120 tokens is exhausted .* resets at \d{4}-\d\d-\d\dT00:00:00Z/);
+    // Another tenant is not affected; the soft threshold was reported once.
+    assert.equal((await ask(gw.base, DEMO_KEYS.carol)).status, 200);
+    const metrics = await (await fetch(`${gw.base}/metrics`)).text();
+    assert.match(metrics, /tg_budget_soft_alerts_total 1\b/);
+    assert.match(metrics, /tg_budget_rejections_total 1\b/);
+    // A key budget in dollars (one micro-dollar) refuses its second request.
+    assert.equal((await ask(gw.base, DEMO_KEYS.acmeService, 1)).status, 429);  // tenant budget is gone too
+    await gw.stop();
+    // Restart on the same ledger: spend is preloaded, the budget stays exhausted.
+    gw = await startGateway({ yaml: yaml(db) });
+    const again = await ask(gw.base, DEMO_KEYS.alice);
+    assert.equal(again.status, 429);
+    assert.equal((await again.json()).error.code, 'budget_exceeded');
+    await gw.stop();
+    // Refused requests are in the ledger too, with their error code and no tokens.
+    const refusedRows = rows(db, "SELECT * FROM ledger WHERE error_code = 'budget_exceeded'");
+    assert.ok(refusedRows.length >= 2);
+    assert.ok(refusedRows.every((r) => r.prompt_tokens === 0 && r.cost_micros === 0));
+  });
+});
