@@ -131,6 +131,7 @@ struct Config {
   std::string source;  // file name or "<embedded default>"
   ServerConfig server;
   MeteringConfig metering;
+  std::vector<Sha256> admin_keys;  // admin API keys (hashes); none: the admin API answers 403
   std::vector<OrgConfig> orgs;
   std::vector<TenantConfig> tenants;
   std::vector<ModelConfig> models;

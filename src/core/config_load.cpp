@@ -470,6 +470,20 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     f.done();
     c.tenants.push_back(std::move(t));
   }
+  {
+    Fields af(top.get("admin"), "admin", p);
+    YAML::Node ks = af.seq("key_sha256", false);
+    for (std::size_t i = 0; i < ks.size(); ++i) {
+      Sha256 h{};
+      if (!ks[i].IsScalar() || !parse_hex32(ks[i].Scalar(), h))
+        p.add(ks[i], idx("admin.key_sha256", i), "must be 64 hex chars, the SHA-256 of an admin key");
+      else if (key_hashes.count(h))
+        p.add(ks[i], idx("admin.key_sha256", i), "is also a tenant key; use a separate admin key");
+      else c.admin_keys.push_back(h);
+    }
+    af.done();
+  }
+
   // Budgets last: they name tenants, users and keys.
   YAML::Node budgets = top.seq("budgets", false);
   for (std::size_t i = 0; i < budgets.size(); ++i) {

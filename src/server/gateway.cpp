@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
@@ -69,6 +70,7 @@ struct Gateway::Impl {
   std::atomic<bool> draining{false};
   std::map<std::string, std::unique_ptr<net::ssl::context>> tls_by_ca;  // shared, read-only after setup
   meter::BudgetBook budgets;
+  net::thread_pool admin_pool{1};  // admin API queries (SQLite), never on a worker
   std::unique_ptr<meter::LedgerWriter> ledger;  // outlives the workers (declared before them)
   std::vector<std::unique_ptr<Worker>> workers;
 
@@ -135,7 +137,7 @@ int Gateway::run() {
     });
     w->ctx = std::make_unique<WorkerContext>(
         WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get(),
-                      g.budgets});
+                      g.budgets, g.admin_pool.get_executor()});
     g.workers.push_back(std::move(w));
   }
   for (auto& w : g.workers) {

@@ -13,6 +13,11 @@
 #include "meter/chat_count.h"
 #include "meter/pricing.h"
 #include "meter/tokenizer.h"
+#include "meter/usage_query.h"
+#include "identity/keys.h"
+
+#include <boost/url/parse.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include "sim/sim_provider.h"
 
 #include <spdlog/spdlog.h>
@@ -304,6 +309,93 @@ ApiError method_not_allowed(const std::string& method, const std::string& path, 
                   fmt::format("{} is not allowed on {}; use {}.", method, path, allow), allow};
 }
 
+// GET /admin/usage?group_by=tenant,user&from=&to=&granularity=hour|day&tenant=
+// with the admin key; JSON, or CSV for Accept: text/csv. The SQLite query
+// runs on the admin thread, never on a worker.
+net::awaitable<void> serve_admin_usage(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
+  x.endpoint = "admin.usage";
+  std::optional<ApiError> err;
+  std::string_view auth = req[http::field::authorization];
+  constexpr std::string_view kBearer = "Bearer ";
+  std::string key = auth.size() > kBearer.size() ? std::string(auth.substr(kBearer.size())) : std::string();
+  const Sha256 h = identity::sha256(key);
+  bool admin = false;
+  for (const auto& k : ctx.config.admin_keys) admin = admin || k == h;
+  if (key.empty()) err = authentication_error("The admin API needs the admin key as 'Authorization: Bearer <key>'.", "missing_api_key");
+  else if (!admin && ctx.keys.authenticate(auth, "").ok())
+    err = permission_error("This is a tenant key; the admin API needs an admin key (admin.key_sha256).", "admin_key_required");
+  else if (!admin) err = authentication_error("Incorrect admin key.");
+  meter::UsageQuery q;
+  if (!err) {
+    auto target = boost::urls::parse_origin_form(req.target());
+    if (!target) err = invalid_request("Malformed query string.", {}, "invalid_query");
+    for (const auto& param : target ? target->params() : boost::urls::params_view()) {
+      std::string k(param.key), v(param.value);
+      auto time = [&](std::optional<std::int64_t>& out) {
+        out = meter::parse_time(v);
+        if (!out) err = invalid_request(fmt::format("Invalid '{}': '{}' is not a date (2026-11-01), a UTC time "
+                                                    "(2026-11-01T00:00:00Z) or Unix milliseconds.", k, v), k, "invalid_value");
+      };
+      if (k == "group_by") {
+        for (std::size_t i = 0; i <= v.size();) {
+          std::size_t j = std::min(v.find(',', i), v.size());
+          if (j > i) q.group_by.push_back(v.substr(i, j - i));
+          i = j + 1;
+        }
+      } else if (k == "from") time(q.from_ms);
+      else if (k == "to") time(q.to_ms);
+      else if (k == "granularity") q.granularity = v;
+      else if (k == "tenant") q.tenant = v;
+      else err = invalid_request(fmt::format("Unknown parameter '{}' (group_by, from, to, granularity, tenant).", k), k, "unknown_parameter");
+    }
+    if (!err)
+      if (auto why = meter::validate(q)) err = invalid_request(*why, why->substr(0, why->find(':')), "invalid_value");
+    if (!err && ctx.config.metering.ledger_sqlite == "off")
+      err = not_found("The ledger is off (metering.ledger_sqlite: off): there is no usage to query.", "ledger_disabled");
+  }
+  if (err) co_return co_await s.send_error(x, *err);
+  // The query runs as its own coroutine on the admin thread; this one resumes
+  // on its worker when it completes.
+  std::vector<meter::UsageRow> rows;
+  std::string failure;
+  auto work = [&]() -> net::awaitable<void> {
+    try {
+      rows = meter::query_usage(ctx.config.metering.ledger_sqlite, q);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    co_return;
+  };
+  co_await net::co_spawn(ctx.admin_executor, work, net::use_awaitable);
+  if (!failure.empty()) {
+    const ApiError e = server_error("Usage query failed: " + failure, "ledger_error");
+    co_return co_await s.send_error(x, e);
+  }
+  static const std::string kNone;
+  if (req[http::field::accept].find("text/csv") != std::string_view::npos) {
+    const std::string csv = meter::usage_csv(q, rows);
+    co_return co_await s.send(x, 200, "text/csv; charset=utf-8", csv, kNone);
+  }
+  json::array data;
+  for (const auto& r : rows) {
+    json::object o;
+    for (std::size_t i = 0; i < q.group_by.size(); ++i) o[q.group_by[i]] = r.groups[i];
+    if (!q.granularity.empty()) o["period_start_ms"] = r.period_start_ms;
+    o["requests"] = r.requests;
+    o["prompt_tokens"] = r.prompt_tokens;
+    o["completion_tokens"] = r.completion_tokens;
+    o["cached_tokens"] = r.cached_tokens;
+    o["cost_micros"] = r.cost_micros;
+    o["cost_usd"] = meter::format_micros_usd(r.cost_micros);
+    data.push_back(std::move(o));
+  }
+  json::object out;
+  out["object"] = "list";
+  out["data"] = std::move(data);
+  const std::string body = json::serialize(out);
+  co_await s.send_json(x, 200, body);
+}
+
 Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* inference, api::Endpoint* ep) {
   const std::string& p = x.path;
   const auto m = req.method();
@@ -332,6 +424,11 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* inferen
     if (auto e = get_only()) return {0, {}, {}, e};
     return answer_models(ctx, req, x, p.size() > 11 ? p.substr(11) : std::string());
   }
+  if (p == "/admin/usage") {
+    if (auto e = get_only()) return {0, {}, {}, e};
+    *inference = true;  // not a plain answer: handle() serves it as a coroutine
+    return {};
+  }
   struct Route { const char* path; api::Endpoint ep; };
   static constexpr Route kRoutes[] = {{"/v1/chat/completions", api::Endpoint::kChatCompletions},
                                       {"/v1/completions", api::Endpoint::kCompletions},
@@ -355,6 +452,7 @@ net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchan
   bool inference = false;
   api::Endpoint ep{};
   Answer a = answer_plain(ctx, req, x, &inference, &ep);
+  if (inference && x.path == "/admin/usage") co_return co_await serve_admin_usage(s, ctx, req, x);
   if (inference) co_return co_await serve_inference(s, ctx, req, x, ep);
   co_await send_answer(s, x, a);
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/asio/any_io_executor.hpp>
 
 #include "core/config.h"
 #include "identity/keyring.h"
@@ -26,6 +27,7 @@ struct WorkerContext {
   io::DeadlineSweeper& deadlines;  // this worker's
   meter::LedgerWriter* ledger;     // null when metering.ledger_sqlite is "off"
   meter::BudgetBook& budgets;
+  boost::asio::any_io_executor admin_executor;  // slow admin queries run here, off the worker
 };
 
 }  // namespace tg::server

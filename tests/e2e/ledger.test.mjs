@@ -198,3 +198,45 @@ tenants:`) + `
     assert.ok(refusedRows.every((r) => r.prompt_tokens === 0 && r.cost_micros === 0));
   });
 });
+
+describe('admin usage API', () => {
+  it('answers usage and spend by group with the admin key, in JSON and CSV', async () => {
+    const db = join(tempDir(), 'ledger.db');
+    const adminHash = '1e7bfaad4c408265b2a507a1546cd61fd91463c3a7e357fdf3f280720b747ab7';  // tg-admin-demo
+    const gw = await startGateway({ yaml: config(db, 0).replace('orgs:', `admin: { key_sha256: [${adminHash}] }\norgs:`) });
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${gw.base}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${DEMO_KEYS.alice}`, 'content-type': 'application/json', 'x-tg-feature': i ? 'chat' : 'search' },
+        body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'spend' }], max_tokens: 4 }) });
+      await r.text();
+    }
+    const admin = { authorization: 'Bearer tg-admin-demo' };
+    await waitFor(async () => {
+      const r = await fetch(`${gw.base}/admin/usage?group_by=tenant`, { headers: admin });
+      const j = await r.json();
+      return j.data?.[0]?.requests === 3;
+    }, 3000, 'three requests in the ledger');
+    const j = await (await fetch(`${gw.base}/admin/usage?group_by=tenant,user,feature&granularity=day`, { headers: admin })).json();
+    assert.equal(j.object, 'list');
+    const search = j.data.find((r) => r.feature === 'search');
+    assert.equal(search.tenant, 'acme');
+    assert.equal(search.user, 'alice');
+    assert.equal(search.requests, 1);
+    assert.equal(search.completion_tokens, 4);
+    assert.equal(search.cost_usd, `0.${String(search.cost_micros).padStart(6, '0')}`);
+    assert.ok(search.period_start_ms % 86400000 === 0);
+    const csv = await fetch(`${gw.base}/admin/usage?group_by=feature`, { headers: { ...admin, accept: 'text/csv' } });
+    assert.match(csv.headers.get('content-type'), /text\/csv/);
+    assert.equal((await csv.text()).split('\n')[0], 'feature,requests,prompt_tokens,completion_tokens,cached_tokens,cost_usd');
+    // Errors: tenant key, no key, bad parameters.
+    const tenantKey = await fetch(`${gw.base}/admin/usage`, { headers: { authorization: `Bearer ${DEMO_KEYS.alice}` } });
+    assert.equal(tenantKey.status, 403);
+    assert.equal((await tenantKey.json()).error.code, 'admin_key_required');
+    assert.equal((await fetch(`${gw.base}/admin/usage`)).status, 401);
+    const bad = await fetch(`${gw.base}/admin/usage?group_by=colour`, { headers: admin });
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).error.message, /unknown field 'colour'/);
+    const badTime = await fetch(`${gw.base}/admin/usage?from=yesterday`, { headers: admin });
+    assert.equal((await badTime.json()).error.param, 'from');
+    await gw.stop();
+  });
+});
