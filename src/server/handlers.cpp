@@ -510,7 +510,7 @@ void settle(WorkerContext& ctx, Exchange& x) {
   if (x.ttft) ctx.metrics.record_ttft(tenant, x.model, std::chrono::duration<double>(*x.ttft).count());
   if (x.usage) ctx.metrics.record_tokens(tenant, x.model, x.usage->prompt_tokens, x.usage->completion_tokens);
   ctx.access_log.write(x);
-  if (!x.principal) return;
+  if (!x.principal || (!ctx.ledger && !x.budget_hold)) return;
   meter::LedgerRow row = ledger_row(ctx, x);
   if (x.budget_hold) {
     auto alerts = ctx.budgets.settle(*x.budget_hold,
