@@ -17,6 +17,16 @@ export const DEMO_KEYS = {
   carol: 'tg-demo-globex-carol',
 };
 
+// The demo tenant 'acme' (org 'demo') with alice's key, as config YAML; tests
+// append more keys by indentation (six spaces).
+export const ACME_TENANT_YAML = `tenants:
+  - id: acme
+    org: demo
+    users: [alice]
+    keys:
+      - { id: acme-alice, user: alice, sha256: ee710a59742613919631058bec5f5d41996ed75d2d456bc33438591e24f58a54 }
+`;
+
 const children = new Set();
 process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); } catch {} } });
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { startGateway, runCli, tempDir, waitFor, DEMO_KEYS } from './harness.mjs';
+import { startGateway, runCli, tempDir, waitFor, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
 
 const sql = (db, q) => execFileSync('sqlite3', ['-json', db, q], { encoding: 'utf8' }).trim();
 const rows = (db, q) => { const out = sql(db, q); return out ? JSON.parse(out) : []; };
@@ -23,13 +23,7 @@ models:
     encoding: o200k_base
     price: { input_per_1m: "0.15", output_per_1m: "0.60" }
     deployments: [{ id: chat-sim, provider: sim, sim: { decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
-tenants:
-  - id: acme
-    org: demo
-    users: [alice]
-    keys:
-      - { id: acme-alice, user: alice, sha256: ee710a59742613919631058bec5f5d41996ed75d2d456bc33438591e24f58a54 }
-      - { id: acme-service, sha256: 005e0af9d236348df20df9e54704c3fd304eef82c0abda9fafebca817236f2f3 }
+${ACME_TENANT_YAML}      - { id: acme-service, sha256: 005e0af9d236348df20df9e54704c3fd304eef82c0abda9fafebca817236f2f3 }
 `;
 }
 

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
-import { startGateway, DEMO_KEYS } from './harness.mjs';
+import { startGateway, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
 import { defineClientSuite } from './client-suite.mjs';
 
 const CACHE = process.env.TG_LLAMA_CACHE || '/var/cache/tenantgate/llama';
@@ -46,13 +46,7 @@ models:
   - alias: tiny-llama
     deployments:
       - { id: llama-local, provider: openai, model: tiny-gpt2, base_url: "http://127.0.0.1:${llama.port}/v1" }
-tenants:
-  - id: acme
-    org: demo
-    users: [alice]
-    keys:
-      - { id: acme-alice, user: alice, sha256: ee710a59742613919631058bec5f5d41996ed75d2d456bc33438591e24f58a54 }
-`;
+${ACME_TENANT_YAML}`;
   const gw = await startGateway({ yaml });
   return {
     base: gw.base, key: DEMO_KEYS.alice, chatModel: 'tiny-llama', embedModel: 'tiny-llama',
