@@ -24,7 +24,7 @@ void DeadlineSweeper::schedule() {
 }
 
 void DeadlineSweeper::sweep(Clock::time_point now) {
-  for (Deadline* d : deadlines_) {
+  for (Deadline* d : *registry_) {
     if (d->at_ > now) continue;
     d->at_ = Clock::time_point::max();
     d->expired_ = true;
@@ -34,11 +34,11 @@ void DeadlineSweeper::sweep(Clock::time_point now) {
 }
 
 Deadline::Deadline(DeadlineSweeper& sweeper, boost::asio::ip::tcp::socket& socket)
-    : sweeper_(sweeper), socket_(socket) {
-  self_ = sweeper_.deadlines_.insert(sweeper_.deadlines_.end(), this);
+    : registry_(sweeper.registry_), socket_(socket) {
+  self_ = registry_->insert(registry_->end(), this);
 }
 
-Deadline::~Deadline() { sweeper_.deadlines_.erase(self_); }
+Deadline::~Deadline() { registry_->erase(self_); }
 
 void Deadline::arm(std::chrono::milliseconds d) {
   at_ = DeadlineSweeper::Clock::now() + d;

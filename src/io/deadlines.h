@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <list>
+#include <memory>
 
 namespace tg::io {
 
@@ -32,17 +33,19 @@ class DeadlineSweeper {
   // Fires every armed deadline that has passed at `now` (the sweep; public
   // so tests can drive it without waiting).
   void sweep(Clock::time_point now);
-  std::size_t registered() const { return deadlines_.size(); }
+  std::size_t registered() const { return registry_->size(); }
 
  private:
   friend class Deadline;
   void schedule();
   boost::asio::steady_timer timer_;
-  std::list<Deadline*> deadlines_;
+  // Shared with every Deadline, so a socket destroyed after the sweeper (a
+  // coroutine frame torn down with its io_context) still unregisters safely.
+  std::shared_ptr<std::list<Deadline*>> registry_ = std::make_shared<std::list<Deadline*>>();
   bool running_ = false;
 };
 
-// One socket's deadline. REQUIRES: the socket and the sweeper outlive it.
+// One socket's deadline. REQUIRES: the socket outlives it (the sweeper need not).
 class Deadline {
  public:
   Deadline(DeadlineSweeper& sweeper, boost::asio::ip::tcp::socket& socket);
@@ -58,7 +61,7 @@ class Deadline {
 
  private:
   friend class DeadlineSweeper;
-  DeadlineSweeper& sweeper_;
+  std::shared_ptr<std::list<Deadline*>> registry_;
   boost::asio::ip::tcp::socket& socket_;
   std::list<Deadline*>::iterator self_;
   DeadlineSweeper::Clock::time_point at_{DeadlineSweeper::Clock::time_point::max()};
