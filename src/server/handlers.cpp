@@ -396,7 +396,10 @@ net::awaitable<void> serve_admin_usage(Session& s, WorkerContext& ctx, Request& 
   co_await s.send_json(x, 200, body);
 }
 
-Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* inference, api::Endpoint* ep) {
+// Answers what needs no I/O beyond the reply (health, metrics, models, routing
+// errors). Sets *deferred for routes served as coroutines by handle(): the
+// inference endpoints (*ep says which) and the admin API.
+Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* deferred, api::Endpoint* ep) {
   const std::string& p = x.path;
   const auto m = req.method();
   auto get_only = [&]() -> std::optional<ApiError> {
@@ -426,7 +429,7 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* inferen
   }
   if (p == "/admin/usage") {
     if (auto e = get_only()) return {0, {}, {}, e};
-    *inference = true;  // not a plain answer: handle() serves it as a coroutine
+    *deferred = true;
     return {};
   }
   struct Route { const char* path; api::Endpoint ep; };
@@ -436,7 +439,7 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* inferen
   for (const auto& r : kRoutes) {
     if (p != r.path) continue;
     if (m != http::verb::post) return {0, {}, {}, method_not_allowed(x.method, p, "POST")};
-    *inference = true;
+    *deferred = true;
     *ep = r.ep;
     return {};
   }
@@ -449,11 +452,11 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* inferen
 }  // namespace
 
 net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
-  bool inference = false;
+  bool deferred = false;
   api::Endpoint ep{};
-  Answer a = answer_plain(ctx, req, x, &inference, &ep);
-  if (inference && x.path == "/admin/usage") co_return co_await serve_admin_usage(s, ctx, req, x);
-  if (inference) co_return co_await serve_inference(s, ctx, req, x, ep);
+  Answer a = answer_plain(ctx, req, x, &deferred, &ep);
+  if (deferred && x.path == "/admin/usage") co_return co_await serve_admin_usage(s, ctx, req, x);
+  if (deferred) co_return co_await serve_inference(s, ctx, req, x, ep);
   co_await send_answer(s, x, a);
 }
 
