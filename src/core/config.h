@@ -125,6 +125,7 @@ struct BudgetConfig {
 struct MeteringConfig {
   std::string default_encoding = "o200k_base";  // for models with no encoding of their own
   std::string ledger_sqlite = "tenantgate-ledger.db";  // "off": no ledger
+  std::string ledger_postgres;  // libpq conninfo; when set, the ledger is in PostgreSQL (fleet)
 };
 
 struct Config {

@@ -344,6 +344,13 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
       c.metering.default_encoding = *e;
     }
     if (auto l = mf.str("ledger_sqlite", false)) c.metering.ledger_sqlite = *l;
+    if (auto l = mf.str("ledger_postgres", false)) {
+      c.metering.ledger_postgres = *l;
+      if (mf.get("ledger_sqlite").IsDefined() && c.metering.ledger_sqlite != "off")
+        p.add(mf.get("ledger_postgres"), mf.sub("ledger_postgres"),
+              "set either ledger_sqlite or ledger_postgres (a gateway writes one ledger)");
+      c.metering.ledger_sqlite = "off";
+    }
     mf.done();
   }
 

@@ -48,6 +48,11 @@ class LedgerSink {
 // std::runtime_error naming the path when it cannot.
 std::unique_ptr<LedgerSink> open_sqlite_ledger(const std::string& path);
 
+// Connects to a PostgreSQL ledger (libpq conninfo, e.g. "host=127.0.0.1
+// port=5432 dbname=tenantgate user=tenantgate") and creates its tables if
+// needed. Throws std::runtime_error when it cannot connect.
+std::unique_ptr<LedgerSink> open_postgres_ledger(const std::string& conninfo);
+
 class LedgerWriter {
  public:
   // `capacity` bounds the queue: submit() blocks when it is full
