@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
   };
   for (auto& c : cases) {
     auto start = clock::now();
-    auto rows = tg::meter::query_usage(path, c.q);
+    auto rows = tg::meter::query_usage({path, ""}, c.q);
     double ms = std::chrono::duration<double, std::milli>(clock::now() - start).count();
     std::printf("usage query over %zu rows, %-48s %8.1f ms (%zu result rows)\n", n, c.name, ms, rows.size());
   }

@@ -136,7 +136,9 @@ int main(int argc, char** argv) {
   auto* usage = app.add_subcommand("usage", "Usage and spend from a SQLite ledger (offline)");
   std::string usage_db, usage_group, usage_from, usage_to, usage_gran, usage_tenant;
   bool usage_csv = false;
-  usage->add_option("--db", usage_db, "ledger file (metering.ledger_sqlite)")->required();
+  std::string usage_pg;
+  auto* db_opt = usage->add_option("--db", usage_db, "SQLite ledger file (metering.ledger_sqlite)");
+  usage->add_option("--postgres", usage_pg, "PostgreSQL ledger conninfo (metering.ledger_postgres)")->excludes(db_opt);
   usage->add_option("--group-by", usage_group, "comma list: tenant,user,key,feature,model,deployment,run,org");
   usage->add_option("--from", usage_from, "start (inclusive): 2026-11-01, 2026-11-01T00:00:00Z or Unix ms");
   usage->add_option("--to", usage_to, "end (exclusive), same forms");
@@ -181,6 +183,10 @@ int main(int argc, char** argv) {
   }
   if (count->parsed()) return count_tokens(enc_name, model_name, print_ids, jsonl);
   if (usage->parsed()) {
+    if (usage_db.empty() && usage_pg.empty()) {
+      std::cerr << "tenantgate: usage needs --db FILE or --postgres CONNINFO\n";
+      return 2;
+    }
     tg::meter::UsageQuery q;
     for (std::size_t i = 0; i < usage_group.size();) {
       std::size_t j = usage_group.find(',', i);
@@ -204,7 +210,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     try {
-      auto rows = tg::meter::query_usage(usage_db, q);
+      auto rows = tg::meter::query_usage({usage_db, usage_pg}, q);
       std::cout << (usage_csv ? tg::meter::usage_csv(q, rows) : tg::meter::usage_table(q, rows));
     } catch (const std::exception& e) {
       std::cerr << "tenantgate: " << e.what() << "\n";

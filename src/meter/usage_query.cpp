@@ -2,6 +2,7 @@
 
 #include "meter/budget.h"
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include <chrono>
@@ -40,13 +41,16 @@ std::optional<std::string> validate(const UsageQuery& q) {
   return std::nullopt;
 }
 
-std::vector<UsageRow> query_usage(const std::string& path, const UsageQuery& q) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close_v2(db);
-    throw std::runtime_error("cannot open ledger " + path + ": " + msg);
-  }
+namespace {
+
+// One SQL text for both stores: "user" quoted (reserved in PostgreSQL), and
+// $1..$3 parameters, which SQLite also binds by position.
+struct UsageSql {
+  std::string text;
+  bool bucketed = false;
+};
+
+UsageSql usage_sql(const UsageQuery& q) {
   // The hourly rollup answers whenever the query needs no run id and its time
   // bounds fall on hours; otherwise the raw rows do.
   constexpr std::int64_t kHour = 3'600'000;
@@ -54,8 +58,9 @@ std::vector<UsageRow> query_usage(const std::string& path, const UsageQuery& q) 
   for (const auto& g : q.group_by) rollup = rollup && g != "run";
   std::string select, group;
   for (const auto& g : q.group_by) {
-    select += columns().at(g) + ", ";
-    group += (group.empty() ? "" : ", ") + columns().at(g);
+    std::string col = g == "user" ? "\"user\"" : columns().at(g);
+    select += col + ", ";
+    group += (group.empty() ? "" : ", ") + col;
   }
   std::int64_t bucket = q.granularity == "hour" ? 3'600'000 : q.granularity == "day" ? 86'400'000 : 0;
   const char* ts = rollup ? "hour_ms" : "ts_ms";
@@ -68,11 +73,22 @@ std::vector<UsageRow> query_usage(const std::string& path, const UsageQuery& q) 
                               "SUM(cost_micros) FROM usage_hourly"
                             : "COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
                               "SUM(cost_micros) FROM ledger") +
-                    fmt::format(" WHERE {0} >= ?1 AND {0} < ?2", ts);
-  if (!q.tenant.empty()) sql += " AND tenant = ?3";
+                    fmt::format(" WHERE {0} >= $1 AND {0} < $2", ts);
+  if (!q.tenant.empty()) sql += " AND tenant = $3";
   if (!group.empty()) sql += " GROUP BY " + group + " ORDER BY " + group;
+  return {sql, bucket != 0};
+}
+
+std::vector<UsageRow> query_sqlite(const std::string& path, const UsageQuery& q) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close_v2(db);
+    throw std::runtime_error("cannot open ledger " + path + ": " + msg);
+  }
+  const UsageSql u = usage_sql(q);
   sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db, u.text.c_str(), -1, &st, nullptr) != SQLITE_OK) {
     std::string msg = sqlite3_errmsg(db);
     sqlite3_close_v2(db);
     throw std::runtime_error("ledger " + path + ": " + msg);
@@ -89,7 +105,7 @@ std::vector<UsageRow> query_usage(const std::string& path, const UsageQuery& q) 
       auto* t = sqlite3_column_text(st, c);
       r.groups.emplace_back(t ? reinterpret_cast<const char*>(t) : "");
     }
-    if (bucket) r.period_start_ms = sqlite3_column_int64(st, c++);
+    if (u.bucketed) r.period_start_ms = sqlite3_column_int64(st, c++);
     r.requests = static_cast<std::uint64_t>(sqlite3_column_int64(st, c++));
     r.prompt_tokens = static_cast<std::uint64_t>(sqlite3_column_int64(st, c++));
     r.completion_tokens = static_cast<std::uint64_t>(sqlite3_column_int64(st, c++));
@@ -104,14 +120,57 @@ std::vector<UsageRow> query_usage(const std::string& path, const UsageQuery& q) 
   return rows;
 }
 
-void preload_budgets(BudgetBook& book, const std::string& path, std::chrono::system_clock::time_point now) {
+std::vector<UsageRow> query_postgres(const std::string& conninfo, const UsageQuery& q) {
+  PGconn* conn = PQconnectdb(conninfo.c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(conn);
+    PQfinish(conn);
+    throw std::runtime_error("cannot connect to the PostgreSQL ledger: " + msg);
+  }
+  const UsageSql u = usage_sql(q);
+  std::string from = std::to_string(q.from_ms.value_or(std::numeric_limits<std::int64_t>::min()));
+  std::string to = std::to_string(q.to_ms.value_or(std::numeric_limits<std::int64_t>::max()));
+  const char* params[3] = {from.c_str(), to.c_str(), q.tenant.c_str()};
+  PGresult* res = PQexecParams(conn, u.text.c_str(), q.tenant.empty() ? 2 : 3, nullptr, params, nullptr, nullptr, 0);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    std::string msg = PQresultErrorMessage(res);
+    PQclear(res);
+    PQfinish(conn);
+    throw std::runtime_error("PostgreSQL ledger: " + msg);
+  }
+  std::vector<UsageRow> rows;
+  auto num = [&](int row, int col) { return PQgetisnull(res, row, col) ? 0LL : std::stoll(PQgetvalue(res, row, col)); };
+  for (int i = 0; i < PQntuples(res); ++i) {
+    UsageRow r;
+    int c = 0;
+    for (std::size_t g = 0; g < q.group_by.size(); ++g, ++c) r.groups.emplace_back(PQgetvalue(res, i, c));
+    if (u.bucketed) r.period_start_ms = num(i, c++);
+    r.requests = static_cast<std::uint64_t>(num(i, c++));
+    r.prompt_tokens = static_cast<std::uint64_t>(num(i, c++));
+    r.completion_tokens = static_cast<std::uint64_t>(num(i, c++));
+    r.cached_tokens = static_cast<std::uint64_t>(num(i, c++));
+    r.cost_micros = num(i, c++);
+    if (r.requests) rows.push_back(std::move(r));
+  }
+  PQclear(res);
+  PQfinish(conn);
+  return rows;
+}
+
+}  // namespace
+
+std::vector<UsageRow> query_usage(const LedgerSource& src, const UsageQuery& q) {
+  return src.postgres_conninfo.empty() ? query_sqlite(src.sqlite_path, q) : query_postgres(src.postgres_conninfo, q);
+}
+
+void preload_budgets(BudgetBook& book, const LedgerSource& src, std::chrono::system_clock::time_point now) {
   UsageQuery q;
   q.group_by = {"tenant", "user", "key", "feature"};
   q.granularity = "hour";
   q.from_ms = BudgetBook::period_start(BudgetPeriod::kMonth, now);
   std::vector<UsageRow> rows;
   try {
-    rows = query_usage(path, q);
+    rows = query_usage(src, q);
   } catch (const std::exception&) {
     return;  // a new ledger: nothing spent yet
   }

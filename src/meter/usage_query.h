@@ -1,7 +1,8 @@
 // Usage and spend over the ledger: requests, tokens and cost grouped by any of
 // tenant, user, key, feature, model, deployment and run, optionally per hour
-// or day (UTC), within [from, to). Shared by the admin API and the
-// `tenantgate usage` CLI. Reads a SQLite ledger.
+// or day (UTC), within [from, to). Shared by the admin API, the budget
+// preload and the `tenantgate usage` CLI. Reads the SQLite or the PostgreSQL
+// ledger with the same SQL.
 #pragma once
 
 #include <chrono>
@@ -29,8 +30,14 @@ struct UsageRow {
 // Returns an error message (which field, what is allowed) for a bad query.
 std::optional<std::string> validate(const UsageQuery& q);
 
+// Where the ledger is: a SQLite file, or PostgreSQL when conninfo is set.
+struct LedgerSource {
+  std::string sqlite_path;
+  std::string postgres_conninfo;
+};
+
 // REQUIRES: validate(q) passed. Throws std::runtime_error on database errors.
-std::vector<UsageRow> query_usage(const std::string& sqlite_path, const UsageQuery& q);
+std::vector<UsageRow> query_usage(const LedgerSource& src, const UsageQuery& q);
 
 // Renders rows as CSV (header line first) or as an aligned text table.
 std::string usage_csv(const UsageQuery& q, const std::vector<UsageRow>& rows);
@@ -38,7 +45,7 @@ std::string usage_table(const UsageQuery& q, const std::vector<UsageRow>& rows);
 
 // Feeds this month's spend from the ledger's hourly rollup into `book`, so a
 // restart does not reset budgets. A missing or empty ledger adds nothing.
-void preload_budgets(class BudgetBook& book, const std::string& sqlite_path, std::chrono::system_clock::time_point now);
+void preload_budgets(class BudgetBook& book, const LedgerSource& src, std::chrono::system_clock::time_point now);
 
 // "2026-11-27", "2026-11-27T10:00:00Z" or Unix milliseconds -> Unix ms (UTC).
 std::optional<std::int64_t> parse_time(const std::string& s);

@@ -76,13 +76,13 @@ struct Gateway::Impl {
 
   explicit Impl(Config c)
       : config(std::move(c)), keys(config), access_log(config.server.access_log), budgets(config.budgets) {
-    if (!config.metering.ledger_postgres.empty()) {
-      ledger = std::make_unique<meter::LedgerWriter>(meter::open_postgres_ledger(config.metering.ledger_postgres));
-    } else if (config.metering.ledger_sqlite != "off") {
-      ledger = std::make_unique<meter::LedgerWriter>(meter::open_sqlite_ledger(config.metering.ledger_sqlite));
-      // Budgets continue from what the ledger says was spent this month.
-      if (budgets.size()) meter::preload_budgets(budgets, config.metering.ledger_sqlite, std::chrono::system_clock::now());
-    }
+    const meter::LedgerSource src{config.metering.ledger_sqlite, config.metering.ledger_postgres};
+    if (!src.postgres_conninfo.empty())
+      ledger = std::make_unique<meter::LedgerWriter>(meter::open_postgres_ledger(src.postgres_conninfo));
+    else if (src.sqlite_path != "off")
+      ledger = std::make_unique<meter::LedgerWriter>(meter::open_sqlite_ledger(src.sqlite_path));
+    // Budgets continue from what the ledger says was spent this month.
+    if (ledger && budgets.size()) meter::preload_budgets(budgets, src, std::chrono::system_clock::now());
   }
 
   net::ssl::context* tls_for(const DeploymentConfig& d) {

@@ -350,7 +350,7 @@ net::awaitable<void> serve_admin_usage(Session& s, WorkerContext& ctx, Request& 
     }
     if (!err)
       if (auto why = meter::validate(q)) err = invalid_request(*why, why->substr(0, why->find(':')), "invalid_value");
-    if (!err && ctx.config.metering.ledger_sqlite == "off")
+    if (!err && ctx.config.metering.ledger_sqlite == "off" && ctx.config.metering.ledger_postgres.empty())
       err = not_found("The ledger is off (metering.ledger_sqlite: off): there is no usage to query.", "ledger_disabled");
   }
   if (err) co_return co_await s.send_error(x, *err);
@@ -360,7 +360,7 @@ net::awaitable<void> serve_admin_usage(Session& s, WorkerContext& ctx, Request& 
   std::string failure;
   auto work = [&]() -> net::awaitable<void> {
     try {
-      rows = meter::query_usage(ctx.config.metering.ledger_sqlite, q);
+      rows = meter::query_usage({ctx.config.metering.ledger_sqlite, ctx.config.metering.ledger_postgres}, q);
     } catch (const std::exception& e) {
       failure = e.what();
     }
