@@ -120,6 +120,7 @@ struct BudgetConfig {
   bool in_tokens = false;
   std::int64_t limit = 0;
   int soft_percent = 80;  // alert (log + metric) when spend crosses this share
+  std::string webhook;    // optional http:// URL POSTed a JSON alert at the soft threshold
 };
 
 struct MeteringConfig {

@@ -538,6 +538,12 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
       p.add(budgets[i], idx("budgets", i), "needs a limit: usd or tokens");
     }
     f.number("soft_percent", b.soft_percent, 1, 100);
+    if (auto w = f.str("webhook", false)) {
+      auto u = boost::urls::parse_absolute_uri(*w);
+      if (!u || u->scheme() != "http" || u->host_address().empty())
+        p.add(f.get("webhook"), f.sub("webhook"), fmt::format("'{}' is not an http:// URL", *w));
+      b.webhook = *w;
+    }
     f.done();
     c.budgets.push_back(std::move(b));
   }

@@ -111,7 +111,8 @@ std::vector<SoftAlert> BudgetBook::settle(const BudgetHold& hold, Spend actual, 
     s.spent += b.in_tokens ? actual.tokens : actual.micros;
     if (!s.alerted && s.spent * 100 >= b.limit * b.soft_percent) {
       s.alerted = true;
-      alerts.push_back({scope_name(b), s.spent, b.limit, b.in_tokens ? "tokens" : "usd_micros"});
+      alerts.push_back({scope_name(b), s.spent, b.limit, b.in_tokens ? "tokens" : "usd_micros", b.webhook,
+                        period_end(b.period, now)});
     }
   }
   return alerts;

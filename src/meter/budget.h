@@ -41,6 +41,8 @@ struct SoftAlert {
   std::string scope;  // e.g. "tenant 'acme' daily"
   std::int64_t spent = 0, limit = 0;
   std::string unit;   // "usd_micros" | "tokens"
+  std::string webhook;  // the budget's webhook URL, empty when none
+  std::int64_t resets_at_ms = 0;
 };
 
 class BudgetBook {

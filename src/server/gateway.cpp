@@ -70,7 +70,8 @@ struct Gateway::Impl {
   std::atomic<bool> draining{false};
   std::map<std::string, std::unique_ptr<net::ssl::context>> tls_by_ca;  // shared, read-only after setup
   meter::BudgetBook budgets;
-  net::thread_pool admin_pool{1};  // admin API queries (SQLite), never on a worker
+  net::thread_pool admin_pool{1};  // admin API queries and webhooks, never on a worker
+  Webhook webhook{admin_pool.get_executor()};
   std::unique_ptr<meter::LedgerWriter> ledger;  // outlives the workers (declared before them)
   std::vector<std::unique_ptr<Worker>> workers;
 
@@ -139,7 +140,7 @@ int Gateway::run() {
     });
     w->ctx = std::make_unique<WorkerContext>(
         WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get(),
-                      g.budgets, g.admin_pool.get_executor()});
+                      g.budgets, g.admin_pool.get_executor(), g.webhook});
     g.workers.push_back(std::move(w));
   }
   for (auto& w : g.workers) {

@@ -522,6 +522,17 @@ void settle(WorkerContext& ctx, Exchange& x) {
     for (const auto& a : alerts) {
       ctx.metrics.stats.budget_soft_alerts_total.fetch_add(1);
       spdlog::warn("budget soft threshold crossed: {} at {} of {} {}", a.scope, a.spent, a.limit, a.unit);
+      if (!a.webhook.empty()) {
+        json::object alert;
+        alert["type"] = "budget.soft_threshold";
+        alert["scope"] = a.scope;
+        alert["spent"] = a.spent;
+        alert["limit"] = a.limit;
+        alert["unit"] = a.unit;
+        alert["resets_at_ms"] = a.resets_at_ms;
+        alert["request_id"] = x.request_id;
+        ctx.webhook.post(a.webhook, json::serialize(alert));
+      }
     }
   }
   if (ctx.ledger) ctx.ledger->submit(std::move(row));

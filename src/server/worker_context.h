@@ -13,6 +13,7 @@
 #include "meter/ledger.h"
 #include "server/access_log.h"
 #include "server/metrics.h"
+#include "server/webhook.h"
 #include "upstream/router.h"
 
 namespace tg::server {
@@ -28,6 +29,7 @@ struct WorkerContext {
   meter::LedgerWriter* ledger;     // null when metering.ledger_sqlite is "off"
   meter::BudgetBook& budgets;
   boost::asio::any_io_executor admin_executor;  // slow admin queries run here, off the worker
+  Webhook& webhook;
 };
 
 }  // namespace tg::server

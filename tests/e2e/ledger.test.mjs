@@ -6,6 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { startGateway, runCli, tempDir, waitFor, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
@@ -158,7 +159,16 @@ tenants:`) + `
 
   it('refuses with 429 budget_exceeded once spent, names the scope and reset, and survives a restart', async () => {
     const db = join(tempDir(), 'ledger.db');
-    let gw = await startGateway({ yaml: yaml(db) });
+    // The soft threshold's webhook lands here.
+    const alerts = [];
+    const hook = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => { body += d; });
+      req.on('end', () => { alerts.push({ path: req.url, type: req.headers['content-type'], body: JSON.parse(body) }); res.end('ok'); });
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    const withHook = yaml(db).replace('soft_percent: 50 }', `soft_percent: 50, webhook: "http://127.0.0.1:${hook.address().port}/alerts?src=tg" }`);
+    let gw = await startGateway({ yaml: withHook });
     let ok = 0, refused = null;
     for (let i = 0; i < 10 && !refused; i++) {
       const r = await ask(gw.base, DEMO_KEYS.alice);
@@ -176,12 +186,21 @@ tenants:`) + `
     assert.equal((await ask(gw.base, DEMO_KEYS.carol)).status, 200);
     const metrics = await (await fetch(`${gw.base}/metrics`)).text();
     assert.match(metrics, /tg_budget_soft_alerts_total 1\b/);
+    await waitFor(() => alerts.length === 1, 3000, 'the soft-threshold webhook');
+    assert.equal(alerts[0].path, '/alerts?src=tg');
+    assert.match(alerts[0].type, /application\/json/);
+    assert.equal(alerts[0].body.type, 'budget.soft_threshold');
+    assert.equal(alerts[0].body.scope, "tenant 'acme' daily");
+    assert.equal(alerts[0].body.limit, 120);
+    assert.equal(alerts[0].body.unit, 'tokens');
+    assert.ok(alerts[0].body.spent >= 60);
+    hook.close();
     assert.match(metrics, /tg_budget_rejections_total 1\b/);
     // A key budget in dollars (one micro-dollar) refuses its second request.
     assert.equal((await ask(gw.base, DEMO_KEYS.acmeService, 1)).status, 429);  // tenant budget is gone too
     await gw.stop();
     // Restart on the same ledger: spend is preloaded, the budget stays exhausted.
-    gw = await startGateway({ yaml: yaml(db) });
+    gw = await startGateway({ yaml: withHook });
     const again = await ask(gw.base, DEMO_KEYS.alice);
     assert.equal(again.status, 429);
     assert.equal((await again.json()).error.code, 'budget_exceeded');
