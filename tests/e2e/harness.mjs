@@ -73,6 +73,31 @@ export function runCli(args, env = {}) {
   });
 }
 
+// Drives `send()` from 8 concurrent loops until `count` requests completed
+// with 200, then kill -9s the gateway. Resolves to the completed request ids
+// with their completion times, and the moment of the kill.
+export async function killUnderLoad(gw, send, count) {
+  const completed = [];
+  let stop = false;
+  const loop = async () => {
+    while (!stop) {
+      try {
+        const r = await send();
+        await r.text();
+        if (r.status === 200) completed.push([r.headers.get('x-request-id'), Date.now()]);
+      } catch { return; }
+    }
+  };
+  const loops = Array.from({ length: 8 }, loop);
+  await waitFor(() => completed.length >= count, 20000, `${count} completed requests`);
+  const killedAt = Date.now();
+  gw.child.kill('SIGKILL');
+  stop = true;
+  await Promise.all(loops);
+  await gw.exited;
+  return { completed, killedAt };
+}
+
 export async function metric(base, name) {
   const text = await (await fetch(`${base}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));

@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { startGateway, runCli, tempDir, waitFor, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
+import { startGateway, runCli, tempDir, waitFor, killUnderLoad, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
 
 const sql = (db, q) => execFileSync('sqlite3', ['-json', db, q], { encoding: 'utf8' }).trim();
 const rows = (db, q) => { const out = sql(db, q); return out ? JSON.parse(out) : []; };
@@ -101,27 +101,10 @@ describe('ledger', () => {
   it('survives kill -9 under load: completed requests keep their rows, none is written twice', async () => {
     const db = join(tempDir(), 'ledger.db');
     const gw = await startGateway({ yaml: config(db, 0) });
-    const completed = [];  // [request id, completion time]
-    let stop = false;
-    const worker = async () => {
-      while (!stop) {
-        try {
-          const r = await fetch(`${gw.base}/v1/chat/completions`, {
-            method: 'POST', headers: { authorization: `Bearer ${DEMO_KEYS.alice}`, 'content-type': 'application/json' },
-            body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'load' }], max_tokens: 2 }),
-          });
-          await r.text();
-          if (r.status === 200) completed.push([r.headers.get('x-request-id'), Date.now()]);
-        } catch { return; }
-      }
-    };
-    const workers = Array.from({ length: 8 }, worker);
-    await waitFor(() => completed.length >= 600, 20000, '600 completed requests');
-    const killedAt = Date.now();
-    gw.child.kill('SIGKILL');
-    stop = true;
-    await Promise.all(workers);
-    await gw.exited;
+    const { completed, killedAt } = await killUnderLoad(gw, () => fetch(`${gw.base}/v1/chat/completions`, {
+      method: 'POST', headers: { authorization: `Bearer ${DEMO_KEYS.alice}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'load' }], max_tokens: 2 }),
+    }), 600);
     // Restart on the same file: the ledger opens cleanly and keeps counting.
     const again = await startGateway({ yaml: config(db, 0) });
     await fetch(`${again.base}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${DEMO_KEYS.alice}`, 'content-type': 'application/json' },

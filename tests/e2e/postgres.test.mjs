@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { chownSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import net from 'node:net';
-import { startGateway, runCli, tempDir, waitFor, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
+import { startGateway, runCli, tempDir, killUnderLoad, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
 
 const bindir = execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim();
 const asPostgres = (cmd, args) => execFileSync('runuser', ['-u', 'postgres', '--', join(bindir, cmd), ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -91,24 +91,7 @@ describe('PostgreSQL ledger (fleet)', () => {
   it('keeps every settled row through kill -9 under load, none twice', async () => {
     pg.sql('TRUNCATE ledger, usage_hourly');
     const gw = await startGateway({ yaml: config(pg.conninfo) });
-    const completed = [];
-    let stop = false;
-    const worker = async () => {
-      while (!stop) {
-        try {
-          const r = await ask(gw.base);
-          await r.text();
-          if (r.status === 200) completed.push([r.headers.get('x-request-id'), Date.now()]);
-        } catch { return; }
-      }
-    };
-    const workers = Array.from({ length: 8 }, worker);
-    await waitFor(() => completed.length >= 400, 20000, '400 completed requests');
-    const killedAt = Date.now();
-    gw.child.kill('SIGKILL');
-    stop = true;
-    await Promise.all(workers);
-    await gw.exited;
+    const { completed, killedAt } = await killUnderLoad(gw, () => ask(gw.base), 400);
     const stored = new Set(pg.sql('SELECT request_id FROM ledger').split('\n'));
     const settled = completed.filter(([, t]) => t < killedAt - 250);
     assert.equal(settled.filter(([id]) => !stored.has(id)).length, 0);
