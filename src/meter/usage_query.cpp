@@ -79,6 +79,21 @@ UsageSql usage_sql(const UsageQuery& q) {
   return {sql, bucket != 0};
 }
 
+// One result row, in usage_sql's column order, from either store's accessors.
+template <class Text, class Int>
+UsageRow decode_row(const UsageQuery& q, bool bucketed, Text text, Int num) {
+  UsageRow r;
+  int c = 0;
+  for (std::size_t g = 0; g < q.group_by.size(); ++g) r.groups.push_back(text(c++));
+  if (bucketed) r.period_start_ms = num(c++);
+  r.requests = static_cast<std::uint64_t>(num(c++));
+  r.prompt_tokens = static_cast<std::uint64_t>(num(c++));
+  r.completion_tokens = static_cast<std::uint64_t>(num(c++));
+  r.cached_tokens = static_cast<std::uint64_t>(num(c++));
+  r.cost_micros = num(c++);
+  return r;
+}
+
 std::vector<UsageRow> query_sqlite(const std::string& path, const UsageQuery& q) {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
@@ -99,18 +114,12 @@ std::vector<UsageRow> query_sqlite(const std::string& path, const UsageQuery& q)
   std::vector<UsageRow> rows;
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    UsageRow r;
-    int c = 0;
-    for (std::size_t i = 0; i < q.group_by.size(); ++i, ++c) {
-      auto* t = sqlite3_column_text(st, c);
-      r.groups.emplace_back(t ? reinterpret_cast<const char*>(t) : "");
-    }
-    if (u.bucketed) r.period_start_ms = sqlite3_column_int64(st, c++);
-    r.requests = static_cast<std::uint64_t>(sqlite3_column_int64(st, c++));
-    r.prompt_tokens = static_cast<std::uint64_t>(sqlite3_column_int64(st, c++));
-    r.completion_tokens = static_cast<std::uint64_t>(sqlite3_column_int64(st, c++));
-    r.cached_tokens = static_cast<std::uint64_t>(sqlite3_column_int64(st, c++));
-    r.cost_micros = sqlite3_column_int64(st, c++);
+    auto r = decode_row(q, u.bucketed,
+                        [&](int c) {
+                          auto* t = sqlite3_column_text(st, c);
+                          return std::string(t ? reinterpret_cast<const char*>(t) : "");
+                        },
+                        [&](int c) { return static_cast<std::int64_t>(sqlite3_column_int64(st, c)); });
     if (r.requests) rows.push_back(std::move(r));
   }
   std::string err = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db);
@@ -139,17 +148,9 @@ std::vector<UsageRow> query_postgres(const std::string& conninfo, const UsageQue
     throw std::runtime_error("PostgreSQL ledger: " + msg);
   }
   std::vector<UsageRow> rows;
-  auto num = [&](int row, int col) { return PQgetisnull(res, row, col) ? 0LL : std::stoll(PQgetvalue(res, row, col)); };
   for (int i = 0; i < PQntuples(res); ++i) {
-    UsageRow r;
-    int c = 0;
-    for (std::size_t g = 0; g < q.group_by.size(); ++g, ++c) r.groups.emplace_back(PQgetvalue(res, i, c));
-    if (u.bucketed) r.period_start_ms = num(i, c++);
-    r.requests = static_cast<std::uint64_t>(num(i, c++));
-    r.prompt_tokens = static_cast<std::uint64_t>(num(i, c++));
-    r.completion_tokens = static_cast<std::uint64_t>(num(i, c++));
-    r.cached_tokens = static_cast<std::uint64_t>(num(i, c++));
-    r.cost_micros = num(i, c++);
+    auto r = decode_row(q, u.bucketed, [&](int c) { return std::string(PQgetvalue(res, i, c)); },
+                        [&](int c) -> std::int64_t { return PQgetisnull(res, i, c) ? 0 : std::stoll(PQgetvalue(res, i, c)); });
     if (r.requests) rows.push_back(std::move(r));
   }
   PQclear(res);
