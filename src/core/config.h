@@ -127,6 +127,18 @@ struct MeteringConfig {
   std::string default_encoding = "o200k_base";  // for models with no encoding of their own
   std::string ledger_sqlite = "tenantgate-ledger.db";  // "off": no ledger
   std::string ledger_postgres;  // libpq conninfo; when set, the ledger is in PostgreSQL (fleet)
+  // Write-ahead journal of rows not yet stored (kill -9 durability); one per
+  // gateway process. Empty: "<ledger_sqlite>.tg-journal", or
+  // "tenantgate-ledger.tg-journal" in the working directory for PostgreSQL.
+  // "off": none (rows queued at a kill -9 are lost).
+  std::string ledger_journal;
+  std::string journal_path() const {
+    if (ledger_journal == "off") return {};
+    if (!ledger_journal.empty()) return ledger_journal;
+    if (!ledger_postgres.empty()) return "tenantgate-ledger.tg-journal";
+    if (ledger_sqlite == "off") return {};
+    return ledger_sqlite + ".tg-journal";
+  }
 };
 
 struct Config {

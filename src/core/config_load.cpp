@@ -351,6 +351,12 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
               "set either ledger_sqlite or ledger_postgres (a gateway writes one ledger)");
       c.metering.ledger_sqlite = "off";
     }
+    if (auto j = mf.str("ledger_journal", false)) {
+      if (j->empty())
+        p.add(mf.get("ledger_journal"), mf.sub("ledger_journal"),
+              "empty path (leave it out for the default, or say \"off\")");
+      c.metering.ledger_journal = *j;
+    }
     mf.done();
   }
 

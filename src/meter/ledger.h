@@ -53,11 +53,15 @@ std::unique_ptr<LedgerSink> open_sqlite_ledger(const std::string& path);
 // needed. Throws std::runtime_error when it cannot connect.
 std::unique_ptr<LedgerSink> open_postgres_ledger(const std::string& conninfo);
 
+class LedgerJournal;
+
 class LedgerWriter {
  public:
   // `capacity` bounds the queue: submit() blocks when it is full
-  // (back-pressure; rows are never dropped).
-  LedgerWriter(std::unique_ptr<LedgerSink> sink, std::size_t capacity = 65536,
+  // (back-pressure; rows are never dropped). With a `journal_path`, every
+  // submitted row is first appended to that write-ahead journal, and rows a
+  // killed process left there are stored before the constructor returns.
+  LedgerWriter(std::unique_ptr<LedgerSink> sink, std::string journal_path = {}, std::size_t capacity = 65536,
                std::chrono::milliseconds max_delay = std::chrono::milliseconds(20));
   ~LedgerWriter();  // flushes everything queued
   LedgerWriter(const LedgerWriter&) = delete;
@@ -67,16 +71,23 @@ class LedgerWriter {
   void flush();  // returns once every row submitted before the call is stored
   std::uint64_t written() const;
   std::uint64_t failures() const;
+  std::uint64_t replayed() const { return replayed_; }  // rows recovered from the journal at start
 
  private:
   void run();
+  void store(const std::vector<LedgerRow>& batch);
+  void after_store();  // empties or rotates the journal once what it holds is stored
   std::unique_ptr<LedgerSink> sink_;
   const std::size_t capacity_;
   const std::chrono::milliseconds max_delay_;
   mutable std::mutex mu_;
   std::condition_variable has_rows_, has_space_, drained_;
   std::deque<LedgerRow> queue_;
-  std::uint64_t submitted_ = 0, written_ = 0, failures_ = 0;
+  std::uint64_t submitted_ = 0, written_ = 0, failures_ = 0, replayed_ = 0;
+  std::unique_ptr<LedgerJournal> journal_;
+  std::string journal_path_;
+  std::uint64_t rotated_mark_ = 0;  // rows before this index live in the rotated journal (".1")
+  bool has_rotated_ = false;
   bool stop_ = false;
   std::thread thread_;
 };

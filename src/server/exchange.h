@@ -42,6 +42,7 @@ struct Exchange {
   std::string error_code;
   std::uint64_t bytes_out = 0;
   bool client_gone = false;
+  bool settled = false;  // settle ran: it runs once, just before the response's last bytes
 };
 
 }  // namespace tg::server

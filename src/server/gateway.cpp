@@ -79,10 +79,13 @@ struct Gateway::Impl {
       : config(std::move(c)), keys(config), access_log(config.server.access_log), budgets(config.budgets) {
     const meter::LedgerSource src{config.metering.ledger_sqlite, config.metering.ledger_postgres};
     if (!src.postgres_conninfo.empty())
-      ledger = std::make_unique<meter::LedgerWriter>(meter::open_postgres_ledger(src.postgres_conninfo));
+      ledger = std::make_unique<meter::LedgerWriter>(meter::open_postgres_ledger(src.postgres_conninfo),
+                                                     config.metering.journal_path());
     else if (src.sqlite_path != "off")
-      ledger = std::make_unique<meter::LedgerWriter>(meter::open_sqlite_ledger(src.sqlite_path));
-    // Budgets continue from what the ledger says was spent this month.
+      ledger = std::make_unique<meter::LedgerWriter>(meter::open_sqlite_ledger(src.sqlite_path),
+                                                     config.metering.journal_path());
+    // Budgets continue from what the ledger says was spent this month
+    // (after the journal replay above, so a killed process's spend counts).
     if (ledger && budgets.size()) meter::preload_budgets(budgets, src, std::chrono::system_clock::now());
   }
 

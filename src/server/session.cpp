@@ -62,7 +62,15 @@ void Session::force_close() {
   stream_.socket().close(ec);
 }
 
-void Session::finish(Exchange& x) { settle(ctx_, x); }
+// Settles (metrics, access log, budgets, the ledger row and its journal
+// append) once. send() and end_stream() call it just before writing the last
+// bytes of a response, so a client that has its whole answer also has its
+// ledger row in the journal, whatever happens to the process next.
+void Session::finish(Exchange& x) {
+  if (x.settled) return;
+  x.settled = true;
+  settle(ctx_, x);
+}
 
 net::awaitable<void> Session::run() {
   const ServerConfig& sc = ctx_.config.server;
@@ -232,6 +240,7 @@ net::awaitable<void> Session::send(Exchange& x, int status, std::string_view con
   head += "\r\n";
   x.status = status;
   x.bytes_out += body.size();
+  finish(x);
   std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
   deadline_.arm(ctx_.config.server.write_timeout);
   auto [ec, n] = co_await net::async_write(stream_, bufs, net::as_tuple(use_awaitable));
@@ -276,7 +285,10 @@ net::awaitable<void> Session::stream_chunk(Exchange& x, std::string_view bytes) 
   co_await write_raw(framed);
 }
 
-net::awaitable<void> Session::end_stream(Exchange& x) { co_await write_raw("0\r\n\r\n"); }
+net::awaitable<void> Session::end_stream(Exchange& x) {
+  finish(x);
+  co_await write_raw("0\r\n\r\n");
+}
 
 void Session::watch_disconnect() {
   watch_ = std::make_shared<Watch>();

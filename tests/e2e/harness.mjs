@@ -34,14 +34,14 @@ export function tempDir() { return mkdtempSync(join(tmpdir(), 'tg-e2e-')); }
 
 // Starts `tenantgate serve`; `yaml` null means the embedded default config.
 // Resolves once the gateway logs its listening address.
-export async function startGateway({ yaml = null, args = [], env = {} } = {}) {
+export async function startGateway({ yaml = null, args = [], env = {}, cwd = null } = {}) {
   const argv = ['serve', '--listen', '127.0.0.1:0', ...args];
   if (yaml !== null) {
     const file = join(tempDir(), 'tenantgate.yaml');
     writeFileSync(file, yaml);
     argv.push('--config', file);
   }
-  const cwd = tempDir();  // the embedded default writes its SQLite ledger in the working directory
+  cwd ??= tempDir();  // the embedded default writes its SQLite ledger (and its journal) in the working directory
   const child = spawn(BIN, argv, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   const gw = { child, cwd, stdout: '', stderr: '', port: 0 };

@@ -88,13 +88,15 @@ describe('PostgreSQL ledger (fleet)', () => {
     await c.stop();
   });
 
-  it('keeps every settled row through kill -9 under load, none twice', async () => {
+  it('keeps the row of every completed request through kill -9 under load, none twice', async () => {
     pg.sql('TRUNCATE ledger, usage_hourly');
     const gw = await startGateway({ yaml: config(pg.conninfo) });
-    const { completed, killedAt } = await killUnderLoad(gw, () => ask(gw.base), 400);
+    const { completed } = await killUnderLoad(gw, () => ask(gw.base), 400);
+    // The journal sits in the gateway's working directory: a restart there replays it.
+    const again = await startGateway({ yaml: config(pg.conninfo), cwd: gw.cwd });
+    await again.stop();
     const stored = new Set(pg.sql('SELECT request_id FROM ledger').split('\n'));
-    const settled = completed.filter(([, t]) => t < killedAt - 250);
-    assert.equal(settled.filter(([id]) => !stored.has(id)).length, 0);
+    assert.equal(completed.filter(([id]) => !stored.has(id)).length, 0, 'a completed request lost its row');
     assert.equal(pg.sql('SELECT COUNT(*) - COUNT(DISTINCT request_id) FROM ledger'), '0');
     assert.equal(pg.sql('SELECT SUM(requests) FROM usage_hourly'), String(stored.size));
   });
