@@ -33,8 +33,50 @@ struct ServerConfig {
   std::string access_log = "stdout";  // stdout | stderr | off | a file path
 };
 
+// A per-minute limit with HTB-style borrowing. `ceil` is the hard cap (0:
+// none). `rate` is what the scope is guaranteed out of its parent's capacity
+// when siblings compete; 0 means a fair share: the parent's rate divided by
+// its active children. Above its guarantee a scope borrows only the parent's
+// idle capacity, up to `ceil`.
+struct RateLimit {
+  std::int64_t rate = 0, ceil = 0;
+};
+
+// The limits of one scope (global, org, tenant, user, key, model, deployment).
+struct ScopeLimits {
+  RateLimit requests_per_min, tokens_per_min;  // tokens: prompt + output
+  std::int64_t concurrency = 0;                // requests in flight; 0: none
+  bool any() const {
+    return requests_per_min.ceil || tokens_per_min.ceil || concurrency || requests_per_min.rate ||
+           tokens_per_min.rate;
+  }
+};
+
+// Limits of one agent run (requests sharing X-TG-Run). 0: no limit. Depth
+// counts X-TG-Parent links: a run's first call is depth 0.
+struct RunLimits {
+  std::int64_t tokens = 0;       // prompt + output over the whole run
+  std::int64_t cost_micros = 0;  // USD micro-dollars over the whole run
+  std::int64_t concurrency = 0;  // calls in flight at once
+  std::int64_t depth = 0;        // deepest call allowed
+  std::int64_t fanout = 0;       // calls one parent may spawn
+  std::int64_t calls_per_min = 0;
+  std::int64_t wall_s = 0;       // seconds from the run's first call
+};
+
+struct LimitsConfig {
+  ScopeLimits global;
+  RunLimits runs;  // every run, unless its tenant sets run_limits
+  // A scope within its fair share may always use it: borrowers above their
+  // share must leave each competing sibling `fair_burst_s` seconds of its
+  // share in the parent's bucket.
+  std::int64_t fair_burst_s = 10;
+  std::int64_t active_window_s = 60;  // a child counts as active this long after its last request
+};
+
 struct UserConfig {
   std::string id;
+  ScopeLimits limits;  // overrides the tenant's user_limits when set
 };
 
 using Sha256 = std::array<std::uint8_t, 32>;
@@ -43,6 +85,7 @@ struct KeyConfig {
   std::string id;    // shown in logs and the ledger; never the secret
   std::string user;  // empty: a tenant-level key
   Sha256 sha256{};
+  ScopeLimits limits;
 };
 
 struct TenantConfig {
@@ -51,10 +94,15 @@ struct TenantConfig {
   std::vector<UserConfig> users;
   std::vector<KeyConfig> keys;
   std::vector<std::string> models;  // allowed model aliases; empty: all
+  ScopeLimits limits;
+  ScopeLimits user_limits;  // each of its users (configured or named by X-TG-User)
+  bool has_run_limits = false;
+  RunLimits run_limits;  // when has_run_limits: its runs', instead of limits.runs
 };
 
 struct OrgConfig {
   std::string id;
+  ScopeLimits limits;
 };
 
 enum class ProviderKind { kSim, kOpenAI };
@@ -87,6 +135,7 @@ struct DeploymentConfig {
   bool tls_verify = true;
   std::string tls_ca_file;  // empty: system trust store
   std::uint32_t max_idle_connections = 64;  // per worker thread
+  ScopeLimits limits;
   // kSim only:
   SimProfile sim;
 };
@@ -103,6 +152,7 @@ struct ModelConfig {
   std::string owned_by = "tenantgate";
   std::string encoding;  // cl100k_base | o200k_base; empty: metering.default_encoding
   PriceConfig price;     // all zero when the model has no price
+  ScopeLimits limits;
   std::vector<DeploymentConfig> deployments;
 };
 
@@ -145,6 +195,7 @@ struct Config {
   std::string source;  // file name or "<embedded default>"
   ServerConfig server;
   MeteringConfig metering;
+  LimitsConfig limits;
   std::vector<Sha256> admin_keys;  // admin API keys (hashes); none: the admin API answers 403
   std::vector<OrgConfig> orgs;
   std::vector<TenantConfig> tenants;

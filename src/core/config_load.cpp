@@ -205,6 +205,50 @@ void load_sim(Fields& f, SimProfile& s) {
   f.done();
 }
 
+// `key: 300` (rate = ceil = 300) or `key: { rate: 100, ceil: 300 }`.
+void load_rate(Fields& f, const std::string& key, RateLimit& out, Problems& p) {
+  YAML::Node n = f.get(key);
+  if (!n.IsDefined() || n.IsNull()) return;
+  constexpr double kMax = 1e9;  // per minute; bucket arithmetic stays inside int64
+  if (n.IsScalar()) {
+    std::int64_t v = 0;
+    f.number(key, v, 1, kMax);
+    out.ceil = v;
+    return;
+  }
+  Fields rf(n, f.sub(key), p);
+  rf.number("rate", out.rate, 1, kMax);
+  rf.number("ceil", out.ceil, 1, kMax);
+  rf.done();
+  if (out.rate && out.ceil && out.rate > out.ceil)
+    p.add(n, f.sub(key), fmt::format("rate ({}) is above ceil ({}): the guarantee cannot exceed the cap", out.rate, out.ceil));
+  if (!out.ceil) out.ceil = out.rate;  // a guarantee alone is also the cap
+}
+
+// A `limits:` block of one scope.
+void load_limits(Fields& parent, const std::string& key, ScopeLimits& out, Problems& p) {
+  Fields f(parent.get(key), parent.sub(key), p);
+  load_rate(f, "requests_per_min", out.requests_per_min, p);
+  load_rate(f, "tokens_per_min", out.tokens_per_min, p);
+  f.number("concurrency", out.concurrency, 1, 1e9);
+  f.done();
+}
+
+void load_run_limits(Fields& parent, const std::string& key, RunLimits& out, Problems& p) {
+  Fields f(parent.get(key), parent.sub(key), p);
+  f.number("max_tokens", out.tokens, 1, 1e15);
+  if (auto usd = f.str("max_cost_usd", false)) {
+    if (auto m = parse_usd_micros(*usd); m && *m > 0) out.cost_micros = *m;
+    else p.add(f.get("max_cost_usd"), f.sub("max_cost_usd"), fmt::format("'{}' is not a positive USD amount (e.g. \"2.50\")", *usd));
+  }
+  f.number("max_concurrency", out.concurrency, 1, 1e6);
+  f.number("max_depth", out.depth, 0, 1000);
+  f.number("max_fanout", out.fanout, 1, 1e6);
+  f.number("calls_per_min", out.calls_per_min, 1, 1e9);
+  f.number("max_wall_s", out.wall_s, 1, 30 * 86400);
+  f.done();
+}
+
 void load_deployment(Fields& f, DeploymentConfig& d, Problems& p, const EnvLookup& env) {
   d.id = f.id("id", true).value_or("");
   std::string provider = f.str("provider", true).value_or("");
@@ -249,6 +293,7 @@ void load_deployment(Fields& f, DeploymentConfig& d, Problems& p, const EnvLooku
   f.boolean("tls_verify", d.tls_verify);
   d.tls_ca_file = f.str("tls_ca_file", false).value_or("");
   f.number("max_idle_connections", d.max_idle_connections, 0, 100'000);
+  load_limits(f, "limits", d.limits, p);
   {
     Fields s(f.get("sim"), f.sub("sim"), p);
     load_sim(s, d.sim);
@@ -360,6 +405,17 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     mf.done();
   }
 
+  {
+    Fields lf(top.get("limits"), "limits", p);
+    load_limits(lf, "global", c.limits.global, p);
+    load_run_limits(lf, "runs", c.limits.runs, p);
+    Fields ff(lf.get("fair_share"), lf.sub("fair_share"), p);
+    ff.number("burst_s", c.limits.fair_burst_s, 1, 3600);
+    ff.number("active_window_s", c.limits.active_window_s, 1, 86400);
+    ff.done();
+    lf.done();
+  }
+
   std::set<std::string> org_ids;
   YAML::Node orgs = top.seq("orgs", true);
   for (std::size_t i = 0; i < orgs.size(); ++i) {
@@ -368,6 +424,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     o.id = f.id("id", true).value_or("");
     if (!o.id.empty() && !org_ids.insert(o.id).second)
       p.add(orgs[i], f.sub("id"), fmt::format("duplicate org id '{}'", o.id));
+    load_limits(f, "limits", o.limits, p);
     f.done();
     c.orgs.push_back(std::move(o));
   }
@@ -400,6 +457,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
       usd("cached_input_per_1m", m.price.cached_input_per_1m);
       pf.done();
     }
+    load_limits(f, "limits", m.limits, p);
     YAML::Node deps = f.seq("deployments", true);
     if (deps.size() == 0 && f.get("deployments").IsDefined())
       p.add(models[i], f.sub("deployments"), "needs at least one deployment");
@@ -442,6 +500,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
       } else {
         Fields uf(users[j], path, p);
         u.id = uf.id("id", true).value_or("");
+        load_limits(uf, "limits", u.limits, p);
         uf.done();
       }
       if (!u.id.empty() && !user_ids.insert(u.id).second)
@@ -470,6 +529,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
         else if (!key_hashes.insert(k.sha256).second)
           p.add(kf.get("sha256"), kf.sub("sha256"), "the same key is configured twice");
       }
+      load_limits(kf, "limits", k.limits, p);
       kf.done();
       t.keys.push_back(std::move(k));
     }
@@ -479,6 +539,12 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
       if (!aliases.count(a))
         p.add(allowed[j], idx(f.sub("models"), j), fmt::format("unknown model alias '{}'", a));
       t.models.push_back(a);
+    }
+    load_limits(f, "limits", t.limits, p);
+    load_limits(f, "user_limits", t.user_limits, p);
+    if (f.get("run_limits").IsDefined()) {
+      t.has_run_limits = true;
+      load_run_limits(f, "run_limits", t.run_limits, p);
     }
     f.done();
     c.tenants.push_back(std::move(t));

@@ -19,6 +19,7 @@ struct ApiError {
   std::string message;  // what went wrong and what to do, for a human
   std::string param;    // the offending request field, empty when none
   int retry_after_s = -1;  // >= 0: sent as Retry-After
+  std::string headers;     // more response header lines ("Name: value\r\n" each), e.g. rate-limit state
 };
 
 // Constructors for the error classes the gateway emits. Each REQUIRES a

@@ -1,0 +1,606 @@
+// The in-process LimitStore: every scope is a node with token buckets kept
+// in integer units (tokens × µs-per-minute, so refill is exact integer
+// arithmetic), one mutex around admit/settle, no I/O and no clock.
+#include <algorithm>
+#include <climits>
+#include <list>
+#include <mutex>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "limits/limit_store.h"
+
+namespace tg::limits {
+
+Admission& Admission::operator=(Admission&& o) noexcept {
+  if (this != &o) {
+    if (store_) store_->settle(hold_, -1, -1, store_->now_for_release());
+    store_ = std::exchange(o.store_, nullptr);
+    hold_ = std::exchange(o.hold_, nullptr);
+    quota_ = std::move(o.quota_);
+  }
+  return *this;
+}
+
+Admission::~Admission() {
+  if (store_) store_->settle(hold_, -1, -1, store_->now_for_release());
+}
+
+void Admission::settle(std::int64_t tokens, std::int64_t cost_micros, Micros now) {
+  if (!store_) return;
+  std::exchange(store_, nullptr)->settle(hold_, tokens, cost_micros, now);
+}
+
+namespace {
+
+constexpr std::int64_t kScale = 60'000'000;  // µs per minute: a level of 1 token per minute
+constexpr std::int64_t kUnset = LLONG_MIN;
+constexpr Micros kIdleEvict = 600'000'000;   // a scope idle this long (and full) is forgotten
+constexpr Micros kRunIdleEvict = 3'600'000'000;
+
+// A token bucket: `level` in tokens × kScale, refilled at `per_min` tokens a
+// minute (which is per_min units a microsecond) up to `cap`. A fresh bucket is full.
+struct Bucket {
+  std::int64_t level = kUnset;
+  std::int64_t cap = 0;  // the capacity at the last refill
+  Micros t = 0;
+  void refill(std::int64_t per_min, std::int64_t new_cap, Micros now) {
+    if (level == kUnset) {  // new: full
+      level = cap = new_cap;
+      t = now;
+      return;
+    }
+    // A changed limit (admin API, reload, or a fair share with more or fewer
+    // siblings) keeps what was used: the level moves with the capacity.
+    if (new_cap != cap) {
+      level = std::min(new_cap, level + (new_cap - cap));
+      cap = new_cap;
+    }
+    if (now > t) {
+      const Micros dt = std::min<Micros>(now - t, 3'600'000'000);
+      level = std::min(cap, level + dt * per_min);
+      t = now;
+    }
+  }
+  // Microseconds until the level reaches `need`.
+  Micros wait_for(std::int64_t need, std::int64_t per_min) const {
+    if (level >= need || per_min <= 0) return 0;
+    return (need - level + per_min - 1) / per_min;
+  }
+};
+
+enum class Kind { kGlobal, kOrg, kTenant, kUser, kKey, kModel, kDeployment };
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::kGlobal: return "global";
+    case Kind::kOrg: return "org";
+    case Kind::kTenant: return "tenant";
+    case Kind::kUser: return "user";
+    case Kind::kKey: return "key";
+    case Kind::kModel: return "model";
+    case Kind::kDeployment: return "deployment";
+  }
+  return "?";
+}
+
+struct Dim {
+  const char* name;   // "requests-per-minute"
+  const char* short_; // "rpm"
+};
+constexpr Dim kDims[2] = {{"requests-per-minute", "rpm"}, {"tokens-per-minute", "tpm"}};
+
+struct Node {
+  std::string name;  // "tenant:acme"
+  std::string id;    // "acme" ("acme/alice" for users)
+  Kind kind = Kind::kGlobal;
+  const ScopeLimits* lim = nullptr;
+  std::uint64_t gen = 0;
+  Bucket hard[2];   // [0] requests, [1] tokens: the ceil
+  Bucket share[2];  // this scope's share of its tree parent
+  std::int64_t share_cap[2] = {0, 0};
+  std::int64_t inflight = 0, reserved_tokens = 0;
+  std::int64_t requests_total = 0, tokens_total = 0;
+  Micros last_seen = 0;
+  Node* active_parent = nullptr;  // set while in that parent's active list
+  std::list<Node*>::iterator active_it;
+  std::list<Node*> active_children;  // oldest activity first
+
+  const RateLimit& rate(int d) const { return d == 0 ? lim->requests_per_min : lim->tokens_per_min; }
+};
+
+struct Call {
+  std::int32_t depth = 0;
+  std::int32_t children = 0;
+};
+
+struct Run {
+  std::string id, tenant;
+  const RunLimits* lim = nullptr;
+  std::uint64_t gen = 0;
+  Micros started = 0, last = 0;
+  std::int64_t tokens_used = 0, tokens_reserved = 0, cost_used = 0, cost_reserved = 0;
+  std::int64_t inflight = 0, calls_total = 0, max_depth_seen = 0;
+  Bucket calls_bucket;
+  std::unordered_map<std::string, Call> calls;  // request id → its place in the tree
+};
+
+// What one admitted request reserved.
+struct Hold {
+  Node* nodes[7] = {};
+  int n = 0;
+  Node* share_children[3] = {};  // tree children whose share was charged
+  int n_share = 0;
+  Run* run = nullptr;
+  std::int64_t tokens = 0, cost = 0;
+};
+
+ApiError limit_error(int status, std::string code, std::string message, Micros retry_us) {
+  ApiError e{status, status == 429 ? "rate_limit_error" : "invalid_request_error", std::move(code), std::move(message), {}};
+  if (status == 429) e.retry_after_s = static_cast<int>(std::max<Micros>(1, (retry_us + 999'999) / 1'000'000));
+  return e;
+}
+
+// A refusal by a per-minute bucket also carries the rate-limit headers of that scope.
+ApiError bucket_error(std::string code, std::string message, Micros retry_us, int d, const std::string& scope,
+                      std::int64_t limit, std::int64_t remaining, Micros reset_us) {
+  ApiError e = limit_error(429, std::move(code), std::move(message), retry_us);
+  Quota q;
+  Headroom& h = d == 0 ? q.requests : q.tokens;
+  h = Headroom{limit, std::max<std::int64_t>(0, remaining), reset_us, scope};
+  e.headers = rate_limit_headers(q);
+  return e;
+}
+
+std::string secs(Micros us) { return fmt::format("{}s", std::max<Micros>(1, (us + 999'999) / 1'000'000)); }
+
+class InProcessLimitStore final : public LimitStore {
+ public:
+  explicit InProcessLimitStore(const Config& c) { load(c); }
+
+  Expected<Admission> admit(const Ask& ask, Micros now) override {
+    std::lock_guard lock(mu_);
+    last_now_ = std::max(last_now_, now);
+    if (now - last_sweep_ > 10'000'000) sweep(now);
+
+    Node* chain[5];
+    int depth = 0;
+    chain[depth++] = node(Kind::kGlobal, "", now);
+    if (!ask.org.empty()) chain[depth++] = node(Kind::kOrg, ask.org, now);
+    chain[depth++] = node(Kind::kTenant, ask.tenant, now);
+    if (!ask.user.empty()) {
+      buf_.assign(ask.tenant).append("/").append(ask.user);
+      chain[depth++] = node(Kind::kUser, buf_, now);
+    }
+    if (!ask.key.empty()) chain[depth++] = node(Kind::kKey, ask.key, now);
+    Node* flat[2];
+    int nflat = 0;
+    if (!ask.model.empty()) flat[nflat++] = node(Kind::kModel, ask.model, now);
+    if (!ask.deployment.empty()) flat[nflat++] = node(Kind::kDeployment, ask.deployment, now);
+
+    // Children count as active from their first request, refused or not.
+    const int tree_edges = depth - (ask.key.empty() ? 1 : 2);  // key has no fair share below its user
+    for (int i = 0; i < tree_edges; ++i) activate(chain[i], chain[i + 1], now);
+
+    const std::int64_t cost[2] = {1, std::max<std::int64_t>(0, ask.tokens)};
+    // 1. hard limits, most specific scope first
+    Node* order[7];
+    int n = 0;
+    for (int i = depth - 1; i >= 0; --i) order[n++] = chain[i];
+    for (int i = 0; i < nflat; ++i) order[n++] = flat[i];
+    for (int i = 0; i < n; ++i) {
+      Node& s = *order[i];
+      if (s.lim->concurrency && s.inflight >= s.lim->concurrency)
+        return limit_error(429, fmt::format("{}_concurrency_exhausted", kind_name(s.kind)),
+                           fmt::format("{} '{}' concurrency limit ({} requests in flight) reached; retry when one "
+                                       "of them finishes.", kind_name(s.kind), s.id, s.lim->concurrency),
+                           1'000'000);
+      for (int d = 0; d < 2; ++d) {
+        const RateLimit& r = s.rate(d);
+        if (!r.ceil) continue;
+        Bucket& b = s.hard[d];
+        b.refill(r.ceil, r.ceil * kScale, now);
+        if (cost[d] > r.ceil)
+          return ApiError{400, "invalid_request_error", "tokens_exceed_limit",
+                          fmt::format("This request may use up to {} tokens (prompt + max_tokens), more than {} '{}' "
+                                      "{} limit ({}) allows in a minute; lower max_tokens or shorten the prompt.",
+                                      cost[d], kind_name(s.kind), s.id, kDims[d].name, r.ceil),
+                          "max_tokens"};
+        if (b.level < cost[d] * kScale) {
+          const Micros wait = b.wait_for(cost[d] * kScale, r.ceil);
+          return bucket_error(fmt::format("{}_{}_exhausted", kind_name(s.kind), kDims[d].short_),
+                              fmt::format("{} '{}' {} limit ({}) exhausted; retry after {}.", kind_name(s.kind), s.id,
+                                          kDims[d].name, r.ceil, secs(wait)),
+                              wait, d, s.name, r.ceil, b.level / kScale, b.wait_for(r.ceil * kScale, r.ceil));
+        }
+      }
+    }
+    // 2. fair share: above its share, a child borrows only what leaves its
+    // active siblings their burst in the parent's bucket.
+    bool share_charged[5][2] = {};
+    for (int i = tree_edges - 1; i >= 0; --i) {
+      Node& p = *chain[i];
+      Node& c = *chain[i + 1];
+      for (int d = 0; d < 2; ++d) {
+        const RateLimit& pr = p.rate(d);
+        if (!pr.ceil) continue;
+        const std::int64_t parent_rate = pr.rate ? pr.rate : pr.ceil;
+        const std::int64_t active = static_cast<std::int64_t>(p.active_children.size());
+        const std::int64_t g = c.rate(d).rate ? c.rate(d).rate : std::max<std::int64_t>(1, parent_rate / active);
+        c.share_cap[d] = g * burst_us_;
+        c.share[d].refill(g, c.share_cap[d], now);
+        share_charged[i + 1][d] = true;
+        if (c.share[d].level > 0) continue;  // within its guarantee
+        const std::int64_t reserve = std::max<std::int64_t>(0, parent_rate - g) * burst_us_;
+        if (p.hard[d].level - cost[d] * kScale >= reserve) continue;  // idle capacity to borrow
+        const Micros wait = std::min(c.share[d].wait_for(1, g), p.hard[d].wait_for(reserve + cost[d] * kScale, pr.ceil));
+        return bucket_error(fmt::format("{}_fair_share_exceeded", kind_name(c.kind)),
+                            fmt::format("{} '{}' {} limit ({}) is shared by {} active {}s; {} '{}' is over its fair "
+                                        "share ({} per minute); retry after {}.", kind_name(p.kind), p.id,
+                                        kDims[d].name, pr.ceil, active, kind_name(c.kind), kind_name(c.kind), c.id, g,
+                                        secs(wait)),
+                            wait, d, c.name, g, 0, c.share[d].wait_for(c.share_cap[d], g));
+      }
+    }
+    // 3. the run
+    Run* run = nullptr;
+    Call* parent_call = nullptr;
+    std::int32_t call_depth = 0;
+    if (!ask.run_id.empty()) {
+      auto it = runs_.find(std::string(ask.run_id));
+      if (it != runs_.end() && it->second.tenant != ask.tenant)
+        return ApiError{403, "permission_error", "run_forbidden",
+                        fmt::format("Run '{}' belongs to another tenant; run ids are not shared across tenants. "
+                                    "Start a new run with a fresh X-TG-Run id.", ask.run_id),
+                        "X-TG-Run"};
+      if (!ask.parent_id.empty()) {
+        if (it != runs_.end()) {
+          auto c = it->second.calls.find(std::string(ask.parent_id));
+          if (c != it->second.calls.end()) parent_call = &c->second;
+        }
+        if (!parent_call)
+          return ApiError{400, "invalid_request_error", "unknown_parent",
+                          fmt::format("X-TG-Parent '{}' is not a request of run '{}': a parent must be an earlier "
+                                      "request sent with the same X-TG-Run (its x-request-id).", ask.parent_id,
+                                      ask.run_id),
+                          "X-TG-Parent"};
+        call_depth = parent_call->depth + 1;
+      }
+      const RunLimits& rl = run_limits(ask.tenant);
+      if (it != runs_.end()) {
+        Run& r = it->second;
+        if (rl.wall_s && now - r.started > rl.wall_s * 1'000'000)
+          return limit_error(429, "run_wall_time_exceeded",
+                             fmt::format("run '{}' has been running for {}s, over its wall-time limit ({}s); start a "
+                                         "new run.", r.id, (now - r.started) / 1'000'000, rl.wall_s), 60'000'000);
+      }
+      if (rl.depth && call_depth > rl.depth)
+        return limit_error(429, "run_depth_exceeded",
+                           fmt::format("run '{}' depth limit ({}) reached: this call would be at depth {}.",
+                                       ask.run_id, rl.depth, call_depth), 60'000'000);
+      if (rl.fanout && parent_call && parent_call->children >= rl.fanout)
+        return limit_error(429, "run_fanout_exceeded",
+                           fmt::format("run '{}' fan-out limit ({}) reached: request '{}' already spawned {} calls.",
+                                       ask.run_id, rl.fanout, ask.parent_id, parent_call->children), 60'000'000);
+      if (it != runs_.end()) {
+        Run& r = it->second;
+        if (rl.concurrency && r.inflight >= rl.concurrency)
+          return limit_error(429, "run_concurrency_exceeded",
+                             fmt::format("run '{}' concurrency limit ({} calls in flight) reached; retry when one "
+                                         "finishes.", r.id, rl.concurrency), 1'000'000);
+        if (rl.calls_per_min) {
+          r.calls_bucket.refill(rl.calls_per_min, rl.calls_per_min * kScale, now);
+          if (r.calls_bucket.level < kScale) {
+            const Micros wait = r.calls_bucket.wait_for(kScale, rl.calls_per_min);
+            return limit_error(429, "run_rate_exceeded",
+                               fmt::format("run '{}' calls-per-minute limit ({}) exhausted; retry after {}.", r.id,
+                                           rl.calls_per_min, secs(wait)), wait);
+          }
+        }
+        if (rl.tokens && r.tokens_used + r.tokens_reserved + cost[1] > rl.tokens)
+          return limit_error(429, "run_budget_exhausted",
+                             fmt::format("run '{}' token budget ({}) is exhausted: {} used, {} in flight, this call "
+                                         "needs up to {}.", r.id, rl.tokens, r.tokens_used, r.tokens_reserved, cost[1]),
+                             60'000'000);
+        if (rl.cost_micros && r.cost_used + r.cost_reserved + ask.cost_micros > rl.cost_micros)
+          return limit_error(429, "run_budget_exhausted",
+                             fmt::format("run '{}' cost budget (${}) is exhausted: ${} used, ${} in flight, this call "
+                                         "may cost up to ${}.", r.id, usd(rl.cost_micros), usd(r.cost_used),
+                                         usd(r.cost_reserved), usd(ask.cost_micros)),
+                             60'000'000);
+      } else if ((rl.tokens && cost[1] > rl.tokens) || (rl.cost_micros && ask.cost_micros > rl.cost_micros)) {
+        return limit_error(429, "run_budget_exhausted",
+                           fmt::format("run '{}' budget cannot cover its first call (up to {} tokens, ${}).",
+                                       ask.run_id, cost[1], usd(ask.cost_micros)), 60'000'000);
+      }
+      if (it == runs_.end()) {
+        it = runs_.emplace(std::string(ask.run_id), Run{}).first;
+        it->second.id = it->first;
+        it->second.tenant = std::string(ask.tenant);
+        it->second.started = now;
+      }
+      run = &it->second;
+    }
+
+    // Every check passed: commit.
+    auto* h = new Hold;
+    h->tokens = cost[1];
+    h->cost = ask.cost_micros;
+    Quota q;
+    for (int i = 0; i < n; ++i) {
+      Node& s = *order[i];
+      h->nodes[h->n++] = &s;
+      ++s.inflight;
+      s.reserved_tokens += cost[1];
+      for (int d = 0; d < 2; ++d) {
+        const RateLimit& r = s.rate(d);
+        if (!r.ceil) continue;
+        s.hard[d].level -= cost[d] * kScale;
+        Headroom& hr = d == 0 ? q.requests : q.tokens;
+        const std::int64_t rem = std::max<std::int64_t>(0, s.hard[d].level / kScale);
+        if (!hr.limit || rem * hr.limit < hr.remaining * r.ceil) {
+          hr.limit = r.ceil;
+          hr.remaining = rem;
+          hr.reset_us = s.hard[d].wait_for(r.ceil * kScale, r.ceil);
+          hr.scope = s.name;
+        }
+      }
+    }
+    for (int i = 1; i < depth; ++i) {
+      if (!share_charged[i][0] && !share_charged[i][1]) continue;
+      Node& c = *chain[i];
+      h->share_children[h->n_share++] = &c;
+      for (int d = 0; d < 2; ++d)
+        if (share_charged[i][d]) c.share[d].level = std::max(c.share[d].level - cost[d] * kScale, -c.share_cap[d] * 60);
+    }
+    if (run) {
+      if (parent_call) ++parent_call->children;
+      run->calls.emplace(std::string(ask.request_id), Call{call_depth, 0});
+      run->max_depth_seen = std::max<std::int64_t>(run->max_depth_seen, call_depth);
+      ++run->inflight;
+      ++run->calls_total;
+      run->tokens_reserved += cost[1];
+      run->cost_reserved += ask.cost_micros;
+      run->last = now;
+      if (const std::int64_t cpm = run_limits(ask.tenant).calls_per_min) {
+        run->calls_bucket.refill(cpm, cpm * kScale, now);
+        run->calls_bucket.level -= kScale;
+      }
+      h->run = run;
+    }
+    return Admission(this, h, std::move(q));
+  }
+
+  Expected<std::string> report(std::string_view scope, Micros now) override {
+    std::lock_guard lock(mu_);
+    if (scope.starts_with("run:")) {
+      auto it = runs_.find(std::string(scope.substr(4)));
+      if (it == runs_.end()) return not_found(fmt::format("No run '{}' is known (runs are kept for an hour after their last call).", scope.substr(4)), "scope_not_found", "scope");
+      const Run& r = it->second;
+      const RunLimits& rl = run_limits(r.tenant);
+      return fmt::format(
+          R"({{"scope":"{}","tenant":"{}","started_ms_ago":{},"calls":{},"in_flight":{},"max_depth_seen":{},)"
+          R"("tokens_used":{},"tokens_reserved":{},"cost_used_micros":{},"cost_reserved_micros":{},)"
+          R"("limits":{{"max_tokens":{},"max_cost_micros":{},"max_concurrency":{},"max_depth":{},"max_fanout":{},"calls_per_min":{},"max_wall_s":{}}}}})",
+          scope, r.tenant, (now - r.started) / 1000, r.calls_total, r.inflight, r.max_depth_seen, r.tokens_used,
+          r.tokens_reserved, r.cost_used, r.cost_reserved, rl.tokens, rl.cost_micros, rl.concurrency, rl.depth,
+          rl.fanout, rl.calls_per_min, rl.wall_s);
+    }
+    auto it = nodes_.find(std::string(scope));
+    const ScopeLimits* lim = nullptr;
+    if (it == nodes_.end()) {
+      // A configured scope with no traffic yet.
+      lim = configured(scope);
+      if (!lim) return not_found(fmt::format("No scope '{}' (use global, org:ID, tenant:ID, user:TENANT/USER, key:ID, model:ALIAS, deployment:ID or run:ID).", scope), "scope_not_found", "scope");
+      return fmt::format(R"({{"scope":"{}","limits":{},"in_flight":0,"reserved_tokens":0,"requests_total":0,"tokens_total":0}})",
+                         scope, limits_json(*lim));
+    }
+    Node& s = *it->second;
+    resolve(s);
+    std::string remaining;
+    for (int d = 0; d < 2; ++d) {
+      const RateLimit& r = s.rate(d);
+      if (!r.ceil) continue;
+      s.hard[d].refill(r.ceil, r.ceil * kScale, now);
+      remaining += fmt::format(R"(,"{}_remaining":{})", d == 0 ? "requests" : "tokens",
+                               std::max<std::int64_t>(0, s.hard[d].level / kScale));
+    }
+    expire(s, now);
+    return fmt::format(
+        R"({{"scope":"{}","limits":{},"in_flight":{},"reserved_tokens":{},"requests_total":{},"tokens_total":{},"active_children":{}{}}})",
+        s.name, limits_json(*s.lim), s.inflight, s.reserved_tokens, s.requests_total, s.tokens_total,
+        s.active_children.size(), remaining);
+  }
+
+  Expected<std::string> set_limits(std::string_view scope, const ScopeLimits& limits, Micros now) override {
+    {
+      std::lock_guard lock(mu_);
+      if (!(scope == "global" || scope.starts_with("org:") || scope.starts_with("tenant:") ||
+            scope.starts_with("user:") || scope.starts_with("key:") || scope.starts_with("model:") ||
+            scope.starts_with("deployment:")))
+        return not_found(fmt::format("Scope '{}' cannot carry limits (use global, org:ID, tenant:ID, user:TENANT/USER, key:ID, model:ALIAS or deployment:ID).", scope), "scope_not_found", "scope");
+      policy_[std::string(scope)] = limits;
+      ++gen_;
+    }
+    return report(scope, now);
+  }
+
+  void reload(const Config& c) override {
+    std::lock_guard lock(mu_);
+    load(c);
+  }
+
+ protected:
+  void settle(void* hold, std::int64_t tokens, std::int64_t cost, Micros now) override {
+    std::unique_ptr<Hold> h(static_cast<Hold*>(hold));
+    std::lock_guard lock(mu_);
+    last_now_ = std::max(last_now_, now);
+    if (tokens < 0) tokens = h->tokens;  // released unsettled: charge the estimate
+    if (cost < 0) cost = h->cost;
+    const std::int64_t delta = (tokens - h->tokens) * kScale;
+    for (int i = 0; i < h->n; ++i) {
+      Node& s = *h->nodes[i];
+      --s.inflight;
+      s.reserved_tokens -= h->tokens;
+      ++s.requests_total;
+      s.tokens_total += tokens;
+      s.last_seen = std::max(s.last_seen, now);
+      resolve(s);
+      const RateLimit& r = s.rate(1);
+      if (r.ceil && s.hard[1].level != kUnset)
+        s.hard[1].level = std::clamp(s.hard[1].level - delta, -r.ceil * kScale, r.ceil * kScale);
+    }
+    for (int i = 0; i < h->n_share; ++i) {
+      Node& c = *h->share_children[i];
+      if (c.share[1].level != kUnset && c.share_cap[1])
+        c.share[1].level = std::clamp(c.share[1].level - delta, -c.share_cap[1] * 60, c.share_cap[1]);
+    }
+    if (Run* r = h->run) {
+      --r->inflight;
+      r->tokens_reserved -= h->tokens;
+      r->cost_reserved -= h->cost;
+      r->tokens_used += tokens;
+      r->cost_used += cost;
+      r->last = std::max(r->last, now);
+    }
+  }
+
+  Micros now_for_release() const override {
+    std::lock_guard lock(mu_);
+    return last_now_;
+  }
+
+ private:
+  static std::string usd(std::int64_t micros) { return fmt::format("{}.{:06}", micros / 1'000'000, micros % 1'000'000); }
+
+  static std::string limits_json(const ScopeLimits& l) {
+    return fmt::format(
+        R"({{"requests_per_min":{{"rate":{},"ceil":{}}},"tokens_per_min":{{"rate":{},"ceil":{}}},"concurrency":{}}})",
+        l.requests_per_min.rate, l.requests_per_min.ceil, l.tokens_per_min.rate, l.tokens_per_min.ceil,
+        l.concurrency);
+  }
+
+  void load(const Config& c) {
+    policy_.clear();
+    user_defaults_.clear();
+    run_policy_.clear();
+    policy_["global"] = c.limits.global;
+    for (const auto& o : c.orgs) policy_["org:" + o.id] = o.limits;
+    for (const auto& t : c.tenants) {
+      policy_["tenant:" + t.id] = t.limits;
+      user_defaults_[t.id] = t.user_limits;
+      for (const auto& u : t.users)
+        if (u.limits.any()) policy_["user:" + t.id + "/" + u.id] = u.limits;
+      for (const auto& k : t.keys) policy_["key:" + k.id] = k.limits;
+      if (t.has_run_limits) run_policy_[t.id] = t.run_limits;
+    }
+    for (const auto& m : c.models) {
+      policy_["model:" + m.alias] = m.limits;
+      for (const auto& d : m.deployments) policy_["deployment:" + d.id] = d.limits;
+    }
+    run_default_ = c.limits.runs;
+    burst_us_ = c.limits.fair_burst_s * 1'000'000;
+    window_us_ = c.limits.active_window_s * 1'000'000;
+    ++gen_;
+  }
+
+  const ScopeLimits* configured(std::string_view name) const {
+    auto it = policy_.find(std::string(name));
+    if (it != policy_.end()) return &it->second;
+    if (name.starts_with("user:")) {
+      auto rest = name.substr(5);
+      auto u = user_defaults_.find(std::string(rest.substr(0, rest.find('/'))));
+      if (u != user_defaults_.end()) return &u->second;
+    }
+    return nullptr;
+  }
+
+  const RunLimits& run_limits(std::string_view tenant) const {
+    auto it = run_policy_.find(std::string(tenant));
+    return it == run_policy_.end() ? run_default_ : it->second;
+  }
+
+  void resolve(Node& s) {
+    if (s.gen == gen_) return;
+    const ScopeLimits* l = configured(s.name);
+    s.lim = l ? l : &kNone;
+    s.gen = gen_;
+  }
+
+  Node* node(Kind k, std::string_view id, Micros now) {
+    name_.assign(kind_name(k));
+    if (k != Kind::kGlobal) name_.append(":").append(id);
+    auto it = nodes_.find(name_);
+    if (it == nodes_.end()) {
+      auto n = std::make_unique<Node>();
+      n->name = name_;
+      n->id = std::string(id);
+      n->kind = k;
+      it = nodes_.emplace(name_, std::move(n)).first;
+    }
+    Node* s = it->second.get();
+    resolve(*s);
+    s->last_seen = now;
+    return s;
+  }
+
+  void expire(Node& p, Micros now) {
+    while (!p.active_children.empty()) {
+      Node* c = p.active_children.front();
+      if (c->last_seen + window_us_ > now) break;
+      p.active_children.pop_front();
+      c->active_parent = nullptr;
+    }
+  }
+
+  void activate(Node* p, Node* c, Micros now) {
+    expire(*p, now);
+    if (c->active_parent == p) {
+      p->active_children.splice(p->active_children.end(), p->active_children, c->active_it);
+    } else {
+      if (c->active_parent) c->active_parent->active_children.erase(c->active_it);
+      c->active_it = p->active_children.insert(p->active_children.end(), c);
+      c->active_parent = p;
+    }
+  }
+
+  // Forgets scopes and runs nobody used for a while (X-TG-User names and run
+  // ids are unbounded). A forgotten scope comes back full, which it would be.
+  void sweep(Micros now) {
+    last_sweep_ = now;
+    for (auto& [name, n] : nodes_) expire(*n, now);
+    for (auto it = nodes_.begin(); it != nodes_.end();) {
+      Node& s = *it->second;
+      if (s.inflight == 0 && s.active_children.empty() && !s.active_parent && now - s.last_seen > kIdleEvict)
+        it = nodes_.erase(it);
+      else ++it;
+    }
+    for (auto it = runs_.begin(); it != runs_.end();) {
+      const Run& r = it->second;
+      const Micros ttl = std::max<Micros>(kRunIdleEvict, 2 * run_limits(r.tenant).wall_s * 1'000'000);
+      if (r.inflight == 0 && now - r.last > ttl) it = runs_.erase(it);
+      else ++it;
+    }
+  }
+
+  static inline const ScopeLimits kNone{};
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;
+  std::unordered_map<std::string, Run> runs_;
+  std::unordered_map<std::string, ScopeLimits> policy_;
+  std::unordered_map<std::string, ScopeLimits> user_defaults_;  // tenant → its users' limits
+  std::unordered_map<std::string, RunLimits> run_policy_;        // tenant → its runs' limits
+  RunLimits run_default_;
+  std::uint64_t gen_ = 0;
+  std::int64_t burst_us_ = 10'000'000, window_us_ = 60'000'000;
+  Micros last_now_ = 0, last_sweep_ = 0;
+  std::string name_, buf_;
+};
+
+}  // namespace
+
+std::unique_ptr<LimitStore> in_process_limit_store(const Config& config) {
+  return std::make_unique<InProcessLimitStore>(config);
+}
+
+}  // namespace tg::limits

@@ -1,0 +1,107 @@
+// Hierarchical limits: the admit stage of the request path.
+//
+// A request's scopes form a path through a tree, global → org → tenant →
+// user → key, plus flat model and deployment scopes, plus the agent run it
+// belongs to (X-TG-Run, linked into a call tree by X-TG-Parent). admit()
+// checks every limit on that path and, only if all pass, reserves the
+// request's estimated tokens and one concurrency slot at every scope in one
+// atomic step. settle() charges the actual tokens (refunding or adding the
+// difference) and frees the slots; an Admission that is destroyed unsettled
+// settles at its estimate, so no path can leak a reservation.
+//
+// LimitStore is the interface; in_process_limit_store() is the embedded
+// default (state in this process). Implementations are thread-safe. Time is
+// passed in (microseconds on any monotonic-enough clock), never read.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/config.h"
+#include "core/error.h"
+
+namespace tg::limits {
+
+using Micros = std::int64_t;
+
+// What one request asks for, with the scopes it passes through.
+struct Ask {
+  std::string_view org, tenant, user, key, model, deployment;  // user may be empty
+  std::string_view run_id;     // X-TG-Run; empty: not part of a run
+  std::string_view parent_id;  // X-TG-Parent: the request that spawned this one
+  std::string_view request_id;
+  std::int64_t tokens = 0;       // estimate: prompt tokens + the most it may generate
+  std::int64_t cost_micros = 0;  // estimate, for run cost limits
+};
+
+// The tightest scope in one dimension, for the x-ratelimit-* and RateLimit
+// response headers. limit == 0: no limit applies in that dimension.
+struct Headroom {
+  std::int64_t limit = 0;      // per minute
+  std::int64_t remaining = 0;  // after this request
+  Micros reset_us = 0;         // until the bucket is full again
+  std::string scope;           // "tenant:acme"
+};
+
+struct Quota {
+  Headroom requests, tokens;
+};
+
+// The response header lines for `q`: OpenAI's x-ratelimit-{limit,remaining,
+// reset}-{requests,tokens} and the IETF draft's RateLimit-Policy / RateLimit
+// (draft-ietf-httpapi-ratelimit-headers), each ending in CRLF. Empty when no
+// limit applies.
+std::string rate_limit_headers(const Quota& q);
+// OpenAI's duration format for x-ratelimit-reset-*: "20ms", "7s", "1.5s", "6m0s".
+std::string openai_duration(Micros us);
+
+class LimitStore;
+
+// A reservation held by an admitted request. Move-only.
+class Admission {
+ public:
+  Admission() = default;
+  Admission(LimitStore* store, void* hold, Quota quota) : store_(store), hold_(hold), quota_(std::move(quota)) {}
+  Admission(Admission&& o) noexcept { *this = std::move(o); }
+  Admission& operator=(Admission&& o) noexcept;
+  ~Admission();
+  // Charges the actual usage and releases the reservation. Once; later calls do nothing.
+  void settle(std::int64_t tokens, std::int64_t cost_micros, Micros now);
+  const Quota& quota() const { return quota_; }
+  bool held() const { return store_ != nullptr; }
+
+ private:
+  LimitStore* store_ = nullptr;
+  void* hold_ = nullptr;  // the store's record of what was reserved
+  Quota quota_;
+};
+
+class LimitStore {
+ public:
+  virtual ~LimitStore() = default;
+  // Admits and reserves, or returns the 429/400/403 that names the scope and
+  // limit that refused (with retry_after_s for 429s, before jitter).
+  virtual Expected<Admission> admit(const Ask& ask, Micros now) = 0;
+  // Current state of one scope ("global", "org:demo", "tenant:acme",
+  // "user:acme/alice", "key:acme-alice", "model:chat", "deployment:d",
+  // "run:run-42") as a JSON object text, or 404 when unknown.
+  virtual Expected<std::string> report(std::string_view scope, Micros now) = 0;
+  // Replaces the limits of one scope (the admin API), or 404 when the scope
+  // cannot carry limits. Takes effect for the next admit.
+  virtual Expected<std::string> set_limits(std::string_view scope, const ScopeLimits& limits, Micros now) = 0;
+  // Replaces every limit with those of `config` (config reload). Usage and
+  // reservations carry over.
+  virtual void reload(const Config& config) = 0;
+
+ protected:
+  friend class Admission;
+  virtual void settle(void* hold, std::int64_t tokens, std::int64_t cost_micros, Micros now) = 0;
+  virtual Micros now_for_release() const = 0;  // for an Admission destroyed unsettled
+};
+
+// The embedded default: every limit enforced exactly inside this process.
+std::unique_ptr<LimitStore> in_process_limit_store(const Config& config);
+
+}  // namespace tg::limits

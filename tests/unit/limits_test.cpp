@@ -1,0 +1,315 @@
+// Hierarchical limits with an injected clock: buckets, borrowing and fair
+// share, two-phase accounting, agent runs, headers.
+#include <gtest/gtest.h>
+
+#include <variant>
+
+#include "core/config_load.h"
+#include "limits/limit_store.h"
+
+namespace tg::limits {
+namespace {
+
+constexpr Micros kSec = 1'000'000;
+
+Config config(const std::string& limits_yaml, const std::string& tenant_extra = "",
+              const std::string& user_extra = "") {
+  std::string yaml = R"(
+orgs: [{ id: demo }]
+models:
+  - alias: chat
+    deployments: [{ id: chat-sim, provider: sim }]
+)" + limits_yaml + R"(
+tenants:
+  - id: acme
+    org: demo
+    users: [alice, bob)" + user_extra + R"(]
+    keys: []
+)" + tenant_extra + R"(
+  - id: globex
+    org: demo
+)";
+  auto r = load_config(yaml, "test.yaml", [](const std::string&) { return std::optional<std::string>(); });
+  if (auto* p = std::get_if<ConfigProblems>(&r)) {
+    for (auto& l : p->problems) ADD_FAILURE() << l;
+    return Config{};
+  }
+  return std::get<Config>(r);
+}
+
+Ask ask(std::string_view user, std::int64_t tokens = 10, std::string_view tenant = "acme") {
+  Ask a;
+  a.org = "demo";
+  a.tenant = tenant;
+  a.user = user;
+  a.model = "chat";
+  a.deployment = "chat-sim";
+  a.tokens = tokens;
+  return a;
+}
+
+TEST(Limits, RequestsPerMinuteIsAnExactBucket) {
+  auto store = in_process_limit_store(config("", "    user_limits: { requests_per_min: 3 }"));
+  Micros t = 100 * kSec;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(store->admit(ask("alice"), t).ok()) << i;
+  auto r = store->admit(ask("alice"), t);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().status, 429);
+  EXPECT_EQ(r.error().code, "user_rpm_exhausted");
+  EXPECT_EQ(r.error().message, "user 'acme/alice' requests-per-minute limit (3) exhausted; retry after 20s.");
+  EXPECT_EQ(r.error().retry_after_s, 20);
+  EXPECT_NE(r.error().headers.find("x-ratelimit-remaining-requests: 0\r\n"), std::string::npos) << r.error().headers;
+  // Bob has his own bucket.
+  EXPECT_TRUE(store->admit(ask("bob"), t).ok());
+  // One request refills every 20 s, not a microsecond earlier.
+  EXPECT_FALSE(store->admit(ask("alice"), t + 20 * kSec - 1).ok());
+  EXPECT_TRUE(store->admit(ask("alice"), t + 20 * kSec).ok());
+  EXPECT_FALSE(store->admit(ask("alice"), t + 20 * kSec).ok());
+  // A full minute refills to the limit and no further.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(store->admit(ask("alice"), t + 600 * kSec).ok());
+  EXPECT_FALSE(store->admit(ask("alice"), t + 600 * kSec).ok());
+}
+
+TEST(Limits, EveryScopeOnThePathMustPass) {
+  auto store = in_process_limit_store(config(R"(
+limits:
+  global: { requests_per_min: 1000 }
+)", "    limits: { requests_per_min: 2 }"));
+  Micros t = kSec;
+  EXPECT_TRUE(store->admit(ask("alice"), t).ok());
+  EXPECT_TRUE(store->admit(ask("bob"), t).ok());
+  auto r = store->admit(ask("alice"), t);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "tenant_rpm_exhausted");
+  EXPECT_NE(r.error().message.find("tenant 'acme' requests-per-minute limit (2) exhausted"), std::string::npos);
+  EXPECT_TRUE(store->admit(ask("carol", 10, "globex"), t).ok());  // another tenant is not affected
+}
+
+TEST(Limits, TokensAreReservedThenSettledWithARefundOrAnExtraCharge) {
+  auto store = in_process_limit_store(config("", "    user_limits: { tokens_per_min: 1000 }"));
+  Micros t = kSec;
+  auto a = store->admit(ask("alice", 600), t);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->quota().tokens.remaining, 400);
+  auto b = store->admit(ask("alice", 600), t);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.error().code, "user_tpm_exhausted");
+  a->settle(100, 0, t);  // used 100 of the 600 reserved: 500 come back
+  auto c = store->admit(ask("alice", 600), t);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->quota().tokens.remaining, 300);
+  c->settle(900, 0, t);  // used more than estimated: charged the difference
+  auto d = store->admit(ask("alice", 1), t);
+  EXPECT_FALSE(d.ok()) << "1000 - 100 - 900 leaves nothing";
+  // A request that can never fit is a 400 naming max_tokens, not a 429 to retry.
+  auto e = store->admit(ask("alice", 1001), t + 600 * kSec);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().status, 400);
+  EXPECT_EQ(e.error().code, "tokens_exceed_limit");
+  EXPECT_EQ(e.error().param, "max_tokens");
+}
+
+TEST(Limits, ConcurrencyIsReleasedOnSettleAndOnDestruction) {
+  auto store = in_process_limit_store(config("", "    limits: { concurrency: 2 }"));
+  Micros t = kSec;
+  auto a = store->admit(ask("alice"), t);
+  {
+    auto b = store->admit(ask("bob"), t);
+    ASSERT_TRUE(b.ok());
+    auto c = store->admit(ask("bob"), t);
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.error().code, "tenant_concurrency_exhausted");
+  }  // b destroyed unsettled (an exception path): its slot is freed
+  EXPECT_TRUE(store->admit(ask("bob"), t).ok());
+  a->settle(10, 0, t);
+  auto rep = store->report("tenant:acme", t);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_NE(rep->find(R"("in_flight":0,"reserved_tokens":0)"), std::string::npos) << *rep;
+}
+
+TEST(Limits, ThousandsOfAbortedRequestsLeaveEveryCounterAtZero) {
+  auto store = in_process_limit_store(config(R"(
+limits:
+  runs: { max_concurrency: 100000 }
+)", "    limits: { concurrency: 5000, tokens_per_min: 100000000 }"));
+  {
+    std::vector<Admission> held;
+    for (int i = 0; i < 3000; ++i) {
+      Ask a = ask(i % 2 ? "alice" : "bob", 50);
+      a.run_id = "run-1";
+      std::string id = "req-" + std::to_string(i);
+      a.request_id = id;
+      auto r = store->admit(a, kSec);
+      ASSERT_TRUE(r.ok()) << r.error().message;
+      held.push_back(std::move(*r));
+    }
+    for (int i = 0; i < 3000; i += 3) held[i].settle(7, 0, 2 * kSec);  // some finish, the rest are dropped
+  }
+  for (const char* scope : {"global", "org:demo", "tenant:acme", "user:acme/alice", "user:acme/bob", "model:chat",
+                            "deployment:chat-sim"}) {
+    auto rep = store->report(scope, 3 * kSec);
+    ASSERT_TRUE(rep.ok()) << scope;
+    EXPECT_NE(rep->find(R"("in_flight":0,"reserved_tokens":0)"), std::string::npos) << scope << " " << *rep;
+  }
+  auto run = store->report("run:run-1", 3 * kSec);
+  ASSERT_TRUE(run.ok());
+  EXPECT_NE(run->find(R"("in_flight":0)"), std::string::npos) << *run;
+  EXPECT_NE(run->find(R"("tokens_reserved":0,"cost_used_micros":0,"cost_reserved_micros":0)"), std::string::npos) << *run;
+}
+
+// The story: alice's agent fans out while nine colleagues chat at their usual
+// pace. Hierarchical fair share keeps the colleagues at zero refusals.
+TEST(Limits, OneUsersFanOutIsThrottledBeforeItStarvesTheOthers) {
+  auto store = in_process_limit_store(config(R"(
+limits:
+  fair_share: { burst_s: 10, active_window_s: 60 }
+)", "    limits: { requests_per_min: 600 }\n    user_limits: { requests_per_min: 600 }",
+                                             ", u1, u2, u3, u4, u5, u6, u7, u8, u9"));
+  const char* others[] = {"u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9"};
+  int others_refused = 0, others_ok = 0, alice_ok = 0;
+  // 0-20 s: everyone chats (alice too, once a second); 20-80 s: alice storms.
+  for (Micros ms = 0; ms < 80'000; ms += 10) {
+    const Micros t = 1000 * kSec + ms * 1000;
+    for (int u = 0; u < 9; ++u)
+      if (ms % 1000 == u * 100) {
+        auto r = store->admit(ask(others[u]), t);
+        r.ok() ? ++others_ok : ++others_refused;
+        if (r.ok()) r->settle(10, 0, t);
+      }
+    const int tries = ms < 20'000 ? (ms % 1000 == 950) : 10;  // then 1000 attempts a second
+    for (int i = 0; i < tries; ++i) {
+      auto r = store->admit(ask("alice"), t);
+      if (r.ok()) {
+        ++alice_ok;
+        r->settle(10, 0, t);
+      }
+    }
+  }
+  EXPECT_EQ(others_refused, 0);
+  EXPECT_EQ(others_ok, 9 * 80);
+  // The tenant's 600/min over 80 s (+ the initial full bucket) bounds everyone together...
+  EXPECT_LE(alice_ok + others_ok, 600 + 80 * 10);
+  // ...and alice still got the capacity the others left idle, far above her 60/min share.
+  EXPECT_GT(alice_ok, 500);
+}
+
+TEST(Limits, AnIdleParentLendsEverythingUpToTheChildsCeil) {
+  auto store = in_process_limit_store(config("", "    limits: { tokens_per_min: { rate: 1000, ceil: 1000 } }\n"
+                                                 "    user_limits: { tokens_per_min: { rate: 100, ceil: 800 } }"));
+  int ok = 0;
+  while (store->admit(ask("alice", 100), kSec).ok()) ++ok;
+  EXPECT_EQ(ok, 8) << "guarantee 100, then borrowing up to the 800 ceil";
+  auto r = store->admit(ask("bob", 100), kSec);
+  EXPECT_TRUE(r.ok()) << "the tenant still had 200";
+}
+
+TEST(Limits, AgentRunsTrackDepthFanOutAndOwnership) {
+  auto store = in_process_limit_store(config(R"(
+limits:
+  runs: { max_depth: 2, max_fanout: 2, max_concurrency: 3, max_tokens: 1000 }
+)"));
+  auto call = [&](std::string id, std::string parent, std::string_view tenant = "acme", std::int64_t tokens = 10) {
+    static std::vector<std::string> keep;  // Ask holds views
+    keep.push_back(id);
+    keep.push_back(parent);
+    Ask a = ask(tenant == "acme" ? "alice" : "carol", tokens, tenant);
+    a.run_id = "r1";
+    a.request_id = keep[keep.size() - 2];
+    a.parent_id = keep.back();
+    return store->admit(a, kSec);
+  };
+  auto root = call("root", "");
+  ASSERT_TRUE(root.ok());
+  auto c1 = call("c1", "root");
+  ASSERT_TRUE(c1.ok());
+  auto c2 = call("c2", "root");
+  ASSERT_TRUE(c2.ok());
+  auto g0 = call("g0", "c1");
+  ASSERT_FALSE(g0.ok());
+  EXPECT_EQ(g0.error().code, "run_concurrency_exceeded");
+  root->settle(10, 0, kSec);
+  auto c3 = call("c3", "root");
+  ASSERT_FALSE(c3.ok());
+  EXPECT_EQ(c3.error().code, "run_fanout_exceeded");
+  EXPECT_NE(c3.error().message.find("request 'root' already spawned 2 calls"), std::string::npos);
+  auto g1 = call("g1", "c1");
+  ASSERT_TRUE(g1.ok());
+  g1->settle(10, 0, kSec);
+  auto gg = call("gg", "g1");
+  ASSERT_FALSE(gg.ok());
+  EXPECT_EQ(gg.error().code, "run_depth_exceeded");
+  auto unknown = call("x", "nope");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().status, 400);
+  EXPECT_EQ(unknown.error().code, "unknown_parent");
+  EXPECT_EQ(unknown.error().param, "X-TG-Parent");
+  auto foreign = call("f", "", "globex");
+  ASSERT_FALSE(foreign.ok());
+  EXPECT_EQ(foreign.error().status, 403);
+  EXPECT_EQ(foreign.error().code, "run_forbidden");
+  // Budget: 1000 tokens; 20 used, 20 in flight.
+  auto big = call("big", "c2", "acme", 961);
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.error().code, "run_budget_exhausted");
+  c1->settle(10, 0, kSec);
+  c2->settle(10, 0, kSec);
+  EXPECT_TRUE(call("fits", "c2", "acme", 960).ok()) << "exactly the 1000";
+}
+
+TEST(Limits, RunsHaveWallTimeAndCallRateLimits) {
+  auto store = in_process_limit_store(config(R"(
+limits:
+  runs: { max_wall_s: 60, calls_per_min: 2 }
+)"));
+  std::vector<std::string> ids;
+  auto call = [&](Micros t) {
+    ids.push_back("req" + std::to_string(ids.size()));
+    Ask a = ask("alice");
+    a.run_id = "r";
+    a.request_id = ids.back();
+    auto r = store->admit(a, t);
+    if (r.ok()) r->settle(1, 0, t);
+    return r.ok() ? std::string("ok") : r.error().code;
+  };
+  EXPECT_EQ(call(kSec), "ok");
+  EXPECT_EQ(call(kSec), "ok");
+  EXPECT_EQ(call(kSec), "run_rate_exceeded");
+  EXPECT_EQ(call(31 * kSec), "ok");
+  EXPECT_EQ(call(62 * kSec), "run_wall_time_exceeded");
+}
+
+TEST(Limits, AdminChangesAndReloadTakeEffectWithoutLosingUsage) {
+  Config c = config("", "    user_limits: { requests_per_min: 100 }");
+  auto store = in_process_limit_store(c);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(store->admit(ask("alice"), kSec).ok());
+  ScopeLimits two;
+  two.requests_per_min.ceil = 2;
+  auto set = store->set_limits("user:acme/alice", two, kSec);
+  ASSERT_TRUE(set.ok());
+  EXPECT_NE(set->find(R"("requests_per_min":{"rate":0,"ceil":2})"), std::string::npos) << *set;
+  EXPECT_FALSE(store->admit(ask("alice"), kSec).ok());
+  EXPECT_TRUE(store->admit(ask("bob"), kSec).ok());
+  EXPECT_FALSE(store->set_limits("planet:mars", two, kSec).ok());
+  store->reload(c);  // back to 100/min; the 5 already used still count
+  int ok = 0;
+  while (store->admit(ask("alice"), kSec).ok()) ++ok;
+  EXPECT_EQ(ok, 95);
+  EXPECT_EQ(store->report("nowhere:x", kSec).error().status, 404);
+}
+
+TEST(RateHeaders, OpenAIAndIetfFormats) {
+  Quota q;
+  q.requests = {120, 119, 500'000, "user:acme/alice"};
+  q.tokens = {60000, 59000, 61'500'000, "tenant:acme"};
+  EXPECT_EQ(rate_limit_headers(q),
+            "x-ratelimit-limit-requests: 120\r\nx-ratelimit-remaining-requests: 119\r\nx-ratelimit-reset-requests: 500ms\r\n"
+            "x-ratelimit-limit-tokens: 60000\r\nx-ratelimit-remaining-tokens: 59000\r\nx-ratelimit-reset-tokens: 1m1.5s\r\n"
+            "RateLimit-Policy: \"requests\";q=120;w=60, \"tokens\";q=60000;w=60\r\n"
+            "RateLimit: \"requests\";r=119;t=1, \"tokens\";r=59000;t=62\r\n");
+  EXPECT_EQ(openai_duration(7'000'000), "7s");
+  EXPECT_EQ(openai_duration(360'000'000), "6m0s");
+  EXPECT_EQ(rate_limit_headers(Quota{}), "");
+}
+
+}  // namespace
+}  // namespace tg::limits
