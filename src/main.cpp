@@ -164,7 +164,8 @@ int main(int argc, char** argv) {
     }
     if (threads) config->server.threads = threads;
     try {
-      tg::server::Gateway gateway(std::move(*config));
+      // SIGHUP re-reads the same config file and applies its limits.
+      tg::server::Gateway gateway(std::move(*config), [path = config_path]() { return load(path); });
       return gateway.run();
     } catch (const std::exception& e) {
       spdlog::critical("{}", e.what());

@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "meter/budget.h"
 #include "identity/keyring.h"
+#include "limits/limit_store.h"
 
 namespace tg::server {
 
@@ -25,12 +26,15 @@ struct Exchange {
   const identity::Principal* principal = nullptr;  // owned by the KeyRing
   std::string user;  // the end user: the key's, or X-TG-User / body `user` for tenant keys
   std::string run_id;   // X-TG-Run
+  std::string parent_id;  // X-TG-Parent
   std::string feature;  // X-TG-Feature (cost attribution tag)
   // parse + route
   const ModelConfig* model_config = nullptr;
   std::uint64_t prompt_tokens_est = 0;  // our own count of the prompt (real BPE)
   std::string generated;  // streamed text relayed, for counting a stream cut short
   std::optional<meter::BudgetHold> budget_hold;  // admitted: reservations to settle
+  limits::Admission admission;  // admitted by the limits: settled (or released) exactly once
+  std::string rate_headers;     // x-ratelimit-* and RateLimit lines for the response
   std::string model;       // alias asked for
   std::string deployment;  // deployment id that served it
   bool stream = false;

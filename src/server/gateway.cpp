@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "identity/keyring.h"
+#include "limits/limit_store.h"
 #include "meter/usage_query.h"
 #include "server/access_log.h"
 #include "server/metrics.h"
@@ -73,10 +74,16 @@ struct Gateway::Impl {
   net::thread_pool admin_pool{1};  // admin API queries and webhooks, never on a worker
   Webhook webhook{admin_pool.get_executor()};
   std::unique_ptr<meter::LedgerWriter> ledger;  // outlives the workers (declared before them)
+  std::unique_ptr<limits::LimitStore> limit_store;
+  std::function<std::optional<Config>()> reload;
   std::vector<std::unique_ptr<Worker>> workers;
 
   explicit Impl(Config c)
-      : config(std::move(c)), keys(config), access_log(config.server.access_log), budgets(config.budgets) {
+      : config(std::move(c)),
+        keys(config),
+        access_log(config.server.access_log),
+        budgets(config.budgets),
+        limit_store(limits::in_process_limit_store(config)) {
     const meter::LedgerSource src{config.metering.ledger_sqlite, config.metering.ledger_postgres};
     if (!src.postgres_conninfo.empty())
       ledger = std::make_unique<meter::LedgerWriter>(meter::open_postgres_ledger(src.postgres_conninfo),
@@ -112,7 +119,10 @@ struct Gateway::Impl {
   }
 };
 
-Gateway::Gateway(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Gateway::Gateway(Config config, std::function<std::optional<Config>()> reload)
+    : impl_(std::make_unique<Impl>(std::move(config))) {
+  impl_->reload = std::move(reload);
+}
 Gateway::~Gateway() = default;
 
 int Gateway::run() {
@@ -143,7 +153,7 @@ int Gateway::run() {
     });
     w->ctx = std::make_unique<WorkerContext>(
         WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get(),
-                      g.budgets, g.admin_pool.get_executor(), g.webhook});
+                      g.budgets, g.admin_pool.get_executor(), g.webhook, *g.limit_store});
     g.workers.push_back(std::move(w));
   }
   for (auto& w : g.workers) {
@@ -161,9 +171,26 @@ int Gateway::run() {
 
   // Wait for a stop signal on this thread.
   net::io_context main_ioc;
-  net::signal_set signals(main_ioc, SIGTERM, SIGINT);
+  net::signal_set signals(main_ioc, SIGTERM, SIGINT, SIGHUP);
   int signal_number = 0;
-  signals.async_wait([&](const boost::system::error_code&, int s) { signal_number = s; });
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                             int s) {
+    if (ec) return;
+    if (s != SIGHUP) {
+      signal_number = s;
+      return;
+    }
+    if (!g.reload) {
+      spdlog::warn("SIGHUP: nothing to reload");
+    } else if (auto next = g.reload()) {
+      g.limit_store->reload(*next);
+      spdlog::info("SIGHUP: limits reloaded from {} (other changes take effect on restart)", next->source);
+    } else {
+      spdlog::error("SIGHUP: the config is invalid (see above); the running limits are unchanged");
+    }
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
   main_ioc.run();
 
   // Drain.

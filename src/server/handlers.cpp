@@ -15,8 +15,12 @@
 #include "meter/tokenizer.h"
 #include "meter/usage_query.h"
 #include "identity/keys.h"
+#include "limits/limit_store.h"
+
+#include <random>
 
 #include <boost/url/parse.hpp>
+#include <boost/url/parse_path.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include "sim/sim_provider.h"
 
@@ -177,6 +181,19 @@ std::uint64_t estimate_prompt_tokens(const WorkerContext& ctx, const ModelConfig
 // tokens; settlement charges what it actually produced.
 constexpr std::uint64_t kDefaultOutputEstimate = 1024;
 
+// The limits' clock: microseconds of the steady clock (the store never reads one).
+limits::Micros limits_now() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Retry-After gets 0..10% (at least 0..1 s) added, so clients refused together
+// do not all come back in the same second.
+int retry_jitter_s(int retry_after_s) {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  return std::uniform_int_distribution<int>(0, std::max(1, retry_after_s / 10))(rng);
+}
+
 // Everything an inference request needs before it goes upstream, decided
 // without suspending: authenticate → parse → resolve the end user → route.
 struct Prepared {
@@ -197,15 +214,21 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
                                 "as JSON with 'Content-Type: application/json'.",
                                 std::string(req[http::field::content_type])),
                     {}};
-  for (auto [header, out] : {std::pair{"x-tg-run", &x.run_id}, std::pair{"x-tg-feature", &x.feature}}) {
-    std::string v(req[header]);
+  static constexpr std::pair<const char*, const char*> kIdHeaders[] = {
+      {"x-tg-run", "X-TG-Run"}, {"x-tg-parent", "X-TG-Parent"}, {"x-tg-feature", "X-TG-Feature"}};
+  std::string* const outs[] = {&x.run_id, &x.parent_id, &x.feature};
+  for (std::size_t i = 0; i < std::size(kIdHeaders); ++i) {
+    std::string v(req[kIdHeaders[i].first]);
     if (v.empty()) continue;
     if (!is_valid_external_id(v))
       return invalid_request(fmt::format("Invalid {} header: use 1-128 characters of A-Z a-z 0-9 . _ : @ / -.",
-                                         header == std::string_view("x-tg-run") ? "X-TG-Run" : "X-TG-Feature"),
-                             header == std::string_view("x-tg-run") ? "X-TG-Run" : "X-TG-Feature", "invalid_header");
-    *out = std::move(v);
+                                         kIdHeaders[i].second),
+                             kIdHeaders[i].second, "invalid_header");
+    *outs[i] = std::move(v);
   }
+  if (!x.parent_id.empty() && x.run_id.empty())
+    return invalid_request("X-TG-Parent links a call to its parent inside an agent run: send X-TG-Run with it "
+                           "(the run id the parent was sent with).", "X-TG-Parent", "parent_without_run");
   auto parsed = api::parse_request(ep, req.body(), std::move(storage));
   if (!parsed) return parsed.error();
   x.model = parsed->model;
@@ -218,13 +241,37 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
   x.deployment = (*provider)->deployment().id;
   x.model_config = ctx.config.find_model(parsed->model);
   x.prompt_tokens_est = estimate_prompt_tokens(ctx, *x.model_config, *parsed);
-  // admit: reserve the estimate (prompt + the most it may generate) at every budget
+  // admit: reserve the estimate (prompt + the most it may generate) at every
+  // limit on the request's path, then at every budget
+  const std::uint64_t out = parsed->max_output_tokens.value_or(kDefaultOutputEstimate);
+  const PriceConfig& pr = x.model_config->price;
+  const meter::Spend est{meter::cost_micros({pr.input_per_1m, pr.output_per_1m, pr.cached_input_per_1m},
+                                            x.prompt_tokens_est, out, 0),
+                         static_cast<std::int64_t>(x.prompt_tokens_est + out)};
+  {
+    limits::Ask ask;
+    ask.org = x.principal->org;
+    ask.tenant = x.principal->tenant;
+    ask.user = x.user;
+    ask.key = x.principal->key_id;
+    ask.model = x.model;
+    ask.deployment = x.deployment;
+    ask.run_id = x.run_id;
+    ask.parent_id = x.parent_id;
+    ask.request_id = x.request_id;
+    ask.tokens = est.tokens;
+    ask.cost_micros = est.micros;
+    auto admitted = ctx.limits.admit(ask, limits_now());
+    if (!admitted) {
+      ApiError e = admitted.error();
+      ctx.metrics.record_limit_rejection(x.principal->tenant, e.code);
+      if (e.retry_after_s > 0) e.retry_after_s += retry_jitter_s(e.retry_after_s);
+      return e;
+    }
+    x.admission = std::move(*admitted);
+    x.rate_headers = limits::rate_limit_headers(x.admission.quota());
+  }
   if (ctx.budgets.size()) {
-    const std::uint64_t out = parsed->max_output_tokens.value_or(kDefaultOutputEstimate);
-    const PriceConfig& pr = x.model_config->price;
-    meter::Spend est{meter::cost_micros({pr.input_per_1m, pr.output_per_1m, pr.cached_input_per_1m},
-                                        x.prompt_tokens_est, out, 0),
-                     static_cast<std::int64_t>(x.prompt_tokens_est + out)};
     auto hold = ctx.budgets.reserve({x.principal->tenant, x.user, x.principal->key_id, x.feature}, est,
                                     std::chrono::system_clock::now());
     if (!hold) {
@@ -309,22 +356,67 @@ ApiError method_not_allowed(const std::string& method, const std::string& path, 
                   fmt::format("{} is not allowed on {}; use {}.", method, path, allow), allow};
 }
 
-// GET /admin/usage?group_by=tenant,user&from=&to=&granularity=hour|day&tenant=
-// with the admin key; JSON, or CSV for Accept: text/csv. The SQLite query
-// runs on the admin thread, never on a worker.
-net::awaitable<void> serve_admin_usage(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
-  x.endpoint = "admin.usage";
-  std::optional<ApiError> err;
+// The admin API's authentication: the admin key, never a tenant key.
+std::optional<ApiError> check_admin_key(const WorkerContext& ctx, const Request& req) {
   std::string_view auth = req[http::field::authorization];
   constexpr std::string_view kBearer = "Bearer ";
   std::string key = auth.size() > kBearer.size() ? std::string(auth.substr(kBearer.size())) : std::string();
   const Sha256 h = identity::sha256(key);
   bool admin = false;
   for (const auto& k : ctx.config.admin_keys) admin = admin || k == h;
-  if (key.empty()) err = authentication_error("The admin API needs the admin key as 'Authorization: Bearer <key>'.", "missing_api_key");
-  else if (!admin && ctx.keys.authenticate(auth, "").ok())
-    err = permission_error("This is a tenant key; the admin API needs an admin key (admin.key_sha256).", "admin_key_required");
-  else if (!admin) err = authentication_error("Incorrect admin key.");
+  if (key.empty()) return authentication_error("The admin API needs the admin key as 'Authorization: Bearer <key>'.", "missing_api_key");
+  if (!admin && ctx.keys.authenticate(auth, "").ok())
+    return permission_error("This is a tenant key; the admin API needs an admin key (admin.key_sha256).", "admin_key_required");
+  if (!admin) return authentication_error("Incorrect admin key.");
+  return std::nullopt;
+}
+
+// The body of PUT /admin/limits/{scope}: the fields of a `limits:` block,
+// each a number (the cap) or {"rate": R, "ceil": C}; absent fields are none.
+Expected<ScopeLimits> parse_scope_limits(std::string_view body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object())
+    return invalid_request("The body must be a JSON object like {\"requests_per_min\": 120, \"tokens_per_min\": "
+                           "{\"rate\": 20000, \"ceil\": 60000}, \"concurrency\": 8}.", {}, "invalid_json");
+  ScopeLimits l;
+  constexpr std::int64_t kMax = 1'000'000'000;
+  auto number = [&](const json::value& n, const std::string& field, std::int64_t& out) -> std::optional<ApiError> {
+    if (n.is_int64() && n.as_int64() >= 1 && n.as_int64() <= kMax) { out = n.as_int64(); return std::nullopt; }
+    if (n.is_uint64() && n.as_uint64() >= 1 && n.as_uint64() <= kMax) { out = static_cast<std::int64_t>(n.as_uint64()); return std::nullopt; }
+    return invalid_request(fmt::format("'{}' must be an integer from 1 to {}.", field, kMax), field, "invalid_value");
+  };
+  for (const auto& [k, val] : v.as_object()) {
+    const std::string key(k);
+    if (key == "concurrency") {
+      if (auto e = number(val, key, l.concurrency)) return *e;
+      continue;
+    }
+    RateLimit* r = key == "requests_per_min" ? &l.requests_per_min : key == "tokens_per_min" ? &l.tokens_per_min : nullptr;
+    if (!r) return invalid_request(fmt::format("Unknown field '{}' (requests_per_min, tokens_per_min, concurrency).", key), key, "unknown_parameter");
+    if (val.is_object()) {
+      for (const auto& [rk, rv] : val.as_object()) {
+        const std::string f = key + "." + std::string(rk);
+        if (rk == "rate") { if (auto e = number(rv, f, r->rate)) return *e; }
+        else if (rk == "ceil") { if (auto e = number(rv, f, r->ceil)) return *e; }
+        else return invalid_request(fmt::format("Unknown field '{}' (rate, ceil).", f), f, "unknown_parameter");
+      }
+      if (r->rate && r->ceil && r->rate > r->ceil)
+        return invalid_request(fmt::format("'{}.rate' ({}) is above its ceil ({}).", key, r->rate, r->ceil), key + ".rate", "invalid_value");
+      if (!r->ceil) r->ceil = r->rate;
+    } else if (auto e = number(val, key, r->ceil)) {
+      return *e;
+    }
+  }
+  return l;
+}
+
+// GET /admin/usage?group_by=tenant,user&from=&to=&granularity=hour|day&tenant=
+// with the admin key; JSON, or CSV for Accept: text/csv. The SQLite query
+// runs on the admin thread, never on a worker.
+net::awaitable<void> serve_admin_usage(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
+  x.endpoint = "admin.usage";
+  std::optional<ApiError> err = check_admin_key(ctx, req);
   meter::UsageQuery q;
   if (!err) {
     auto target = boost::urls::parse_origin_form(req.target());
@@ -427,6 +519,27 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* deferre
     if (auto e = get_only()) return {0, {}, {}, e};
     return answer_models(ctx, req, x, p.size() > 11 ? p.substr(11) : std::string());
   }
+  if (p.starts_with("/admin/limits/")) {
+    if (m != http::verb::get && m != http::verb::put) return {0, {}, {}, method_not_allowed(x.method, p, "GET, PUT")};
+    x.endpoint = "admin.limits";
+    if (auto e = check_admin_key(ctx, req)) return {0, {}, {}, *e};
+    auto decoded = boost::urls::parse_path(p.substr(std::string_view("/admin/limits/").size()));
+    std::string scope;
+    if (decoded)
+      for (auto seg : *decoded) scope += (scope.empty() ? "" : "/") + seg.decode();
+    const limits::Micros now = limits_now();
+    Expected<std::string> r = std::string();
+    if (m == http::verb::get) {
+      r = ctx.limits.report(scope, now);
+    } else {
+      auto l = parse_scope_limits(req.body());
+      if (!l) return {0, {}, {}, l.error()};
+      r = ctx.limits.set_limits(scope, *l, now);
+      if (r) spdlog::info("admin: limits of {} set to {}", scope, req.body());
+    }
+    if (!r) return {0, {}, {}, r.error()};
+    return {200, std::move(*r)};
+  }
   if (p == "/admin/usage") {
     if (auto e = get_only()) return {0, {}, {}, e};
     *deferred = true;
@@ -513,8 +626,10 @@ void settle(WorkerContext& ctx, Exchange& x) {
   if (x.ttft) ctx.metrics.record_ttft(tenant, x.model, std::chrono::duration<double>(*x.ttft).count());
   if (x.usage) ctx.metrics.record_tokens(tenant, x.model, x.usage->prompt_tokens, x.usage->completion_tokens);
   ctx.access_log.write(x);
-  if (!x.principal || (!ctx.ledger && !x.budget_hold)) return;
+  if (!x.principal || (!ctx.ledger && !x.budget_hold && !x.admission.held())) return;
   meter::LedgerRow row = ledger_row(ctx, x);
+  x.admission.settle(static_cast<std::int64_t>(row.prompt_tokens + row.completion_tokens), row.cost_micros,
+                     limits_now());
   if (x.budget_hold) {
     auto alerts = ctx.budgets.settle(*x.budget_hold,
                                      {row.cost_micros, static_cast<std::int64_t>(row.prompt_tokens + row.completion_tokens)},

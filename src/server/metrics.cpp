@@ -64,6 +64,12 @@ void Metrics::record_upstream_error(const std::string& deployment, const std::st
   ++slot(upstream_errors_, d, c);
 }
 
+void Metrics::record_limit_rejection(const std::string& tenant, const std::string& code) {
+  std::string_view t = tenant, c = code;
+  std::lock_guard lock(mu_);
+  ++slot(limit_rejections_, t, c);
+}
+
 std::string Metrics::render(const std::string& extra) const {
   std::string out;
   auto scalar = [&](const char* name, const char* help, const char* type, std::int64_t v) {
@@ -104,6 +110,11 @@ std::string Metrics::render(const std::string& extra) const {
          "# TYPE tg_upstream_errors_total counter\n";
   for (const auto& [k, v] : upstream_errors_)
     out += fmt::format("tg_upstream_errors_total{{deployment=\"{}\",code=\"{}\"}} {}\n", esc(std::get<0>(k)),
+                       esc(std::get<1>(k)), v);
+  out += "# HELP tg_limit_rejections_total Requests refused by a limit (rate, concurrency, fair share, run), by "
+         "tenant and error code\n# TYPE tg_limit_rejections_total counter\n";
+  for (const auto& [k, v] : limit_rejections_)
+    out += fmt::format("tg_limit_rejections_total{{tenant=\"{}\",code=\"{}\"}} {}\n", esc(std::get<0>(k)),
                        esc(std::get<1>(k)), v);
   out += extra;
   return out;

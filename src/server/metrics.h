@@ -45,6 +45,7 @@ class Metrics {
   void record_tokens(const std::string& tenant, const std::string& model, std::uint64_t prompt,
                      std::uint64_t completion);
   void record_upstream_error(const std::string& deployment, const std::string& code);
+  void record_limit_rejection(const std::string& tenant, const std::string& code);
 
   // `extra` is appended verbatim (other components' metric text).
   std::string render(const std::string& extra = {}) const;
@@ -72,6 +73,7 @@ class Metrics {
   Family<Key2, Histogram> ttft_;
   Family<Key3, std::uint64_t> tokens_;
   Family<Key2, std::uint64_t> upstream_errors_;
+  Family<Key2, std::uint64_t> limit_rejections_;
 };
 
 }  // namespace tg::server

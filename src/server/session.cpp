@@ -236,6 +236,7 @@ net::awaitable<void> Session::send(Exchange& x, int status, std::string_view con
   head += "\r\nContent-Length: ";
   head.append(num, std::to_chars(num, num + sizeof num, body.size()).ptr);
   head += keep_alive_ ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n";
+  head += x.rate_headers;
   head += extra_headers;
   head += "\r\n";
   x.status = status;
@@ -261,6 +262,7 @@ net::awaitable<void> Session::send_error(Exchange& x, const ApiError& e) {
   std::string extra;
   if (e.retry_after_s >= 0) extra += fmt::format("Retry-After: {}\r\n", e.retry_after_s);
   if (e.status == 405) extra += fmt::format("Allow: {}\r\n", e.param);
+  extra += e.headers;
   const std::string body = api::error_body(e);
   x.error_code = e.code;
   co_await send(x, e.status, "application/json", body, extra);
@@ -270,8 +272,8 @@ net::awaitable<void> Session::begin_stream(Exchange& x) {
   keep_alive_ = keep_alive_ && !ctx_.draining.load();
   std::string head = fmt::format(
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
-      "x-request-id: {}\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n\r\n",
-      x.request_id, keep_alive_ ? "keep-alive" : "close");
+      "x-request-id: {}\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n{}\r\n",
+      x.request_id, keep_alive_ ? "keep-alive" : "close", x.rate_headers);
   x.status = 200;
   co_await write_raw(head);
 }

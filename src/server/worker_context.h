@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "identity/keyring.h"
+#include "limits/limit_store.h"
 #include "io/deadlines.h"
 #include "meter/budget.h"
 #include "meter/ledger.h"
@@ -30,6 +31,7 @@ struct WorkerContext {
   meter::BudgetBook& budgets;
   boost::asio::any_io_executor admin_executor;  // slow admin queries run here, off the worker
   Webhook& webhook;
+  limits::LimitStore& limits;  // process-wide, thread-safe
 };
 
 }  // namespace tg::server
