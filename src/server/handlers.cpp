@@ -523,7 +523,8 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* deferre
     if (m != http::verb::get && m != http::verb::put) return {0, {}, {}, method_not_allowed(x.method, p, "GET, PUT")};
     x.endpoint = "admin.limits";
     if (auto e = check_admin_key(ctx, req)) return {0, {}, {}, *e};
-    auto decoded = boost::urls::parse_path(p.substr(std::string_view("/admin/limits/").size()));
+    const std::string_view rest = std::string_view(p).substr(std::string_view("/admin/limits/").size());
+    auto decoded = boost::urls::parse_path(rest);  // views `rest`
     std::string scope;
     if (decoded)
       for (auto seg : *decoded) scope += (scope.empty() ? "" : "/") + seg.decode();

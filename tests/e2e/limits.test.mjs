@@ -1,0 +1,238 @@
+// Hierarchical limits over the real binary: every 429 code with its headers,
+// agent run trees, the admin limits API, SIGHUP reload, and no leaked
+// reservation after thousands of aborted streams.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { startGateway, tempDir, waitFor, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
+
+const ADMIN_HASH = '1e7bfaad4c408265b2a507a1546cd61fd91463c3a7e357fdf3f280720b747ab7';  // tg-admin-demo
+const admin = { authorization: 'Bearer tg-admin-demo' };
+
+// acme (alice, bob via the service key) and globex, with limits small enough to hit.
+function config({ tenantLimits = '', userLimits = '', runs = '', decodeMs = 1 } = {}) {
+  return `
+server: { access_log: "off" }
+metering: { ledger_sqlite: "off" }
+admin: { key_sha256: [${ADMIN_HASH}] }
+limits:
+  fair_share: { burst_s: 10, active_window_s: 60 }
+  runs: { ${runs} }
+orgs: [{ id: demo }]
+models:
+  - alias: chat
+    deployments: [{ id: chat-sim, provider: sim, sim: { decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
+${ACME_TENANT_YAML}      - { id: acme-service, sha256: 005e0af9d236348df20df9e54704c3fd304eef82c0abda9fafebca817236f2f3 }
+    limits: { ${tenantLimits} }
+    user_limits: { ${userLimits} }
+  - id: globex
+    org: demo
+    users: [carol]
+    keys:
+      - { id: globex-carol, user: carol, sha256: c4c746af8a9f76e72d9f32cda358105d59855e7da7b6526ba74e5905d386c0ef }
+`;
+}
+
+function chat(base, key, { headers = {}, maxTokens = 4, stream = false, signal } = {}) {
+  return fetch(`${base}/v1/chat/completions`, {
+    method: 'POST', signal,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: maxTokens, stream }),
+  });
+}
+
+async function expectError(res, status, code) {
+  const body = await res.json();
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.equal(body.error.code, code, JSON.stringify(body));
+  return body.error;
+}
+
+describe('limits', () => {
+  it('refuses past a user requests-per-minute limit with Retry-After and rate-limit headers', async () => {
+    const gw = await startGateway({ yaml: config({ userLimits: 'requests_per_min: 3' }) });
+    const ok = await chat(gw.base, DEMO_KEYS.alice);
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get('x-ratelimit-limit-requests'), '3');
+    assert.equal(ok.headers.get('x-ratelimit-remaining-requests'), '2');
+    assert.match(ok.headers.get('x-ratelimit-reset-requests'), /^\d+(\.\d+)?m?s$/);
+    assert.equal(ok.headers.get('ratelimit-policy'), '"requests";q=3;w=60');
+    assert.match(ok.headers.get('ratelimit'), /^"requests";r=2;t=\d+$/);
+    await ok.text();
+    for (let i = 0; i < 2; i++) assert.equal((await chat(gw.base, DEMO_KEYS.alice).then(async (r) => { await r.text(); return r; })).status, 200);
+    const res = await chat(gw.base, DEMO_KEYS.alice);
+    const retry = Number(res.headers.get('retry-after'));
+    assert.ok(retry >= 20 && retry <= 22, `Retry-After ${retry}: 20 s for the next token, plus up to 2 s of jitter`);
+    assert.equal(res.headers.get('x-ratelimit-remaining-requests'), '0');
+    assert.equal(res.headers.get('x-ratelimit-limit-requests'), '3');
+    const e = await expectError(res, 429, 'user_rpm_exhausted');
+    assert.equal(e.type, 'rate_limit_error');
+    assert.match(e.message, /^user 'acme\/alice' requests-per-minute limit \(3\) exhausted; retry after 2\ds\.$/);
+    // The official SDK surfaces it as a RateLimitError with the same body.
+    const client = new OpenAI({ baseURL: `${gw.base}/v1`, apiKey: DEMO_KEYS.alice, maxRetries: 0 });
+    await assert.rejects(client.chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }] }),
+      (err) => err.status === 429 && err.code === 'user_rpm_exhausted');
+    // Another tenant is untouched.
+    assert.equal((await chat(gw.base, DEMO_KEYS.carol)).status, 200);
+    await gw.stop();
+  });
+
+  it('names the tenant when its tokens-per-minute limit is exhausted, and refuses requests that can never fit', async () => {
+    const gw = await startGateway({ yaml: config({ tenantLimits: 'tokens_per_min: 120000' }) });
+    // Each request reserves prompt + max_tokens: 40,000 output tokens three times fills 120,000.
+    const held = [];
+    for (let i = 0; i < 2; i++) {
+      const ctl = new AbortController();
+      const r = await chat(gw.base, DEMO_KEYS.alice, { maxTokens: 50000, stream: true, signal: ctl.signal });
+      assert.equal(r.status, 200);
+      held.push(ctl);
+    }
+    const e = await expectError(await chat(gw.base, DEMO_KEYS.alice, { maxTokens: 50000 }), 429, 'tenant_tpm_exhausted');
+    assert.match(e.message, /^tenant 'acme' tokens-per-minute limit \(120000\) exhausted; retry after \d+s\.$/);
+    const tooBig = await expectError(await chat(gw.base, DEMO_KEYS.alice, { maxTokens: 200000 }), 400, 'tokens_exceed_limit');
+    assert.equal(tooBig.param, 'max_tokens');
+    for (const c of held) c.abort();
+    await gw.stop();
+  });
+
+  it('caps concurrency and frees the slot when a stream ends or is cancelled', async () => {
+    const gw = await startGateway({ yaml: config({ tenantLimits: 'concurrency: 2', decodeMs: 20 }) });
+    const a = new AbortController(), b = new AbortController();
+    const ra = await chat(gw.base, DEMO_KEYS.alice, { stream: true, maxTokens: 500, signal: a.signal });
+    const rb = await chat(gw.base, DEMO_KEYS.alice, { stream: true, maxTokens: 500, signal: b.signal });
+    assert.equal(ra.status, 200);
+    assert.equal(rb.status, 200);
+    const e = await expectError(await chat(gw.base, DEMO_KEYS.alice), 429, 'tenant_concurrency_exhausted');
+    assert.match(e.message, /tenant 'acme' concurrency limit \(2 requests in flight\) reached/);
+    a.abort();
+    await waitFor(async () => (await (await fetch(`${gw.base}/admin/limits/tenant:acme`, { headers: admin })).json()).in_flight === 1);
+    const again = await chat(gw.base, DEMO_KEYS.alice);
+    assert.equal(again.status, 200);
+    await again.text();
+    b.abort();
+    await gw.stop();
+  });
+
+  it('keeps a fair share for each active user inside the tenant', async () => {
+    const gw = await startGateway({ yaml: config({ tenantLimits: 'requests_per_min: 20', userLimits: 'requests_per_min: 20' }) });
+    const bob = (h = {}) => chat(gw.base, DEMO_KEYS.acmeService, { headers: { 'X-TG-User': 'bob', ...h } });
+    assert.equal((await bob().then(async (r) => { await r.text(); return r; })).status, 200);  // bob is active
+    let ok = 0, e;
+    for (let i = 0; i < 25; i++) {
+      const r = await chat(gw.base, DEMO_KEYS.alice);
+      if (r.status === 200) { ok++; await r.text(); } else { e = await r.json(); break; }
+    }
+    assert.equal(e.error.code, 'user_fair_share_exceeded', JSON.stringify(e));
+    assert.match(e.error.message, /tenant 'acme' requests-per-minute limit \(20\) is shared by 2 active users; user 'acme\/alice' is over its fair share \(10 per minute\)/);
+    assert.ok(ok >= 10 && ok < 19, `alice got ${ok}: her share and what bob's burst reserve leaves`);
+    const r = await bob();
+    assert.equal(r.status, 200, 'bob still gets his share');
+    await gw.stop();
+  });
+
+  it('enforces agent run trees: depth, fan-out, concurrency, budget, ownership', async () => {
+    const gw = await startGateway({ yaml: config({ runs: 'max_depth: 1, max_fanout: 2, max_tokens: 200' }) });
+    const call = (run, parent, key = DEMO_KEYS.alice, maxTokens = 4) =>
+      chat(gw.base, key, { maxTokens, headers: { 'X-TG-Run': run, ...(parent ? { 'X-TG-Parent': parent } : {}) } });
+    const root = await call('run-a');
+    assert.equal(root.status, 200);
+    await root.text();
+    const rootId = root.headers.get('x-request-id');
+    const kids = [];
+    for (let i = 0; i < 2; i++) {
+      const k = await call('run-a', rootId);
+      assert.equal(k.status, 200);
+      await k.text();
+      kids.push(k.headers.get('x-request-id'));
+    }
+    const fan = await expectError(await call('run-a', rootId), 429, 'run_fanout_exceeded');
+    assert.match(fan.message, new RegExp(`request '${rootId}' already spawned 2 calls`));
+    await expectError(await call('run-a', kids[0]), 429, 'run_depth_exceeded');
+    const unknown = await expectError(await call('run-a', 'req_nope'), 400, 'unknown_parent');
+    assert.equal(unknown.param, 'X-TG-Parent');
+    await expectError(await chat(gw.base, DEMO_KEYS.alice, { headers: { 'X-TG-Parent': rootId } }), 400, 'parent_without_run');
+    await expectError(await call('run-a', null, DEMO_KEYS.carol), 403, 'run_forbidden');
+    // 200 tokens per run: prompt (~8) + 190 output is over what is left.
+    await expectError(await call('run-a', null, DEMO_KEYS.alice, 190), 429, 'run_budget_exhausted');
+    const rep = await (await fetch(`${gw.base}/admin/limits/run:run-a`, { headers: admin })).json();
+    assert.equal(rep.calls, 3);
+    assert.equal(rep.in_flight, 0);
+    assert.equal(rep.tokens_reserved, 0);
+    assert.equal(rep.max_depth_seen, 1);
+    assert.equal(rep.tenant, 'acme');
+    await gw.stop();
+  });
+
+  it('refuses run concurrency past its limit', async () => {
+    const gw = await startGateway({ yaml: config({ runs: 'max_concurrency: 1', decodeMs: 20 }) });
+    const ctl = new AbortController();
+    const first = await chat(gw.base, DEMO_KEYS.alice, { stream: true, maxTokens: 500, signal: ctl.signal, headers: { 'X-TG-Run': 'r1' } });
+    assert.equal(first.status, 200);
+    await expectError(await chat(gw.base, DEMO_KEYS.alice, { headers: { 'X-TG-Run': 'r1' } }), 429, 'run_concurrency_exceeded');
+    ctl.abort();
+    await gw.stop();
+  });
+
+  it('shows and changes limits through the admin API, and reloads them on SIGHUP', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'tenantgate.yaml');
+    writeFileSync(file, config({ userLimits: 'requests_per_min: 100' }));
+    const gw = await startGateway({ args: ['--config', file] });
+    assert.equal((await fetch(`${gw.base}/admin/limits/tenant:acme`)).status, 401);
+    assert.equal((await fetch(`${gw.base}/admin/limits/tenant:acme`, { headers: { authorization: `Bearer ${DEMO_KEYS.alice}` } })).status, 403);
+    assert.equal((await fetch(`${gw.base}/admin/limits/planet:mars`, { headers: admin })).status, 404);
+    await (await chat(gw.base, DEMO_KEYS.alice)).text();
+    const u = await (await fetch(`${gw.base}/admin/limits/user:acme%2Falice`, { headers: admin })).json();
+    assert.equal(u.limits.requests_per_min.ceil, 100);
+    assert.equal(u.requests_remaining, 99);
+    assert.equal(u.requests_total, 1);
+    const put = await fetch(`${gw.base}/admin/limits/user:acme/alice`, { method: 'PUT', headers: admin, body: JSON.stringify({ requests_per_min: 1 }) });
+    assert.equal(put.status, 200);
+    await expectError(await chat(gw.base, DEMO_KEYS.alice), 429, 'user_rpm_exhausted');
+    const bad = await fetch(`${gw.base}/admin/limits/user:acme/alice`, { method: 'PUT', headers: admin, body: JSON.stringify({ requests_per_min: { rate: 5, ceil: 2 } }) });
+    assert.equal((await expectError(bad, 400, 'invalid_value')).param, 'requests_per_min.rate');
+    const typo = await fetch(`${gw.base}/admin/limits/user:acme/alice`, { method: 'PUT', headers: admin, body: JSON.stringify({ request_per_min: 5 }) });
+    assert.equal((await expectError(typo, 400, 'unknown_parameter')).param, 'request_per_min');
+    // SIGHUP: the file says 100 again; the one request used still counts.
+    gw.child.kill('SIGHUP');
+    await waitFor(() => /limits reloaded/.test(gw.stderr), 5000, 'reload log line');
+    const after = await (await fetch(`${gw.base}/admin/limits/user:acme/alice`, { headers: admin })).json();
+    assert.equal(after.limits.requests_per_min.ceil, 100);
+    assert.equal(after.requests_remaining, 99);
+    // An invalid file is reported and changes nothing.
+    writeFileSync(file, 'limits: { global: { requests_per_min: -1 } }\n');
+    gw.child.kill('SIGHUP');
+    await waitFor(() => /SIGHUP: the config is invalid/.test(gw.stderr), 5000, 'invalid reload log line');
+    assert.equal((await chat(gw.base, DEMO_KEYS.alice)).status, 200);
+    await gw.stop();
+  });
+
+  it('leaves every counter at zero after thousands of aborted streams', async () => {
+    const gw = await startGateway({ yaml: config({ tenantLimits: 'concurrency: 64, tokens_per_min: 100000000', decodeMs: 5, runs: 'max_concurrency: 1000' }) });
+    let aborted = 0;
+    const worker = async (w) => {
+      for (let i = 0; i < 50; i++) {
+        const ctl = new AbortController();
+        try {
+          const r = await chat(gw.base, DEMO_KEYS.alice, { stream: true, maxTokens: 200, signal: ctl.signal, headers: { 'X-TG-Run': `storm-${w % 4}` } });
+          assert.equal(r.status, 200);
+          const reader = r.body.getReader();
+          await reader.read();  // the first chunk, then hang up
+          ctl.abort();
+          aborted++;
+        } catch (e) { if (e.name !== 'AbortError') throw e; }
+      }
+    };
+    await Promise.all(Array.from({ length: 40 }, (_, w) => worker(w)));
+    assert.equal(aborted, 2000);
+    for (const scope of ['global', 'org:demo', 'tenant:acme', 'user:acme/alice', 'key:acme-alice', 'model:chat', 'deployment:chat-sim', 'run:storm-0']) {
+      await waitFor(async () => {
+        const j = await (await fetch(`${gw.base}/admin/limits/${scope}`, { headers: admin })).json();
+        return j.in_flight === 0 && (j.reserved_tokens ?? j.tokens_reserved) === 0;
+      }, 5000, `${scope} back to zero`);
+    }
+    await gw.stop();
+  });
+});
