@@ -70,6 +70,7 @@ struct LimitsConfig {
   // A scope within its fair share may always use it: borrowers above their
   // share must leave each competing sibling `fair_burst_s` seconds of its
   // share in the parent's bucket.
+  bool fair_share = true;  // false: parents are plain buckets (the single-bucket behaviour of other gateways)
   std::int64_t fair_burst_s = 10;
   std::int64_t active_window_s = 60;  // a child counts as active this long after its last request
 };

@@ -410,6 +410,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     load_limits(lf, "global", c.limits.global, p);
     load_run_limits(lf, "runs", c.limits.runs, p);
     Fields ff(lf.get("fair_share"), lf.sub("fair_share"), p);
+    ff.boolean("enabled", c.limits.fair_share);
     ff.number("burst_s", c.limits.fair_burst_s, 1, 3600);
     ff.number("active_window_s", c.limits.active_window_s, 1, 86400);
     ff.done();

@@ -102,6 +102,7 @@ struct Node {
   std::int64_t inflight = 0, reserved_tokens = 0;
   std::int64_t requests_total = 0, tokens_total = 0;
   Micros last_seen = 0;
+  Micros active_touch = 0;        // when last moved to the back of its parent's active list
   Node* active_parent = nullptr;  // set while in that parent's active list
   std::list<Node*>::iterator active_it;
   std::list<Node*> active_children;  // oldest activity first
@@ -122,7 +123,16 @@ struct Run {
   std::int64_t tokens_used = 0, tokens_reserved = 0, cost_used = 0, cost_reserved = 0;
   std::int64_t inflight = 0, calls_total = 0, max_depth_seen = 0;
   Bucket calls_bucket;
-  std::unordered_map<std::string, Call> calls;  // request id → its place in the tree
+  // Hash of the request id → its place in the tree (64-bit: no allocation per call).
+  std::unordered_map<std::uint64_t, Call> calls;
+};
+
+// The nodes of one distinct request path, cached by the store.
+struct Path {
+  Node* chain[5] = {};  // global, org, tenant, user, key (those present)
+  int depth = 0;
+  Node* flat[2] = {};   // model, deployment
+  int nflat = 0;
 };
 
 // What one admitted request reserved.
@@ -163,20 +173,24 @@ class InProcessLimitStore final : public LimitStore {
     last_now_ = std::max(last_now_, now);
     if (now - last_sweep_ > 10'000'000) sweep(now);
 
-    Node* chain[5];
-    int depth = 0;
-    chain[depth++] = node(Kind::kGlobal, "", now);
-    if (!ask.org.empty()) chain[depth++] = node(Kind::kOrg, ask.org, now);
-    chain[depth++] = node(Kind::kTenant, ask.tenant, now);
-    if (!ask.user.empty()) {
-      buf_.assign(ask.tenant).append("/").append(ask.user);
-      chain[depth++] = node(Kind::kUser, buf_, now);
+    // The path's nodes, resolved once per distinct path and cached.
+    path_key_.assign(ask.org).append(1, '\0').append(ask.tenant).append(1, '\0').append(ask.user).append(1, '\0')
+        .append(ask.key).append(1, '\0').append(ask.model).append(1, '\0').append(ask.deployment);
+    auto pit = paths_.find(path_key_);
+    if (pit == paths_.end()) pit = paths_.emplace(path_key_, resolve_path(ask, now)).first;
+    const Path& path = pit->second;
+    Node* const* chain = path.chain;
+    const int depth = path.depth;
+    Node* const* flat = path.flat;
+    const int nflat = path.nflat;
+    for (int i = 0; i < depth; ++i) {
+      resolve(*chain[i]);
+      chain[i]->last_seen = now;
     }
-    if (!ask.key.empty()) chain[depth++] = node(Kind::kKey, ask.key, now);
-    Node* flat[2];
-    int nflat = 0;
-    if (!ask.model.empty()) flat[nflat++] = node(Kind::kModel, ask.model, now);
-    if (!ask.deployment.empty()) flat[nflat++] = node(Kind::kDeployment, ask.deployment, now);
+    for (int i = 0; i < nflat; ++i) {
+      resolve(*flat[i]);
+      flat[i]->last_seen = now;
+    }
 
     // Children count as active from their first request, refused or not.
     const int tree_edges = depth - (ask.key.empty() ? 1 : 2);  // key has no fair share below its user
@@ -218,7 +232,7 @@ class InProcessLimitStore final : public LimitStore {
     // 2. fair share: above its share, a child borrows only what leaves its
     // active siblings their burst in the parent's bucket.
     bool share_charged[5][2] = {};
-    for (int i = tree_edges - 1; i >= 0; --i) {
+    for (int i = fair_share_ ? tree_edges - 1 : -1; i >= 0; --i) {
       Node& p = *chain[i];
       Node& c = *chain[i + 1];
       for (int d = 0; d < 2; ++d) {
@@ -255,7 +269,7 @@ class InProcessLimitStore final : public LimitStore {
                         "X-TG-Run"};
       if (!ask.parent_id.empty()) {
         if (it != runs_.end()) {
-          auto c = it->second.calls.find(std::string(ask.parent_id));
+          auto c = it->second.calls.find(std::hash<std::string_view>{}(ask.parent_id));
           if (c != it->second.calls.end()) parent_call = &c->second;
         }
         if (!parent_call)
@@ -327,6 +341,7 @@ class InProcessLimitStore final : public LimitStore {
     h->tokens = cost[1];
     h->cost = ask.cost_micros;
     Quota q;
+    const Node* tightest[2] = {nullptr, nullptr};
     for (int i = 0; i < n; ++i) {
       Node& s = *order[i];
       h->nodes[h->n++] = &s;
@@ -342,10 +357,12 @@ class InProcessLimitStore final : public LimitStore {
           hr.limit = r.ceil;
           hr.remaining = rem;
           hr.reset_us = s.hard[d].wait_for(r.ceil * kScale, r.ceil);
-          hr.scope = s.name;
+          tightest[d] = &s;
         }
       }
     }
+    if (tightest[0]) q.requests.scope = tightest[0]->name;
+    if (tightest[1]) q.tokens.scope = tightest[1]->name;
     for (int i = 1; i < depth; ++i) {
       if (!share_charged[i][0] && !share_charged[i][1]) continue;
       Node& c = *chain[i];
@@ -355,7 +372,7 @@ class InProcessLimitStore final : public LimitStore {
     }
     if (run) {
       if (parent_call) ++parent_call->children;
-      run->calls.emplace(std::string(ask.request_id), Call{call_depth, 0});
+      run->calls.emplace(std::hash<std::string_view>{}(ask.request_id), Call{call_depth, 0});
       run->max_depth_seen = std::max<std::int64_t>(run->max_depth_seen, call_depth);
       ++run->inflight;
       ++run->calls_total;
@@ -499,6 +516,7 @@ class InProcessLimitStore final : public LimitStore {
       for (const auto& d : m.deployments) policy_["deployment:" + d.id] = d.limits;
     }
     run_default_ = c.limits.runs;
+    fair_share_ = c.limits.fair_share;
     burst_us_ = c.limits.fair_burst_s * 1'000'000;
     window_us_ = c.limits.active_window_s * 1'000'000;
     ++gen_;
@@ -544,10 +562,25 @@ class InProcessLimitStore final : public LimitStore {
     return s;
   }
 
+  Path resolve_path(const Ask& ask, Micros now) {
+    Path p;
+    p.chain[p.depth++] = node(Kind::kGlobal, "", now);
+    if (!ask.org.empty()) p.chain[p.depth++] = node(Kind::kOrg, ask.org, now);
+    p.chain[p.depth++] = node(Kind::kTenant, ask.tenant, now);
+    if (!ask.user.empty()) {
+      buf_.assign(ask.tenant).append("/").append(ask.user);
+      p.chain[p.depth++] = node(Kind::kUser, buf_, now);
+    }
+    if (!ask.key.empty()) p.chain[p.depth++] = node(Kind::kKey, ask.key, now);
+    if (!ask.model.empty()) p.flat[p.nflat++] = node(Kind::kModel, ask.model, now);
+    if (!ask.deployment.empty()) p.flat[p.nflat++] = node(Kind::kDeployment, ask.deployment, now);
+    return p;
+  }
+
   void expire(Node& p, Micros now) {
     while (!p.active_children.empty()) {
       Node* c = p.active_children.front();
-      if (c->last_seen + window_us_ > now) break;
+      if (c->active_touch + window_us_ + window_us_ / 16 > now) break;
       p.active_children.pop_front();
       c->active_parent = nullptr;
     }
@@ -556,8 +589,12 @@ class InProcessLimitStore final : public LimitStore {
   void activate(Node* p, Node* c, Micros now) {
     expire(*p, now);
     if (c->active_parent == p) {
+      // Kept roughly in activity order: moved back at most every 1/16 window.
+      if (now - c->active_touch < window_us_ / 16) return;
       p->active_children.splice(p->active_children.end(), p->active_children, c->active_it);
+      c->active_touch = now;
     } else {
+      c->active_touch = now;
       if (c->active_parent) c->active_parent->active_children.erase(c->active_it);
       c->active_it = p->active_children.insert(p->active_children.end(), c);
       c->active_parent = p;
@@ -568,6 +605,7 @@ class InProcessLimitStore final : public LimitStore {
   // ids are unbounded). A forgotten scope comes back full, which it would be.
   void sweep(Micros now) {
     last_sweep_ = now;
+    paths_.clear();  // they point at nodes that may go now
     for (auto& [name, n] : nodes_) expire(*n, now);
     for (auto it = nodes_.begin(); it != nodes_.end();) {
       Node& s = *it->second;
@@ -586,12 +624,15 @@ class InProcessLimitStore final : public LimitStore {
   static inline const ScopeLimits kNone{};
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;
+  std::unordered_map<std::string, Path> paths_;
+  std::string path_key_;
   std::unordered_map<std::string, Run> runs_;
   std::unordered_map<std::string, ScopeLimits> policy_;
   std::unordered_map<std::string, ScopeLimits> user_defaults_;  // tenant → its users' limits
   std::unordered_map<std::string, RunLimits> run_policy_;        // tenant → its runs' limits
   RunLimits run_default_;
   std::uint64_t gen_ = 0;
+  bool fair_share_ = true;
   std::int64_t burst_us_ = 10'000'000, window_us_ = 60'000'000;
   Micros last_now_ = 0, last_sweep_ = 0;
   std::string name_, buf_;
