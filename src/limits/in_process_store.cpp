@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 
 #include "limits/limit_store.h"
+#include "limits/policy.h"
+#include "limits/refusals.h"
 
 namespace tg::limits {
 
@@ -84,11 +86,6 @@ const char* kind_name(Kind k) {
   return "?";
 }
 
-struct Dim {
-  const char* name;   // "requests-per-minute"
-  const char* short_; // "rpm"
-};
-constexpr Dim kDims[2] = {{"requests-per-minute", "rpm"}, {"tokens-per-minute", "tpm"}};
 
 struct Node {
   std::string name;  // "tenant:acme"
@@ -145,28 +142,9 @@ struct Hold {
   std::int64_t tokens = 0, cost = 0;
 };
 
-ApiError limit_error(int status, std::string code, std::string message, Micros retry_us) {
-  ApiError e{status, status == 429 ? "rate_limit_error" : "invalid_request_error", std::move(code), std::move(message), {}};
-  if (status == 429) e.retry_after_s = static_cast<int>(std::max<Micros>(1, (retry_us + 999'999) / 1'000'000));
-  return e;
-}
-
-// A refusal by a per-minute bucket also carries the rate-limit headers of that scope.
-ApiError bucket_error(std::string code, std::string message, Micros retry_us, int d, const std::string& scope,
-                      std::int64_t limit, std::int64_t remaining, Micros reset_us) {
-  ApiError e = limit_error(429, std::move(code), std::move(message), retry_us);
-  Quota q;
-  Headroom& h = d == 0 ? q.requests : q.tokens;
-  h = Headroom{limit, std::max<std::int64_t>(0, remaining), reset_us, scope};
-  e.headers = rate_limit_headers(q);
-  return e;
-}
-
-std::string secs(Micros us) { return fmt::format("{}s", std::max<Micros>(1, (us + 999'999) / 1'000'000)); }
-
 class InProcessLimitStore final : public LimitStore {
  public:
-  explicit InProcessLimitStore(const Config& c) { load(c); }
+  explicit InProcessLimitStore(const Config& c) : policy_(c) {}
 
   Expected<Admission> admit(const Ask& ask, Micros now) override {
     std::lock_guard lock(mu_);
@@ -205,34 +183,24 @@ class InProcessLimitStore final : public LimitStore {
     for (int i = 0; i < n; ++i) {
       Node& s = *order[i];
       if (s.lim->concurrency && s.inflight >= s.lim->concurrency)
-        return limit_error(429, fmt::format("{}_concurrency_exhausted", kind_name(s.kind)),
-                           fmt::format("{} '{}' concurrency limit ({} requests in flight) reached; retry when one "
-                                       "of them finishes.", kind_name(s.kind), s.id, s.lim->concurrency),
-                           1'000'000);
+        return refuse_concurrency(kind_name(s.kind), s.id, s.lim->concurrency);
       for (int d = 0; d < 2; ++d) {
         const RateLimit& r = s.rate(d);
         if (!r.ceil) continue;
         Bucket& b = s.hard[d];
         b.refill(r.ceil, r.ceil * kScale, now);
         if (cost[d] > r.ceil)
-          return ApiError{400, "invalid_request_error", "tokens_exceed_limit",
-                          fmt::format("This request may use up to {} tokens (prompt + max_tokens), more than {} '{}' "
-                                      "{} limit ({}) allows in a minute; lower max_tokens or shorten the prompt.",
-                                      cost[d], kind_name(s.kind), s.id, kDims[d].name, r.ceil),
-                          "max_tokens"};
+          return refuse_too_big(kind_name(s.kind), s.id, d, cost[d], r.ceil);
         if (b.level < cost[d] * kScale) {
-          const Micros wait = b.wait_for(cost[d] * kScale, r.ceil);
-          return bucket_error(fmt::format("{}_{}_exhausted", kind_name(s.kind), kDims[d].short_),
-                              fmt::format("{} '{}' {} limit ({}) exhausted; retry after {}.", kind_name(s.kind), s.id,
-                                          kDims[d].name, r.ceil, secs(wait)),
-                              wait, d, s.name, r.ceil, b.level / kScale, b.wait_for(r.ceil * kScale, r.ceil));
+          return refuse_bucket(kind_name(s.kind), s.id, d, r.ceil, b.level / kScale,
+                               b.wait_for(cost[d] * kScale, r.ceil), b.wait_for(r.ceil * kScale, r.ceil));
         }
       }
     }
     // 2. fair share: above its share, a child borrows only what leaves its
     // active siblings their burst in the parent's bucket.
     bool share_charged[5][2] = {};
-    for (int i = fair_share_ ? tree_edges - 1 : -1; i >= 0; --i) {
+    for (int i = policy_.fair_share() ? tree_edges - 1 : -1; i >= 0; --i) {
       Node& p = *chain[i];
       Node& c = *chain[i + 1];
       for (int d = 0; d < 2; ++d) {
@@ -241,19 +209,15 @@ class InProcessLimitStore final : public LimitStore {
         const std::int64_t parent_rate = pr.rate ? pr.rate : pr.ceil;
         const std::int64_t active = static_cast<std::int64_t>(p.active_children.size());
         const std::int64_t g = c.rate(d).rate ? c.rate(d).rate : std::max<std::int64_t>(1, parent_rate / active);
-        c.share_cap[d] = g * burst_us_;
+        c.share_cap[d] = g * policy_.burst_us();
         c.share[d].refill(g, c.share_cap[d], now);
         share_charged[i + 1][d] = true;
         if (c.share[d].level > 0) continue;  // within its guarantee
-        const std::int64_t reserve = std::max<std::int64_t>(0, parent_rate - g) * burst_us_;
+        const std::int64_t reserve = std::max<std::int64_t>(0, parent_rate - g) * policy_.burst_us();
         if (p.hard[d].level - cost[d] * kScale >= reserve) continue;  // idle capacity to borrow
         const Micros wait = std::min(c.share[d].wait_for(1, g), p.hard[d].wait_for(reserve + cost[d] * kScale, pr.ceil));
-        return bucket_error(fmt::format("{}_fair_share_exceeded", kind_name(c.kind)),
-                            fmt::format("{} '{}' {} limit ({}) is shared by {} active {}s; {} '{}' is over its fair "
-                                        "share ({} per minute); retry after {}.", kind_name(p.kind), p.id,
-                                        kDims[d].name, pr.ceil, active, kind_name(c.kind), kind_name(c.kind), c.id, g,
-                                        secs(wait)),
-                            wait, d, c.name, g, 0, c.share[d].wait_for(c.share_cap[d], g));
+        return refuse_fair_share(kind_name(p.kind), p.id, d, pr.ceil, active, kind_name(c.kind), c.id, g, wait,
+                                 c.share[d].wait_for(c.share_cap[d], g));
       }
     }
     // 3. the run
@@ -263,69 +227,44 @@ class InProcessLimitStore final : public LimitStore {
     if (!ask.run_id.empty()) {
       auto it = runs_.find(std::string(ask.run_id));
       if (it != runs_.end() && it->second.tenant != ask.tenant)
-        return ApiError{403, "permission_error", "run_forbidden",
-                        fmt::format("Run '{}' belongs to another tenant; run ids are not shared across tenants. "
-                                    "Start a new run with a fresh X-TG-Run id.", ask.run_id),
-                        "X-TG-Run"};
+        return refuse_run_forbidden(ask.run_id);
       if (!ask.parent_id.empty()) {
         if (it != runs_.end()) {
           auto c = it->second.calls.find(std::hash<std::string_view>{}(ask.parent_id));
           if (c != it->second.calls.end()) parent_call = &c->second;
         }
         if (!parent_call)
-          return ApiError{400, "invalid_request_error", "unknown_parent",
-                          fmt::format("X-TG-Parent '{}' is not a request of run '{}': a parent must be an earlier "
-                                      "request sent with the same X-TG-Run (its x-request-id).", ask.parent_id,
-                                      ask.run_id),
-                          "X-TG-Parent"};
+          return refuse_unknown_parent(ask.run_id, ask.parent_id);
         call_depth = parent_call->depth + 1;
       }
       const RunLimits& rl = run_limits(ask.tenant);
       if (it != runs_.end()) {
         Run& r = it->second;
         if (rl.wall_s && now - r.started > rl.wall_s * 1'000'000)
-          return limit_error(429, "run_wall_time_exceeded",
-                             fmt::format("run '{}' has been running for {}s, over its wall-time limit ({}s); start a "
-                                         "new run.", r.id, (now - r.started) / 1'000'000, rl.wall_s), 60'000'000);
+          return refuse_run_wall(r.id, (now - r.started) / 1'000'000, rl.wall_s);
       }
       if (rl.depth && call_depth > rl.depth)
-        return limit_error(429, "run_depth_exceeded",
-                           fmt::format("run '{}' depth limit ({}) reached: this call would be at depth {}.",
-                                       ask.run_id, rl.depth, call_depth), 60'000'000);
+        return refuse_run_depth(ask.run_id, rl.depth, call_depth);
       if (rl.fanout && parent_call && parent_call->children >= rl.fanout)
-        return limit_error(429, "run_fanout_exceeded",
-                           fmt::format("run '{}' fan-out limit ({}) reached: request '{}' already spawned {} calls.",
-                                       ask.run_id, rl.fanout, ask.parent_id, parent_call->children), 60'000'000);
+        return refuse_run_fanout(ask.run_id, rl.fanout, ask.parent_id, parent_call->children);
       if (it != runs_.end()) {
         Run& r = it->second;
         if (rl.concurrency && r.inflight >= rl.concurrency)
-          return limit_error(429, "run_concurrency_exceeded",
-                             fmt::format("run '{}' concurrency limit ({} calls in flight) reached; retry when one "
-                                         "finishes.", r.id, rl.concurrency), 1'000'000);
+          return refuse_run_concurrency(r.id, rl.concurrency);
         if (rl.calls_per_min) {
           r.calls_bucket.refill(rl.calls_per_min, rl.calls_per_min * kScale, now);
           if (r.calls_bucket.level < kScale) {
-            const Micros wait = r.calls_bucket.wait_for(kScale, rl.calls_per_min);
-            return limit_error(429, "run_rate_exceeded",
-                               fmt::format("run '{}' calls-per-minute limit ({}) exhausted; retry after {}.", r.id,
-                                           rl.calls_per_min, secs(wait)), wait);
+            return refuse_run_rate(r.id, rl.calls_per_min, r.calls_bucket.wait_for(kScale, rl.calls_per_min));
           }
         }
         if (rl.tokens && r.tokens_used + r.tokens_reserved + cost[1] > rl.tokens)
-          return limit_error(429, "run_budget_exhausted",
-                             fmt::format("run '{}' token budget ({}) is exhausted: {} used, {} in flight, this call "
-                                         "needs up to {}.", r.id, rl.tokens, r.tokens_used, r.tokens_reserved, cost[1]),
-                             60'000'000);
+          return refuse_run_tokens(r.id, rl.tokens, r.tokens_used, r.tokens_reserved, cost[1]);
         if (rl.cost_micros && r.cost_used + r.cost_reserved + ask.cost_micros > rl.cost_micros)
-          return limit_error(429, "run_budget_exhausted",
-                             fmt::format("run '{}' cost budget (${}) is exhausted: ${} used, ${} in flight, this call "
-                                         "may cost up to ${}.", r.id, usd(rl.cost_micros), usd(r.cost_used),
-                                         usd(r.cost_reserved), usd(ask.cost_micros)),
-                             60'000'000);
-      } else if ((rl.tokens && cost[1] > rl.tokens) || (rl.cost_micros && ask.cost_micros > rl.cost_micros)) {
-        return limit_error(429, "run_budget_exhausted",
-                           fmt::format("run '{}' budget cannot cover its first call (up to {} tokens, ${}).",
-                                       ask.run_id, cost[1], usd(ask.cost_micros)), 60'000'000);
+          return refuse_run_cost(r.id, rl.cost_micros, r.cost_used, r.cost_reserved, ask.cost_micros);
+      } else if (rl.tokens && cost[1] > rl.tokens) {
+        return refuse_run_tokens(ask.run_id, rl.tokens, 0, 0, cost[1]);
+      } else if (rl.cost_micros && ask.cost_micros > rl.cost_micros) {
+        return refuse_run_cost(ask.run_id, rl.cost_micros, 0, 0, ask.cost_micros);
       }
       if (it == runs_.end()) {
         it = runs_.emplace(std::string(ask.run_id), Run{}).first;
@@ -407,7 +346,7 @@ class InProcessLimitStore final : public LimitStore {
     const ScopeLimits* lim = nullptr;
     if (it == nodes_.end()) {
       // A configured scope with no traffic yet.
-      lim = configured(scope);
+      lim = policy_.find(scope);
       if (!lim) return not_found(fmt::format("No scope '{}' (use global, org:ID, tenant:ID, user:TENANT/USER, key:ID, model:ALIAS, deployment:ID or run:ID).", scope), "scope_not_found", "scope");
       return fmt::format(R"({{"scope":"{}","limits":{},"in_flight":0,"reserved_tokens":0,"requests_total":0,"tokens_total":0}})",
                          scope, limits_json(*lim));
@@ -432,19 +371,15 @@ class InProcessLimitStore final : public LimitStore {
   Expected<std::string> set_limits(std::string_view scope, const ScopeLimits& limits, Micros now) override {
     {
       std::lock_guard lock(mu_);
-      if (!(scope == "global" || scope.starts_with("org:") || scope.starts_with("tenant:") ||
-            scope.starts_with("user:") || scope.starts_with("key:") || scope.starts_with("model:") ||
-            scope.starts_with("deployment:")))
+      if (!policy_.set(scope, limits))
         return not_found(fmt::format("Scope '{}' cannot carry limits (use global, org:ID, tenant:ID, user:TENANT/USER, key:ID, model:ALIAS or deployment:ID).", scope), "scope_not_found", "scope");
-      policy_[std::string(scope)] = limits;
-      ++gen_;
     }
     return report(scope, now);
   }
 
   void reload(const Config& c) override {
     std::lock_guard lock(mu_);
-    load(c);
+    policy_.load(c);
   }
 
  protected:
@@ -497,53 +432,13 @@ class InProcessLimitStore final : public LimitStore {
         l.concurrency);
   }
 
-  void load(const Config& c) {
-    policy_.clear();
-    user_defaults_.clear();
-    run_policy_.clear();
-    policy_["global"] = c.limits.global;
-    for (const auto& o : c.orgs) policy_["org:" + o.id] = o.limits;
-    for (const auto& t : c.tenants) {
-      policy_["tenant:" + t.id] = t.limits;
-      user_defaults_[t.id] = t.user_limits;
-      for (const auto& u : t.users)
-        if (u.limits.any()) policy_["user:" + t.id + "/" + u.id] = u.limits;
-      for (const auto& k : t.keys) policy_["key:" + k.id] = k.limits;
-      if (t.has_run_limits) run_policy_[t.id] = t.run_limits;
-    }
-    for (const auto& m : c.models) {
-      policy_["model:" + m.alias] = m.limits;
-      for (const auto& d : m.deployments) policy_["deployment:" + d.id] = d.limits;
-    }
-    run_default_ = c.limits.runs;
-    fair_share_ = c.limits.fair_share;
-    burst_us_ = c.limits.fair_burst_s * 1'000'000;
-    window_us_ = c.limits.active_window_s * 1'000'000;
-    ++gen_;
-  }
-
-  const ScopeLimits* configured(std::string_view name) const {
-    auto it = policy_.find(std::string(name));
-    if (it != policy_.end()) return &it->second;
-    if (name.starts_with("user:")) {
-      auto rest = name.substr(5);
-      auto u = user_defaults_.find(std::string(rest.substr(0, rest.find('/'))));
-      if (u != user_defaults_.end()) return &u->second;
-    }
-    return nullptr;
-  }
-
-  const RunLimits& run_limits(std::string_view tenant) const {
-    auto it = run_policy_.find(std::string(tenant));
-    return it == run_policy_.end() ? run_default_ : it->second;
-  }
-
   void resolve(Node& s) {
-    if (s.gen == gen_) return;
-    const ScopeLimits* l = configured(s.name);
-    s.lim = l ? l : &kNone;
-    s.gen = gen_;
+    if (s.gen == policy_.generation()) return;
+    s.lim = &policy_.of(s.name);
+    s.gen = policy_.generation();
   }
+
+  const RunLimits& run_limits(std::string_view tenant) const { return policy_.run_limits(tenant); }
 
   Node* node(Kind k, std::string_view id, Micros now) {
     name_.assign(kind_name(k));
@@ -580,7 +475,7 @@ class InProcessLimitStore final : public LimitStore {
   void expire(Node& p, Micros now) {
     while (!p.active_children.empty()) {
       Node* c = p.active_children.front();
-      if (c->active_touch + window_us_ + window_us_ / 16 > now) break;
+      if (c->active_touch + policy_.window_us() + policy_.window_us() / 16 > now) break;
       p.active_children.pop_front();
       c->active_parent = nullptr;
     }
@@ -590,7 +485,7 @@ class InProcessLimitStore final : public LimitStore {
     expire(*p, now);
     if (c->active_parent == p) {
       // Kept roughly in activity order: moved back at most every 1/16 window.
-      if (now - c->active_touch < window_us_ / 16) return;
+      if (now - c->active_touch < policy_.window_us() / 16) return;
       p->active_children.splice(p->active_children.end(), p->active_children, c->active_it);
       c->active_touch = now;
     } else {
@@ -621,19 +516,12 @@ class InProcessLimitStore final : public LimitStore {
     }
   }
 
-  static inline const ScopeLimits kNone{};
   mutable std::mutex mu_;
+  LimitPolicy policy_;
   std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;
   std::unordered_map<std::string, Path> paths_;
   std::string path_key_;
   std::unordered_map<std::string, Run> runs_;
-  std::unordered_map<std::string, ScopeLimits> policy_;
-  std::unordered_map<std::string, ScopeLimits> user_defaults_;  // tenant → its users' limits
-  std::unordered_map<std::string, RunLimits> run_policy_;        // tenant → its runs' limits
-  RunLimits run_default_;
-  std::uint64_t gen_ = 0;
-  bool fair_share_ = true;
-  std::int64_t burst_us_ = 10'000'000, window_us_ = 60'000'000;
   Micros last_now_ = 0, last_sweep_ = 0;
   std::string name_, buf_;
 };

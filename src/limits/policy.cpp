@@ -1,0 +1,64 @@
+#include "limits/policy.h"
+
+namespace tg::limits {
+
+void LimitPolicy::load(const Config& c) {
+  scopes_.clear();
+  user_defaults_.clear();
+  runs_.clear();
+  scopes_["global"] = c.limits.global;
+  for (const auto& o : c.orgs) scopes_["org:" + o.id] = o.limits;
+  for (const auto& t : c.tenants) {
+    scopes_["tenant:" + t.id] = t.limits;
+    user_defaults_[t.id] = t.user_limits;
+    for (const auto& u : t.users)
+      if (u.limits.any()) scopes_["user:" + t.id + "/" + u.id] = u.limits;
+    for (const auto& k : t.keys) scopes_["key:" + k.id] = k.limits;
+    if (t.has_run_limits) runs_[t.id] = t.run_limits;
+  }
+  for (const auto& m : c.models) {
+    scopes_["model:" + m.alias] = m.limits;
+    for (const auto& d : m.deployments) scopes_["deployment:" + d.id] = d.limits;
+  }
+  run_default_ = c.limits.runs;
+  fair_share_ = c.limits.fair_share;
+  burst_us_ = c.limits.fair_burst_s * 1'000'000;
+  window_us_ = c.limits.active_window_s * 1'000'000;
+  ++gen_;
+}
+
+const ScopeLimits* LimitPolicy::find(std::string_view scope) const {
+  auto it = scopes_.find(std::string(scope));
+  if (it != scopes_.end()) return &it->second;
+  if (scope.starts_with("user:")) {
+    auto rest = scope.substr(5);
+    auto u = user_defaults_.find(std::string(rest.substr(0, rest.find('/'))));
+    if (u != user_defaults_.end()) return &u->second;
+  }
+  return nullptr;
+}
+
+const ScopeLimits& LimitPolicy::of(std::string_view scope) const {
+  static const ScopeLimits kNone{};
+  const ScopeLimits* l = find(scope);
+  return l ? *l : kNone;
+}
+
+const RunLimits& LimitPolicy::run_limits(std::string_view tenant) const {
+  auto it = runs_.find(std::string(tenant));
+  return it == runs_.end() ? run_default_ : it->second;
+}
+
+bool LimitPolicy::valid_scope(std::string_view s) {
+  return s == "global" || s.starts_with("org:") || s.starts_with("tenant:") || s.starts_with("user:") ||
+         s.starts_with("key:") || s.starts_with("model:") || s.starts_with("deployment:");
+}
+
+bool LimitPolicy::set(std::string_view scope, const ScopeLimits& limits) {
+  if (!valid_scope(scope)) return false;
+  scopes_[std::string(scope)] = limits;
+  ++gen_;
+  return true;
+}
+
+}  // namespace tg::limits
