@@ -64,7 +64,19 @@ struct RunLimits {
   std::int64_t wall_s = 0;       // seconds from the run's first call
 };
 
+// The fleet's shared limit state. Empty host: limits are kept in-process.
+struct RedisLimitsConfig {
+  std::string host;
+  std::uint16_t port = 6379;
+  std::string key_prefix = "tg";
+  Millis timeout{250};
+  std::int64_t fleet_size = 1;     // gateways sharing the limits, for local_share
+  bool local_share = true;         // on_outage: local_share | fail_closed (scope limits)
+  bool runs_local_share = false;   // runs_on_outage: fail_closed (default) | local_share
+};
+
 struct LimitsConfig {
+  RedisLimitsConfig redis;
   ScopeLimits global;
   RunLimits runs;  // every run, unless its tenant sets run_limits
   // A scope within its fair share may always use it: borrowers above their

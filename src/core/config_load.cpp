@@ -414,6 +414,28 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     ff.number("burst_s", c.limits.fair_burst_s, 1, 3600);
     ff.number("active_window_s", c.limits.active_window_s, 1, 86400);
     ff.done();
+    Fields rf(lf.get("redis"), lf.sub("redis"), p);
+    RedisLimitsConfig& r = c.limits.redis;
+    if (auto a = rf.str("address", lf.get("redis").IsDefined())) {
+      std::string why;
+      if (auto hp = parse_host_port(*a, &why)) {
+        r.host = hp->host;
+        r.port = hp->port;
+      } else {
+        p.add(rf.get("address"), rf.sub("address"), why);
+      }
+    }
+    if (auto k = rf.str("key_prefix", false)) r.key_prefix = *k;
+    rf.millis("timeout_ms", r.timeout, 1, 60'000);
+    rf.number("fleet_size", r.fleet_size, 1, 10'000);
+    for (auto [key, out] : {std::pair{"on_outage", &r.local_share}, std::pair{"runs_on_outage", &r.runs_local_share}}) {
+      if (auto v = rf.str(key, false)) {
+        if (*v == "local_share") *out = true;
+        else if (*v == "fail_closed") *out = false;
+        else p.add(rf.get(key), rf.sub(key), fmt::format("'{}' is not local_share or fail_closed", *v));
+      }
+    }
+    rf.done();
     lf.done();
   }
 

@@ -19,6 +19,7 @@
 
 #include "identity/keyring.h"
 #include "limits/limit_store.h"
+#include "store/redis_limit_store.h"
 #include "meter/usage_query.h"
 #include "server/access_log.h"
 #include "server/metrics.h"
@@ -58,6 +59,7 @@ struct Worker {
   net::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   io::DeadlineSweeper deadlines{ioc.get_executor()};
   std::unique_ptr<upstream::Router> router;
+  std::unique_ptr<store::RedisLimitStore> redis_limits;
   std::unique_ptr<WorkerContext> ctx;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::thread thread;
@@ -74,7 +76,9 @@ struct Gateway::Impl {
   net::thread_pool admin_pool{1};  // admin API queries and webhooks, never on a worker
   Webhook webhook{admin_pool.get_executor()};
   std::unique_ptr<meter::LedgerWriter> ledger;  // outlives the workers (declared before them)
-  std::unique_ptr<limits::LimitStore> limit_store;
+  std::unique_ptr<limits::LimitStore> limit_store;  // in-process; with Redis, this process's share for outages
+  std::unique_ptr<store::SharedPolicy> redis_policy;
+  store::RedisLimitStats redis_stats;
   std::function<std::optional<Config>()> reload;
   std::vector<std::unique_ptr<Worker>> workers;
 
@@ -83,7 +87,8 @@ struct Gateway::Impl {
         keys(config),
         access_log(config.server.access_log),
         budgets(config.budgets),
-        limit_store(limits::in_process_limit_store(config)) {
+        limit_store(limits::in_process_limit_store(local_limits(config))) {
+    if (!config.limits.redis.host.empty()) redis_policy = std::make_unique<store::SharedPolicy>(config);
     const meter::LedgerSource src{config.metering.ledger_sqlite, config.metering.ledger_postgres};
     if (!src.postgres_conninfo.empty())
       ledger = std::make_unique<meter::LedgerWriter>(meter::open_postgres_ledger(src.postgres_conninfo),
@@ -94,6 +99,13 @@ struct Gateway::Impl {
     // Budgets continue from what the ledger says was spent this month
     // (after the journal replay above, so a killed process's spend counts).
     if (ledger && budgets.size()) meter::preload_budgets(budgets, src, std::chrono::system_clock::now());
+  }
+
+  // The in-process store's config: the limits themselves, or with Redis this
+  // process's share of them (used only while Redis is unreachable).
+  static Config local_limits(const Config& c) {
+    const RedisLimitsConfig& r = c.limits.redis;
+    return r.host.empty() ? c : store::local_share_config(c, r.fleet_size, r.runs_local_share);
   }
 
   net::ssl::context* tls_for(const DeploymentConfig& d) {
@@ -154,6 +166,11 @@ int Gateway::run() {
     w->ctx = std::make_unique<WorkerContext>(
         WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get(),
                       g.budgets, g.admin_pool.get_executor(), g.webhook, *g.limit_store});
+    if (g.redis_policy) {
+      w->redis_limits = std::make_unique<store::RedisLimitStore>(w->ioc.get_executor(), g.config.limits, w->deadlines,
+                                                                 *g.redis_policy, *g.limit_store, g.redis_stats);
+      w->ctx->redis_limits = w->redis_limits.get();
+    }
     g.workers.push_back(std::move(w));
   }
   for (auto& w : g.workers) {
@@ -165,9 +182,11 @@ int Gateway::run() {
       wp->ioc.run();
     });
   }
-  spdlog::info("tenantgate listening on {}:{} ({} worker threads, config {}, {} tenants, {} keys, {} models)",
+  spdlog::info("tenantgate listening on {}:{} ({} worker threads, config {}, {} tenants, {} keys, {} models, limits {})",
                ep.address().to_string(), ep.port(), n, g.config.source, g.config.tenants.size(), g.keys.size(),
-               g.config.models.size());
+               g.config.models.size(),
+               g.redis_policy ? fmt::format("in redis {}:{}", g.config.limits.redis.host, g.config.limits.redis.port)
+                              : std::string("in-process"));
 
   // Wait for a stop signal on this thread.
   net::io_context main_ioc;
@@ -183,7 +202,11 @@ int Gateway::run() {
     if (!g.reload) {
       spdlog::warn("SIGHUP: nothing to reload");
     } else if (auto next = g.reload()) {
-      g.limit_store->reload(*next);
+      g.limit_store->reload(Impl::local_limits(*next));
+      if (g.redis_policy) {
+        std::lock_guard lock(g.redis_policy->mu);
+        g.redis_policy->load(*next);
+      }
       spdlog::info("SIGHUP: limits reloaded from {} (other changes take effect on restart)", next->source);
     } else {
       spdlog::error("SIGHUP: the config is invalid (see above); the running limits are unchanged");

@@ -199,6 +199,7 @@ int retry_jitter_s(int retry_after_s) {
 struct Prepared {
   api::ParsedRequest parsed;
   upstream::Provider* provider = nullptr;
+  meter::Spend estimate;  // prompt + the most it may generate, in tokens and micro-dollars
 };
 
 Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange& x, api::Endpoint ep,
@@ -241,46 +242,51 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
   x.deployment = (*provider)->deployment().id;
   x.model_config = ctx.config.find_model(parsed->model);
   x.prompt_tokens_est = estimate_prompt_tokens(ctx, *x.model_config, *parsed);
-  // admit: reserve the estimate (prompt + the most it may generate) at every
-  // limit on the request's path, then at every budget
   const std::uint64_t out = parsed->max_output_tokens.value_or(kDefaultOutputEstimate);
   const PriceConfig& pr = x.model_config->price;
   const meter::Spend est{meter::cost_micros({pr.input_per_1m, pr.output_per_1m, pr.cached_input_per_1m},
                                             x.prompt_tokens_est, out, 0),
                          static_cast<std::int64_t>(x.prompt_tokens_est + out)};
-  {
-    limits::Ask ask;
-    ask.org = x.principal->org;
-    ask.tenant = x.principal->tenant;
-    ask.user = x.user;
-    ask.key = x.principal->key_id;
-    ask.model = x.model;
-    ask.deployment = x.deployment;
-    ask.run_id = x.run_id;
-    ask.parent_id = x.parent_id;
-    ask.request_id = x.request_id;
-    ask.tokens = est.tokens;
-    ask.cost_micros = est.micros;
-    auto admitted = ctx.limits.admit(ask, limits_now());
-    if (!admitted) {
-      ApiError e = admitted.error();
-      ctx.metrics.record_limit_rejection(x.principal->tenant, e.code);
-      if (e.retry_after_s > 0) e.retry_after_s += retry_jitter_s(e.retry_after_s);
-      return e;
-    }
-    x.admission = std::move(*admitted);
-    x.rate_headers = limits::rate_limit_headers(x.admission.quota());
+  return Prepared{std::move(*parsed), *provider, est};
+}
+
+// admit: reserve the estimate at every limit on the request's path (in this
+// process, or in Redis for a fleet), then at every budget. The refusal, if any.
+net::awaitable<std::optional<ApiError>> admit(WorkerContext& ctx, Exchange& x, const meter::Spend& est) {
+  limits::Ask ask;
+  ask.org = x.principal->org;
+  ask.tenant = x.principal->tenant;
+  ask.user = x.user;
+  ask.key = x.principal->key_id;
+  ask.model = x.model;
+  ask.deployment = x.deployment;
+  ask.run_id = x.run_id;
+  ask.parent_id = x.parent_id;
+  ask.request_id = x.request_id;
+  ask.tokens = est.tokens;
+  ask.cost_micros = est.micros;
+  // (no conditional expression around the co_await: GCC 12 mishandles its temporaries)
+  Expected<limits::Admission> admitted = ApiError{};
+  if (ctx.redis_limits) admitted = co_await ctx.redis_limits->admit_async(ask);
+  else admitted = ctx.limits.admit(ask, limits_now());
+  if (!admitted) {
+    ApiError e = admitted.error();
+    ctx.metrics.record_limit_rejection(x.principal->tenant, e.code);
+    if (e.retry_after_s > 0) e.retry_after_s += retry_jitter_s(e.retry_after_s);
+    co_return e;
   }
+  x.admission = std::move(*admitted);
+  x.rate_headers = limits::rate_limit_headers(x.admission.quota());
   if (ctx.budgets.size()) {
     auto hold = ctx.budgets.reserve({x.principal->tenant, x.user, x.principal->key_id, x.feature}, est,
                                     std::chrono::system_clock::now());
     if (!hold) {
       ctx.metrics.stats.budget_rejections_total.fetch_add(1);
-      return hold.error();
+      co_return hold.error();
     }
     x.budget_hold = std::move(*hold);
   }
-  return Prepared{std::move(*parsed), *provider};
+  co_return std::nullopt;
 }
 
 net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& req, Exchange& x,
@@ -289,6 +295,7 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
   json::monotonic_resource arena(s.json_arena(), Session::kJsonArenaBytes);
   auto prep = prepare_inference(ctx, req, x, ep, &arena);
   if (!prep) co_return co_await s.send_error(x, prep.error());
+  if (auto refused = co_await admit(ctx, x, prep->estimate)) co_return co_await s.send_error(x, *refused);
   const api::ParsedRequest& parsed = prep->parsed;
   upstream::Provider& up = *prep->provider;
 
@@ -411,6 +418,30 @@ Expected<ScopeLimits> parse_scope_limits(std::string_view body) {
   return l;
 }
 
+// GET /admin/limits/{scope}: a scope's limits, usage and reservations.
+// PUT /admin/limits/{scope} with a `limits:` block as JSON: new limits, now.
+net::awaitable<void> serve_admin_limits(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
+  x.endpoint = "admin.limits";
+  if (auto e = check_admin_key(ctx, req)) co_return co_await s.send_error(x, *e);
+  const std::string_view rest = std::string_view(x.path).substr(std::string_view("/admin/limits/").size());
+  auto decoded = boost::urls::parse_path(rest);  // views `rest`
+  std::string scope;
+  if (decoded)
+    for (auto seg : *decoded) scope += (scope.empty() ? "" : "/") + seg.decode();
+  Expected<std::string> r = std::string();
+  if (req.method() == http::verb::get) {
+    if (ctx.redis_limits) r = co_await ctx.redis_limits->report_async(scope);
+    else r = ctx.limits.report(scope, limits_now());
+  } else {
+    auto l = parse_scope_limits(req.body());
+    if (!l) co_return co_await s.send_error(x, l.error());
+    r = ctx.redis_limits ? ctx.redis_limits->set_limits(scope, *l, 0) : ctx.limits.set_limits(scope, *l, limits_now());
+    if (r) spdlog::info("admin: limits of {} set to {}", scope, req.body());
+  }
+  if (!r) co_return co_await s.send_error(x, r.error());
+  co_await s.send_json(x, 200, *r);
+}
+
 // GET /admin/usage?group_by=tenant,user&from=&to=&granularity=hour|day&tenant=
 // with the admin key; JSON, or CSV for Accept: text/csv. The SQLite query
 // runs on the admin thread, never on a worker.
@@ -513,6 +544,13 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* deferre
         "# HELP tg_sim_cancelled_streams_total Sim streams cut short because the client went away\n"
         "# TYPE tg_sim_cancelled_streams_total counter\ntg_sim_cancelled_streams_total {}\n",
         sim::SimProvider::cancelled_streams.load());
+    if (ctx.redis_limits)
+      extra += fmt::format(
+          "# HELP tg_limit_store_up 1 while the shared (Redis) limit store answers\n# TYPE tg_limit_store_up gauge\n"
+          "tg_limit_store_up {}\n# HELP tg_limit_store_fallbacks_total Requests decided without the shared limit "
+          "store (local share or fail closed)\n# TYPE tg_limit_store_fallbacks_total counter\n"
+          "tg_limit_store_fallbacks_total {}\n",
+          ctx.redis_limits->stats().up.load() ? 1 : 0, ctx.redis_limits->stats().fallbacks.load());
     return {200, ctx.metrics.render(extra), "text/plain; version=0.0.4; charset=utf-8"};
   }
   if (p == "/v1/models" || p.starts_with("/v1/models/")) {
@@ -521,25 +559,8 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* deferre
   }
   if (p.starts_with("/admin/limits/")) {
     if (m != http::verb::get && m != http::verb::put) return {0, {}, {}, method_not_allowed(x.method, p, "GET, PUT")};
-    x.endpoint = "admin.limits";
-    if (auto e = check_admin_key(ctx, req)) return {0, {}, {}, *e};
-    const std::string_view rest = std::string_view(p).substr(std::string_view("/admin/limits/").size());
-    auto decoded = boost::urls::parse_path(rest);  // views `rest`
-    std::string scope;
-    if (decoded)
-      for (auto seg : *decoded) scope += (scope.empty() ? "" : "/") + seg.decode();
-    const limits::Micros now = limits_now();
-    Expected<std::string> r = std::string();
-    if (m == http::verb::get) {
-      r = ctx.limits.report(scope, now);
-    } else {
-      auto l = parse_scope_limits(req.body());
-      if (!l) return {0, {}, {}, l.error()};
-      r = ctx.limits.set_limits(scope, *l, now);
-      if (r) spdlog::info("admin: limits of {} set to {}", scope, req.body());
-    }
-    if (!r) return {0, {}, {}, r.error()};
-    return {200, std::move(*r)};
+    *deferred = true;
+    return {};
   }
   if (p == "/admin/usage") {
     if (auto e = get_only()) return {0, {}, {}, e};
@@ -570,6 +591,7 @@ net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchan
   api::Endpoint ep{};
   Answer a = answer_plain(ctx, req, x, &deferred, &ep);
   if (deferred && x.path == "/admin/usage") co_return co_await serve_admin_usage(s, ctx, req, x);
+  if (deferred && x.path.starts_with("/admin/limits/")) co_return co_await serve_admin_limits(s, ctx, req, x);
   if (deferred) co_return co_await serve_inference(s, ctx, req, x, ep);
   co_await send_answer(s, x, a);
 }

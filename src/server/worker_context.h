@@ -15,6 +15,7 @@
 #include "server/access_log.h"
 #include "server/metrics.h"
 #include "server/webhook.h"
+#include "store/redis_limit_store.h"
 #include "upstream/router.h"
 
 namespace tg::server {
@@ -32,6 +33,7 @@ struct WorkerContext {
   boost::asio::any_io_executor admin_executor;  // slow admin queries run here, off the worker
   Webhook& webhook;
   limits::LimitStore& limits;  // process-wide, thread-safe
+  store::RedisLimitStore* redis_limits = nullptr;  // this worker's, when limits live in Redis
 };
 
 }  // namespace tg::server

@@ -1,0 +1,65 @@
+// The Redis limit store's pure half: builds the EVAL calls of the admit and
+// settle scripts (src/limits/lua/) for one request, and turns their replies
+// into an admission's Quota or the refusal a client sees. No I/O: the
+// connection lives in src/store/.
+//
+// Keys are "<prefix>:{<tenant>}:..." for the tenant's own scopes (tenant,
+// user, key, run), so one tenant's state sits in one Redis Cluster slot, and
+// "<prefix>:{<scope>}:..." for scopes shared across tenants (global, org,
+// model, deployment).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+#include "limits/limit_store.h"
+#include "limits/policy.h"
+
+namespace tg::limits {
+
+// A reply, as much of RESP as the scripts return.
+struct RedisValue {
+  enum class Type { kNil, kInt, kString, kArray, kError } type = Type::kNil;
+  std::int64_t integer = 0;
+  std::string str;  // string or error text
+  std::vector<RedisValue> array;
+};
+
+struct RedisScriptCall {
+  std::vector<std::string> keys, args;
+};
+
+struct RedisOptions {
+  std::string prefix = "tg";
+  std::int64_t hold_ttl_us = 30LL * 60 * 1'000'000;  // a lease outlives any request, then frees itself
+  std::int64_t key_ttl_ms = 15LL * 60 * 1000;        // idle scope state is forgotten (it would be full again)
+  std::int64_t run_ttl_ms = 60LL * 60 * 1000;        // runs are kept an hour after their last call
+};
+
+std::string_view admit_script();
+std::string_view settle_script();
+// The lowercase hex SHA-1 of a script, for EVALSHA.
+std::string script_sha1(std::string_view script);
+
+// What one admitted request needs to be settled, and to name its scopes.
+struct RedisPath {
+  struct Scope {
+    std::string kind, id, bucket_key, concurrency_key;
+    std::int64_t tok_ceil = 0, concurrency = 0;
+  };
+  std::vector<Scope> scopes;  // leaf first, as sent to the admit script
+  std::string run_key, run_inflight_key;  // empty when not part of a run
+  std::string hold;  // the request id
+  std::string run_id, parent_id;
+  std::int64_t tokens = 0, cost_micros = 0;
+};
+
+RedisScriptCall admit_call(const LimitPolicy& policy, const Ask& ask, const RedisOptions& o, RedisPath& path);
+// Quota when admitted; the refusal otherwise; a 503 for a reply it cannot read.
+Expected<Quota> decode_admit(const RedisValue& reply, const RedisPath& path);
+RedisScriptCall settle_call(const RedisPath& path, std::int64_t tokens, std::int64_t cost_micros);
+
+}  // namespace tg::limits

@@ -1,0 +1,199 @@
+#include "store/redis_limit_store.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace tg::store {
+namespace net = boost::asio;
+using limits::Admission;
+using limits::RedisValue;
+
+namespace {
+
+ApiError unavailable(const std::string& why) {
+  return ApiError{503, "server_error", "limits_unavailable",
+                  fmt::format("The shared limit store is unreachable ({}) and this limit fails closed; retry in a "
+                              "moment.", why),
+                  {}, 1};
+}
+
+void share(ScopeLimits& l, std::int64_t n) {
+  auto div = [n](std::int64_t& v) {
+    if (v) v = std::max<std::int64_t>(1, v / n);
+  };
+  div(l.requests_per_min.rate);
+  div(l.requests_per_min.ceil);
+  div(l.tokens_per_min.rate);
+  div(l.tokens_per_min.ceil);
+  div(l.concurrency);
+}
+
+void share(RunLimits& r, std::int64_t n) {
+  for (std::int64_t* v : {&r.tokens, &r.cost_micros, &r.concurrency, &r.fanout, &r.calls_per_min})
+    if (*v) *v = std::max<std::int64_t>(1, *v / n);
+}
+
+}  // namespace
+
+Config local_share_config(const Config& c, std::int64_t n, bool runs) {
+  Config s = c;
+  share(s.limits.global, n);
+  for (auto& o : s.orgs) share(o.limits, n);
+  for (auto& t : s.tenants) {
+    share(t.limits, n);
+    share(t.user_limits, n);
+    for (auto& u : t.users) share(u.limits, n);
+    for (auto& k : t.keys) share(k.limits, n);
+    if (runs) share(t.run_limits, n);
+  }
+  for (auto& m : s.models) {
+    share(m.limits, n);
+    for (auto& d : m.deployments) share(d.limits, n);
+  }
+  if (runs) share(s.limits.runs, n);
+  return s;
+}
+
+RedisLimitStore::RedisLimitStore(net::any_io_executor ex, const LimitsConfig& cfg, io::DeadlineSweeper& deadlines,
+                                 SharedPolicy& policy, limits::LimitStore& local, RedisLimitStats& stats)
+    : ex_(ex),
+      cfg_(cfg),
+      client_(ex, cfg.redis.host, cfg.redis.port, deadlines, cfg.redis.timeout),
+      policy_(policy),
+      local_(local),
+      stats_(stats),
+      admit_sha_(limits::script_sha1(limits::admit_script())),
+      settle_sha_(limits::script_sha1(limits::settle_script())) {
+  opts_.prefix = cfg.redis.key_prefix;
+}
+
+net::awaitable<Expected<Admission>> RedisLimitStore::admit_async(const limits::Ask& ask) {
+  auto path = std::make_unique<limits::RedisPath>();
+  limits::RedisScriptCall call;
+  {
+    std::lock_guard lock(policy_.mu);
+    call = limits::admit_call(policy_.policy, ask, opts_, *path);
+  }
+  std::optional<RedisValue> reply;
+  if (!client_.down()) reply = co_await client_.eval(limits::admit_script(), admit_sha_, call);
+  if (reply && reply->type != RedisValue::Type::kError) {
+    if (!stats_.up.exchange(true)) spdlog::warn("limits: redis at {}:{} answers again; fleet limits restored", cfg_.redis.host, cfg_.redis.port);
+    auto quota = limits::decode_admit(*reply, *path);
+    if (!quota) co_return quota.error();
+    co_return Admission(this, path.release(), std::move(*quota));
+  }
+  // Redis is unreachable (or refused the script): the configured outage behaviour.
+  const std::string why = reply ? reply->str : client_.last_error();
+  if (stats_.up.exchange(false))
+    spdlog::error("limits: redis unreachable ({}); {} until it answers", why,
+                  cfg_.redis.local_share ? fmt::format("enforcing 1/{} of every limit locally", cfg_.redis.fleet_size)
+                                         : std::string("refusing requests (fail_closed)"));
+  stats_.fallbacks.fetch_add(1);
+  if (!cfg_.redis.local_share || (!ask.run_id.empty() && !cfg_.redis.runs_local_share)) co_return unavailable(why);
+  const limits::Micros now =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  co_return local_.admit(ask, now);
+}
+
+void RedisLimitStore::settle(void* hold, std::int64_t tokens, std::int64_t cost_micros, limits::Micros) {
+  std::shared_ptr<limits::RedisPath> path(static_cast<limits::RedisPath*>(hold));
+  if (tokens < 0) tokens = path->tokens;
+  if (cost_micros < 0) cost_micros = path->cost_micros;
+  auto call = std::make_shared<limits::RedisScriptCall>(limits::settle_call(*path, tokens, cost_micros));
+  // Off the request's path. If Redis is gone, the leases expire by themselves
+  // and the buckets keep the estimate (the conservative side).
+  net::co_spawn(
+      ex_,
+      [this, call]() -> net::awaitable<void> {
+        auto r = co_await client_.eval(limits::settle_script(), settle_sha_, *call);
+        if (!r) spdlog::debug("limits: settle not recorded in redis: {}", client_.last_error());
+      },
+      net::detached);
+}
+
+Expected<Admission> RedisLimitStore::admit(const limits::Ask&, limits::Micros) {
+  return server_error("internal: the Redis limit store is asynchronous; use admit_async");
+}
+
+net::awaitable<Expected<std::string>> RedisLimitStore::report_async(std::string_view scope) {
+  std::string limits_json, key_tenant;
+  {
+    std::lock_guard lock(policy_.mu);
+    if (!scope.starts_with("run:") && !limits::LimitPolicy::valid_scope(scope))
+      co_return not_found(fmt::format("No scope '{}' (use global, org:ID, tenant:ID, user:TENANT/USER, key:ID, "
+                                      "model:ALIAS, deployment:ID or run:TENANT/ID).", scope),
+                          "scope_not_found", "scope");
+    const ScopeLimits& l = policy_.policy.of(scope);
+    limits_json = fmt::format(
+        R"({{"requests_per_min":{{"rate":{},"ceil":{}}},"tokens_per_min":{{"rate":{},"ceil":{}}},"concurrency":{}}})",
+        l.requests_per_min.rate, l.requests_per_min.ceil, l.tokens_per_min.rate, l.tokens_per_min.ceil,
+        l.concurrency);
+    if (scope.starts_with("key:")) {
+      auto it = policy_.key_tenant.find(std::string(scope.substr(4)));
+      if (it != policy_.key_tenant.end()) key_tenant = it->second;
+    }
+  }
+  auto tag = [&](std::string_view tenant) { return fmt::format("{}:{{{}}}", opts_.prefix, tenant); };
+  if (scope.starts_with("run:")) {  // run:TENANT/ID (runs live under their tenant's key tag)
+    const std::string_view rest = scope.substr(4);
+    const auto slash = rest.find('/');
+    if (slash == std::string_view::npos)
+      co_return not_found("With a Redis limit store, name a run as run:TENANT/RUN_ID.", "scope_not_found", "scope");
+    const std::string base = fmt::format("{}:run:{}", tag(rest.substr(0, slash)), rest.substr(slash + 1));
+    // (named argument vectors: GCC 12 mishandles temporaries inside co_await)
+    const std::vector<std::string> hmget{"HMGET", base, "tokens", "cost", "calls", "start"};
+    const std::vector<std::string> zcard{"ZCARD", base + ":inflight"};
+    auto h = co_await client_.command(hmget);
+    auto in = co_await client_.command(zcard);
+    if (!h || !in) co_return unavailable(client_.last_error());
+    if (h->array.size() < 4 || h->array[3].type == RedisValue::Type::kNil)
+      co_return not_found(fmt::format("No run '{}' is known.", rest), "scope_not_found", "scope");
+    auto field = [&](std::size_t i) { return h->array[i].type == RedisValue::Type::kString ? h->array[i].str : "0"; };
+    co_return fmt::format(R"({{"scope":"{}","store":"redis","calls":{},"in_flight":{},"tokens_used_and_reserved":{},"cost_used_and_reserved_micros":{}}})",
+                          scope, field(2), in->integer, field(0), field(1));
+  }
+  const bool tenant_owned = scope.starts_with("tenant:") || scope.starts_with("user:") || scope.starts_with("key:");
+  std::string base;
+  if (tenant_owned) {
+    std::string_view id = scope.substr(scope.find(':') + 1);
+    std::string tenant(id.substr(0, id.find('/')));
+    if (scope.starts_with("key:")) tenant = key_tenant;  // keys live under their tenant's tag
+    base = fmt::format("{}:{}", tag(tenant), scope);
+  } else {
+    base = fmt::format("{}:{{{}}}", opts_.prefix, scope);
+  }
+  const auto now_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::vector<std::string> hmget{"HMGET", base + ":b", "l1", "l2"};
+  const std::vector<std::string> zcount{"ZCOUNT", base + ":c", "(" + std::to_string(now_us), "+inf"};  // unexpired leases
+  const std::vector<std::string> zcard{"ZCARD", base + ":a"};
+  auto h = co_await client_.command(hmget);
+  auto c = co_await client_.command(zcount);
+  auto a = co_await client_.command(zcard);
+  if (!h || !c || !a) co_return unavailable(client_.last_error());
+  auto level = [&](std::size_t i) -> std::string {
+    return h->array.size() > i && h->array[i].type == RedisValue::Type::kString ? h->array[i].str : "null";
+  };
+  co_return fmt::format(R"({{"scope":"{}","store":"redis","limits":{},"in_flight":{},"active_children":{},"requests_level":{},"tokens_level":{}}})",
+                        scope, limits_json, c->integer, a->integer, level(0), level(1));
+}
+
+Expected<std::string> RedisLimitStore::report(std::string_view, limits::Micros) {
+  return server_error("internal: the Redis limit store is asynchronous; use report_async");
+}
+
+Expected<std::string> RedisLimitStore::set_limits(std::string_view scope, const ScopeLimits& limits, limits::Micros) {
+  std::lock_guard lock(policy_.mu);
+  if (!policy_.policy.set(scope, limits))
+    return not_found(fmt::format("Scope '{}' cannot carry limits.", scope), "scope_not_found", "scope");
+  return fmt::format(R"j({{"scope":"{}","store":"redis","applied":"this gateway; set it on every gateway of the fleet, or reload their config"}})j", scope);
+}
+
+void RedisLimitStore::reload(const Config& config) {
+  std::lock_guard lock(policy_.mu);
+  policy_.load(config);
+}
+
+}  // namespace tg::store
