@@ -94,7 +94,9 @@ RedisScriptCall admit_call(const LimitPolicy& policy, const Ask& ask, const Redi
   call.keys.push_back(run_base);
   call.keys.push_back(run_base + ":calls");
   call.keys.push_back(run_base + ":inflight");
-  call.keys.push_back(fmt::format("{}:{{{}}}:run-owner:{}", o.prefix, ask.tenant, ask.run_id));
+  // Run ids are fleet-wide names: the owner record is not under the tenant's
+  // tag, so another tenant's use of the id is seen (and refused).
+  call.keys.push_back(fmt::format("{}:run-owner:{}", o.prefix, ask.run_id));
   if (!ask.run_id.empty()) {
     path.run_key = run_base;
     path.run_inflight_key = run_base + ":inflight";

@@ -6,6 +6,7 @@
 
 #include "core/config_load.h"
 #include "limits/limit_store.h"
+#include "limits/redis_script.h"
 
 namespace tg::limits {
 namespace {
@@ -309,6 +310,48 @@ TEST(RateHeaders, OpenAIAndIetfFormats) {
   EXPECT_EQ(openai_duration(7'000'000), "7s");
   EXPECT_EQ(openai_duration(360'000'000), "6m0s");
   EXPECT_EQ(rate_limit_headers(Quota{}), "");
+}
+
+}  // namespace
+}  // namespace tg::limits
+
+namespace tg::limits {
+namespace {
+
+TEST(RedisScript, KeysAreHashTaggedPerTenantAndRefusalsDecodeToTheSameErrors) {
+  Config c = config("", "    user_limits: { requests_per_min: 3 }");
+  LimitPolicy policy(c);
+  Ask a = ask("alice", 50);
+  a.key = "acme-alice";
+  a.run_id = "r1";
+  a.request_id = "req-1";
+  RedisPath path;
+  RedisScriptCall call = admit_call(policy, a, RedisOptions{}, path);
+  // 7 scopes x 3 keys + 4 run keys; the tenant's own scopes share one slot.
+  ASSERT_EQ(call.keys.size(), 7u * 3 + 4);
+  EXPECT_EQ(call.keys[0], "tg:{acme}:key:acme-alice:b");
+  EXPECT_EQ(call.keys[3], "tg:{acme}:user:acme/alice:b");
+  EXPECT_EQ(call.keys[6], "tg:{acme}:tenant:acme:b");
+  EXPECT_EQ(call.keys[9], "tg:{org:demo}:b");
+  EXPECT_EQ(call.keys[21], "tg:{acme}:run:r1");
+  EXPECT_EQ(path.scopes[1].kind, "user");
+  // A refusal reads exactly like the in-process store's.
+  RedisValue reply{RedisValue::Type::kArray};
+  auto str = [](const char* s) { RedisValue v{RedisValue::Type::kString}; v.str = s; return v; };
+  auto num = [](std::int64_t i) { RedisValue v{RedisValue::Type::kInt}; v.integer = i; return v; };
+  reply.array = {num(1), str("bucket"), num(2), num(0), num(3), num(0), num(20'000'000), num(60'000'000)};
+  auto e = decode_admit(reply, path);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().code, "user_rpm_exhausted");
+  EXPECT_EQ(e.error().message, "user 'acme/alice' requests-per-minute limit (3) exhausted; retry after 20s.");
+  EXPECT_EQ(e.error().retry_after_s, 20);
+  reply.array = {num(0), num(3), num(2), num(20'000'000), num(2), num(0), num(0), num(0), num(0)};
+  auto q = decode_admit(reply, path);
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->requests.scope, "user:acme/alice");
+  EXPECT_EQ(q->requests.remaining, 2);
+  RedisValue junk{RedisValue::Type::kString};
+  EXPECT_EQ(decode_admit(junk, path).error().status, 503);
 }
 
 }  // namespace

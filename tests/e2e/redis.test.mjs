@@ -1,0 +1,205 @@
+// Limits shared by a fleet through Redis (Debian's redis-server, started here
+// on a loopback port): the 429s and run trees through the admit script, four
+// gateways enforcing one limit with no overshoot, and a Redis outage under
+// load (local share, fail closed, reconnect).
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { startGateway, tempDir, waitFor, metric, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+async function startRedis(port) {
+  const dir = tempDir();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  await waitFor(() => /Ready to accept connections/.test(out), 10000, 'redis-server ready');
+  const exited = new Promise((r) => child.on('exit', r));
+  process.on('exit', () => { try { child.kill('SIGKILL'); } catch {} });
+  return { port, kill: async () => { child.kill('SIGKILL'); await exited; } };
+}
+
+const ADMIN_HASH = '1e7bfaad4c408265b2a507a1546cd61fd91463c3a7e357fdf3f280720b747ab7';
+const admin = { authorization: 'Bearer tg-admin-demo' };
+
+function config(redisPort, { tenantLimits = '', userLimits = '', runs = '', redis = '', prefix = 'tg', decodeMs = 0 } = {}) {
+  return `
+server: { access_log: "off" }
+metering: { ledger_sqlite: "off" }
+admin: { key_sha256: [${ADMIN_HASH}] }
+limits:
+  redis: { address: "127.0.0.1:${redisPort}", key_prefix: "${prefix}", timeout_ms: 200${redis ? ', ' + redis : ''} }
+  runs: { ${runs} }
+orgs: [{ id: demo }]
+models:
+  - alias: chat
+    deployments: [{ id: chat-sim, provider: sim, sim: { decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
+${ACME_TENANT_YAML}      - { id: acme-service, sha256: 005e0af9d236348df20df9e54704c3fd304eef82c0abda9fafebca817236f2f3 }
+    limits: { ${tenantLimits} }
+    user_limits: { ${userLimits} }
+  - id: globex
+    org: demo
+    users: [carol]
+    keys:
+      - { id: globex-carol, user: carol, sha256: c4c746af8a9f76e72d9f32cda358105d59855e7da7b6526ba74e5905d386c0ef }
+`;
+}
+
+function chat(base, key, { headers = {}, maxTokens = 4, stream = false, signal } = {}) {
+  return fetch(`${base}/v1/chat/completions`, {
+    method: 'POST', signal,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: maxTokens, stream }),
+  });
+}
+
+async function status(res) { await res.text(); return res.status; }
+
+// The status of a stream, which stays open (its reservation held) until `release` is called.
+async function held(res, ctl, release) {
+  if (res.status !== 200) { await res.text(); return res.status; }
+  release.push(() => ctl.abort());
+  return 200;
+}
+
+let redis;
+let prefixN = 0;
+const prefix = () => `t${++prefixN}`;  // each test its own keys in the shared redis
+
+describe('limits shared through Redis', () => {
+  before(async () => { redis = await startRedis(await freePort()); });
+  after(async () => { await redis?.kill(); });
+
+  it('enforces and explains limits and run trees through the admit script', async () => {
+    const gw = await startGateway({ yaml: config(redis.port, { prefix: prefix(), userLimits: 'requests_per_min: 3', runs: 'max_depth: 1, max_fanout: 1' }) });
+    const ok = await chat(gw.base, DEMO_KEYS.alice);
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get('x-ratelimit-limit-requests'), '3');
+    assert.equal(ok.headers.get('x-ratelimit-remaining-requests'), '2');
+    await ok.text();
+    const rootId = ok.headers.get('x-request-id');
+    assert.equal(await status(await chat(gw.base, DEMO_KEYS.alice)), 200);
+    assert.equal(await status(await chat(gw.base, DEMO_KEYS.alice)), 200);
+    const r = await chat(gw.base, DEMO_KEYS.alice);
+    const e = (await r.json()).error;
+    assert.equal(r.status, 429);
+    assert.equal(e.code, 'user_rpm_exhausted');
+    assert.match(e.message, /^user 'acme\/alice' requests-per-minute limit \(3\) exhausted; retry after \d+s\.$/);
+    assert.ok(Number(r.headers.get('retry-after')) >= 19);
+    // Run trees, through the service key (its own users' buckets).
+    const svc = (user, h) => chat(gw.base, DEMO_KEYS.acmeService, { headers: { 'X-TG-User': user, ...h } });
+    const root = await svc('u1', { 'X-TG-Run': 'run-r' });
+    assert.equal(root.status, 200);
+    await root.text();
+    const rid = root.headers.get('x-request-id');
+    const kid = await svc('u2', { 'X-TG-Run': 'run-r', 'X-TG-Parent': rid });
+    assert.equal(kid.status, 200);
+    await kid.text();
+    const code = async (res) => { const j = await res.json(); assert.ok(j.error, `${res.status} ${JSON.stringify(j).slice(0, 300)}`); return j.error.code; };
+    assert.equal(await code(await svc('u3', { 'X-TG-Run': 'run-r', 'X-TG-Parent': rid })), 'run_fanout_exceeded');
+    assert.equal(await code(await svc('u3', { 'X-TG-Run': 'run-r', 'X-TG-Parent': kid.headers.get('x-request-id') })), 'run_depth_exceeded');
+    assert.equal(await code(await svc('u3', { 'X-TG-Run': 'run-r', 'X-TG-Parent': rootId })), 'unknown_parent');
+    assert.equal(await code(await chat(gw.base, DEMO_KEYS.carol, { headers: { 'X-TG-Run': 'run-r' } })), 'run_forbidden');
+    const rep = await (await fetch(`${gw.base}/admin/limits/run:acme/run-r`, { headers: admin })).json();
+    assert.equal(rep.calls, 2);
+    assert.equal(rep.in_flight, 0);
+    await gw.stop();
+  });
+
+  it('four gateways sharing one Redis admit no more than the limit in a burst', async () => {
+    // n concurrent requests spread over 4 gateways. Streams stay open (their
+    // reservations held) until every status is in.
+    const burst = async (yaml, n, maxTokens) => {
+      const gws = await Promise.all(Array.from({ length: 4 }, () => startGateway({ yaml })));
+      const release = [];
+      const t0 = Date.now();
+      const codes = await Promise.all(Array.from({ length: n }, (_, i) => {
+        const ctl = new AbortController();
+        return chat(gws[i % 4].base, DEMO_KEYS.acmeService, { maxTokens, stream: true, signal: ctl.signal, headers: { 'X-TG-User': 'burst' } })
+          .then((res) => held(res, ctl, release));
+      }));
+      const seconds = (Date.now() - t0) / 1000;
+      release.forEach((f) => f());
+      await Promise.all(gws.map((g) => g.stop()));
+      return { admitted: codes.filter((c) => c === 200).length, refused: codes.filter((c) => c === 429).length, seconds };
+    };
+    // 100 requests a minute for the tenant, 400 concurrent requests over 4 gateways.
+    const rpm = await burst(config(redis.port, { prefix: prefix(), tenantLimits: 'requests_per_min: 100', decodeMs: 20 }), 400, 200);
+    const refill = Math.ceil(rpm.seconds * 100 / 60);
+    assert.ok(rpm.admitted <= 100 + refill, `admitted ${rpm.admitted} in ${rpm.seconds}s (bucket 100 + ${refill} refilled)`);
+    assert.ok(rpm.admitted >= 100, `admitted ${rpm.admitted}: the whole bucket is usable`);
+    assert.equal(rpm.admitted + rpm.refused, 400);
+    // 50,000 tokens a minute; each request reserves its prompt + 1000.
+    const tpm = await burst(config(redis.port, { prefix: prefix(), tenantLimits: 'tokens_per_min: 50000', decodeMs: 20 }), 200, 1000);
+    const perRequest = 1008;  // reserved while in flight: 8 prompt tokens + max_tokens
+    const tokRefill = Math.ceil(tpm.seconds * 50000 / 60);
+    assert.ok(tpm.admitted * perRequest <= 50000 + perRequest + tokRefill,
+      `admitted ${tpm.admitted} x ${perRequest} tokens in ${tpm.seconds}s`);
+    // The same burst without shared state: each gateway enforces the whole limit.
+    const yamlLocal = config(redis.port, { tenantLimits: 'requests_per_min: 100', decodeMs: 20 }).replace(/  redis: .*\n/, '');
+    const local = await burst(yamlLocal, 400, 200);
+    console.log(`# fleet burst, 4 gateways: redis admitted ${rpm.admitted}/400 against 100 rpm (+${refill} refill in ${rpm.seconds}s), ` +
+      `${tpm.admitted}x${perRequest} tokens against 50000 tpm; in-process only admitted ${local.admitted}/400`);
+    assert.ok(local.admitted > 300, 'without Redis each of the 4 gateways admits its own 100');
+  });
+
+  it('survives Redis going away under load: local share, runs fail closed, and reconnects', async () => {
+    const port = await freePort();
+    let r = await startRedis(port);
+    const gw = await startGateway({ yaml: config(port, { prefix: prefix(), userLimits: 'requests_per_min: 40',
+      redis: 'fleet_size: 4, on_outage: local_share, runs_on_outage: fail_closed' }) });
+    let stop = false;
+    const seen = [];
+    const load = (async () => {
+      while (!stop) {
+        const res = await chat(gw.base, DEMO_KEYS.acmeService, { headers: { 'X-TG-User': `load-${seen.length % 5}` } });
+        seen.push(await status(res));
+        await new Promise((d) => setTimeout(d, 5));
+      }
+    })();
+    await waitFor(() => seen.length > 20, 5000, 'load running');
+    assert.equal(await metric(gw.base, 'tg_limit_store_up'), 1);
+    await r.kill();
+    // With Redis gone, this process enforces 40/4 = 10 a minute for alice.
+    await waitFor(async () => (await metric(gw.base, 'tg_limit_store_up')) === 0, 5000, 'store marked down');
+    const during = [];
+    for (let i = 0; i < 15; i++) during.push(await status(await chat(gw.base, DEMO_KEYS.alice)));
+    assert.equal(during.filter((c) => c === 200).length, 10, `local share: ${during}`);
+    assert.equal(during.filter((c) => c === 429).length, 5);
+    const run = await chat(gw.base, DEMO_KEYS.alice, { headers: { 'X-TG-Run': 'outage-run' } });
+    assert.equal(run.status, 503);
+    assert.equal((await run.json()).error.code, 'limits_unavailable');
+    assert.equal(run.headers.get('retry-after') !== null, true);
+    assert.ok(!seen.some((c) => c >= 500), 'the load saw no 5xx: rate limits fell back to the local share');
+    // Redis comes back on the same port: the gateway reconnects by itself.
+    r = await startRedis(port);
+    // Each worker's connection retries after its back-off (250 ms); runs are
+    // admitted again once every worker has reconnected.
+    await waitFor(async () => (await metric(gw.base, 'tg_limit_store_up')) === 1, 5000, 'reconnected');
+    await waitFor(async () => (await status(await chat(gw.base, DEMO_KEYS.alice, { headers: { 'X-TG-Run': 'after-run' } }))) === 200,
+      5000, 'runs admitted again');
+    stop = true;
+    await load;
+    await gw.stop();
+    await r.kill();
+  });
+
+  it('fails closed when configured to', async () => {
+    const port = await freePort();
+    const gw = await startGateway({ yaml: config(port, { prefix: prefix(), redis: 'on_outage: fail_closed' }) });
+    const res = await chat(gw.base, DEMO_KEYS.alice);
+    const e = (await res.json()).error;
+    assert.equal(res.status, 503);
+    assert.equal(e.code, 'limits_unavailable');
+    assert.match(e.message, /cannot connect to redis at 127\.0\.0\.1:\d+/);
+    await gw.stop();
+  });
+});
