@@ -423,8 +423,6 @@ class InProcessLimitStore final : public LimitStore {
   }
 
  private:
-  static std::string usd(std::int64_t micros) { return fmt::format("{}.{:06}", micros / 1'000'000, micros % 1'000'000); }
-
   static std::string limits_json(const ScopeLimits& l) {
     return fmt::format(
         R"({{"requests_per_min":{{"rate":{},"ceil":{}}},"tokens_per_min":{{"rate":{},"ceil":{}}},"concurrency":{}}})",

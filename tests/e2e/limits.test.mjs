@@ -175,6 +175,26 @@ describe('limits', () => {
     await gw.stop();
   });
 
+  it('limits a run\'s call rate and wall time, and a key\'s concurrency', async () => {
+    const gw = await startGateway({ yaml: config({ runs: 'calls_per_min: 2, max_wall_s: 1', decodeMs: 20 })
+      .replace('{ id: acme-alice, user: alice, sha256', '{ id: acme-alice, user: alice, limits: { concurrency: 1 }, sha256') });
+    const run = (h = {}) => chat(gw.base, DEMO_KEYS.acmeService, { headers: { 'X-TG-User': 'bob', 'X-TG-Run': 'paced', ...h } });
+    assert.equal((await run().then(async (r) => { await r.text(); return r; })).status, 200);
+    assert.equal((await run().then(async (r) => { await r.text(); return r; })).status, 200);
+    const rate = await expectError(await run(), 429, 'run_rate_exceeded');
+    assert.match(rate.message, /run 'paced' calls-per-minute limit \(2\) exhausted; retry after \d+s/);
+    await new Promise((d) => setTimeout(d, 1100));
+    const wall = await expectError(await run(), 429, 'run_wall_time_exceeded');
+    assert.match(wall.message, /over its wall-time limit \(1s\); start a new run/);
+    // The key's own concurrency limit: alice's key carries one request at a time.
+    const ctl = new AbortController();
+    const first = await chat(gw.base, DEMO_KEYS.alice, { stream: true, maxTokens: 500, signal: ctl.signal });
+    assert.equal(first.status, 200);
+    await expectError(await chat(gw.base, DEMO_KEYS.alice), 429, 'key_concurrency_exhausted');
+    ctl.abort();
+    await gw.stop();
+  });
+
   it('shows and changes limits through the admin API, and reloads them on SIGHUP', async () => {
     const dir = tempDir();
     const file = join(dir, 'tenantgate.yaml');
