@@ -60,17 +60,35 @@ RedisScriptCall admit_call(const LimitPolicy& policy, const Ask& ask, const Redi
   if (!ask.model.empty()) order.push_back({"model", std::string(ask.model), -1});
   if (!ask.deployment.empty()) order.push_back({"deployment", std::string(ask.deployment), -1});
 
+  // Only scopes that carry a limit, or whose tree parent does (they count as
+  // its active children), go to Redis: each one costs the script reads and
+  // writes, and most scopes of a path usually have no limit at all.
+  auto name_of = [](const Entry& e) { return e.kind == "global" ? std::string("global") : e.kind + ":" + e.id; };
+  auto limited = [](const ScopeLimits& l) { return l.requests_per_min.ceil || l.tokens_per_min.ceil || l.concurrency; };
+  auto has_rate = [](const ScopeLimits& l) { return l.requests_per_min.ceil || l.tokens_per_min.ceil; };
+  std::vector<int> new_index(order.size() + 1, 0);  // 1-based position in `order` → 1-based position sent
+  std::vector<int> sent;
+  for (int i = 0; i < static_cast<int>(order.size()); ++i) {
+    const Entry& e = order[i];
+    bool parent_limits = false;
+    if (e.tree_pos > 0 && e.tree_pos <= tree_edges) parent_limits = has_rate(policy.of(name_of(tree[e.tree_pos - 1])));
+    if (limited(policy.of(name_of(e))) || parent_limits) {
+      sent.push_back(i);
+      new_index[i + 1] = static_cast<int>(sent.size());
+    }
+  }
   RedisScriptCall call;
-  const int n = static_cast<int>(order.size());
+  const int n = static_cast<int>(sent.size());
   call.args = {num(n), num(ask.tokens), num(ask.cost_micros), num(policy.burst_us()), num(policy.window_us()),
                policy.fair_share() ? "1" : "0", path.hold, num(o.hold_ttl_us), num(o.key_ttl_ms)};
-  for (int i = 0; i < n; ++i) {
+  for (int i : sent) {
     const Entry& e = order[i];
-    const std::string name = e.kind == "global" ? "global" : e.kind + ":" + e.id;
+    const std::string name = name_of(e);
     const ScopeLimits& l = policy.of(name);
-    // Index (1-based, in `order`) of the tree parent when this scope is a fair-share child.
+    // Index (1-based, as sent) of the tree parent when this scope is a fair-share child of a limited parent.
     int parent = 0;
-    if (e.tree_pos > 0 && e.tree_pos <= tree_edges) parent = depth - e.tree_pos + 1;
+    if (e.tree_pos > 0 && e.tree_pos <= tree_edges && has_rate(policy.of(name_of(tree[e.tree_pos - 1]))))
+      parent = new_index[depth - e.tree_pos + 1];
     const bool tenant_owned = e.kind == "tenant" || e.kind == "user" || e.kind == "key";
     const std::string base = tenant_owned ? fmt::format("{}:{}", tenant_tag, name) : fmt::format("{}:{{{}}}", o.prefix, name);
     for (const std::string& v : {e.kind, e.kind == "global" ? std::string("global") : e.id,

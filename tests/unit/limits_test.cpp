@@ -327,25 +327,37 @@ TEST(RedisScript, KeysAreHashTaggedPerTenantAndRefusalsDecodeToTheSameErrors) {
   a.request_id = "req-1";
   RedisPath path;
   RedisScriptCall call = admit_call(policy, a, RedisOptions{}, path);
-  // 7 scopes x 3 keys + 4 run keys; the tenant's own scopes share one slot.
-  ASSERT_EQ(call.keys.size(), 7u * 3 + 4);
-  EXPECT_EQ(call.keys[0], "tg:{acme}:key:acme-alice:b");
-  EXPECT_EQ(call.keys[3], "tg:{acme}:user:acme/alice:b");
-  EXPECT_EQ(call.keys[6], "tg:{acme}:tenant:acme:b");
-  EXPECT_EQ(call.keys[9], "tg:{org:demo}:b");
-  EXPECT_EQ(call.keys[21], "tg:{acme}:run:r1");
-  EXPECT_EQ(path.scopes[1].kind, "user");
+  // Only the limited scopes (user) and the children of limited parents go:
+  // here the user alone, plus the 4 run keys, all in the tenant's slot.
+  ASSERT_EQ(call.keys.size(), 1u * 3 + 4);
+  EXPECT_EQ(call.keys[0], "tg:{acme}:user:acme/alice:b");
+  EXPECT_EQ(call.keys[3], "tg:{acme}:run:r1");
+  EXPECT_EQ(path.scopes[0].kind, "user");
+  // With limits on the org and the tenant, the tenant and user go too (the
+  // user as the tenant's fair-share child), each linked to its parent.
+  Config c2 = config("", "    limits: { requests_per_min: 300 }");
+  c2.orgs[0].limits.tokens_per_min.ceil = 1000;
+  LimitPolicy p2(c2);
+  RedisScriptCall call2 = admit_call(p2, a, RedisOptions{}, path);
+  ASSERT_EQ(path.scopes.size(), 3u);
+  EXPECT_EQ(call2.keys[0], "tg:{acme}:user:acme/alice:b");
+  EXPECT_EQ(call2.keys[3], "tg:{acme}:tenant:acme:b");
+  EXPECT_EQ(call2.keys[6], "tg:{org:demo}:b");
+  EXPECT_EQ(call2.args[9 + 7], "2") << "the user's parent is the tenant, sent second";
+  EXPECT_EQ(call2.args[9 + 8 + 7], "3") << "the tenant's parent is the org, sent third";
+  EXPECT_EQ(call2.args[9 + 16 + 7], "0");
+  call = admit_call(policy, a, RedisOptions{}, path);
   // A refusal reads exactly like the in-process store's.
   RedisValue reply{RedisValue::Type::kArray};
   auto str = [](const char* s) { RedisValue v{RedisValue::Type::kString}; v.str = s; return v; };
   auto num = [](std::int64_t i) { RedisValue v{RedisValue::Type::kInt}; v.integer = i; return v; };
-  reply.array = {num(1), str("bucket"), num(2), num(0), num(3), num(0), num(20'000'000), num(60'000'000)};
+  reply.array = {num(1), str("bucket"), num(1), num(0), num(3), num(0), num(20'000'000), num(60'000'000)};
   auto e = decode_admit(reply, path);
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.error().code, "user_rpm_exhausted");
   EXPECT_EQ(e.error().message, "user 'acme/alice' requests-per-minute limit (3) exhausted; retry after 20s.");
   EXPECT_EQ(e.error().retry_after_s, 20);
-  reply.array = {num(0), num(3), num(2), num(20'000'000), num(2), num(0), num(0), num(0), num(0)};
+  reply.array = {num(0), num(3), num(2), num(20'000'000), num(1), num(0), num(0), num(0), num(0)};
   auto q = decode_admit(reply, path);
   ASSERT_TRUE(q.ok());
   EXPECT_EQ(q->requests.scope, "user:acme/alice");
