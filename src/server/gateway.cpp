@@ -144,6 +144,18 @@ int Gateway::run() {
 
   // Resolve + bind. Port 0 picks a free port once; every worker then shares it.
   tcp::endpoint ep(net::ip::make_address(sc.listen.host), sc.listen.port);
+  if (ep.port() != 0) {
+    // SO_REUSEPORT would let a second gateway share a port another process
+    // already serves, silently splitting its traffic: bind once without it
+    // first, so "address in use" is reported as it should be.
+    net::io_context probe_ioc;
+    tcp::acceptor probe(probe_ioc);
+    probe.open(ep.protocol());
+    probe.set_option(tcp::acceptor::reuse_address(true));
+    boost::system::error_code ec;
+    probe.bind(ep, ec);
+    if (ec) throw std::runtime_error(fmt::format("cannot listen on {}: {}", sc.listen.to_string(), ec.message()));
+  }
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();
     w->acceptor = std::make_unique<tcp::acceptor>(w->ioc);

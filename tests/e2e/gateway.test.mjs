@@ -395,6 +395,15 @@ describe('configuration and CLI', () => {
     assert.match(r.stderr, /models\[1\]\.deployments\[0\]\.api_key_env: environment variable 'TG_SURELY_UNSET' is not set/);
   });
 
+  it('refuses to share a port another gateway already serves', async () => {
+    const gw = await startGateway();
+    const second = await runCli(['serve', '--listen', `127.0.0.1:${gw.port}`]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${gw.port}: Address already in use`));
+    assert.equal((await fetch(`${gw.base}/healthz`)).status, 200);
+    await gw.stop();
+  });
+
   it('mints a key whose hash line authenticates', async () => {
     const r = await runCli(['keys', 'new', '--tenant', 'acme', '--user', 'alice', '--id', 'fresh']);
     assert.equal(r.code, 0);
