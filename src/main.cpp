@@ -6,6 +6,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "meter/tokenizer.h"
 #include "meter/usage_query.h"
 #include "server/gateway.h"
+#include "sim/replay.h"
 
 namespace {
 
@@ -146,6 +148,28 @@ int main(int argc, char** argv) {
   usage->add_option("--tenant", usage_tenant, "only this tenant");
   usage->add_flag("--csv", usage_csv, "CSV instead of a table");
 
+  auto* sim_cmd = app.add_subcommand("sim", "The engine simulator");
+  sim_cmd->require_subcommand(1);
+  auto* replay_cmd = sim_cmd->add_subcommand("replay", "Replay a trace through one simulated engine, in virtual time");
+  std::vector<std::string> trace_files;
+  std::string policy_name = "fcfs", profile_name = "llama3-8b-h100";
+  bool replay_json = false, no_chunked = false;
+  double heavy_rate = 0, replay_seconds = 0;
+  std::int64_t heavy_prompt = 28'000, heavy_output = 1'000, pool_seqs = 0, pool_tokens = 0;
+  replay_cmd->add_option("--trace", trace_files, "CSV trace (arrival_s,tenant,user,prompt_tokens,output_tokens) or an "
+                         "Azure LLM trace (its tenant is the file name); repeat to merge")->required()->check(CLI::ExistingFile);
+  replay_cmd->add_option("--policy", policy_name, "fcfs or fair")->check(CLI::IsMember({"fcfs", "fair"}));
+  replay_cmd->add_option("--profile", profile_name, "engine: llama3-8b-h100, llama3-70b-4xh100, small-cpu")
+      ->check(CLI::IsMember({"llama3-8b-h100", "llama3-70b-4xh100", "small-cpu"}));
+  replay_cmd->add_option("--seconds", replay_seconds, "only the first S seconds of the trace (0: all)");
+  replay_cmd->add_option("--heavy-rate", heavy_rate, "add tenant 'heavy' sending reasoning requests at R per second");
+  replay_cmd->add_option("--heavy-prompt", heavy_prompt, "its prompt tokens (default 28000)");
+  replay_cmd->add_option("--heavy-output", heavy_output, "its output tokens (default 1000)");
+  replay_cmd->add_option("--pool-seqs", pool_seqs, "admission pool: max sequences (default: the engine's max_num_seqs)");
+  replay_cmd->add_option("--pool-tokens", pool_tokens, "admission pool: in-flight token budget (default: KV capacity)");
+  replay_cmd->add_flag("--no-chunked-prefill", no_chunked, "whole prompts in one step, prefills before decodes");
+  replay_cmd->add_flag("--json", replay_json, "one JSON object instead of a table");
+
   CLI11_PARSE(app, argc, argv);
   // Operational logs go to stderr; stdout carries the access log.
   spdlog::set_default_logger(spdlog::stderr_color_mt("tenantgate"));
@@ -183,6 +207,37 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (count->parsed()) return count_tokens(enc_name, model_name, print_ids, jsonl);
+  if (replay_cmd->parsed()) {
+    std::vector<tg::sim::TraceRequest> trace;
+    try {
+      for (const auto& f : trace_files) {
+        std::ifstream in(f);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        std::string stem = std::filesystem::path(f).stem().string();
+        auto part = tg::sim::read_trace(ss.str(), stem);
+        trace.insert(trace.end(), part.begin(), part.end());
+      }
+    } catch (const std::exception& e) {
+      std::cerr << "tenantgate: " << e.what() << "\n";
+      return 2;
+    }
+    if (replay_seconds > 0)
+      std::erase_if(trace, [&](const tg::sim::TraceRequest& r) { return r.arrival_s >= replay_seconds; });
+    double span = 0;
+    for (const auto& r : trace) span = std::max(span, r.arrival_s);
+    auto heavy = tg::sim::heavy_tenant("heavy", heavy_rate, span, heavy_prompt, heavy_output);
+    trace.insert(trace.end(), heavy.begin(), heavy.end());
+    tg::sim::EngineProfile prof = profile_name == "llama3-70b-4xh100" ? tg::sim::llama3_70b_4xh100()
+                                  : profile_name == "small-cpu"       ? tg::sim::small_cpu_model()
+                                                                      : tg::sim::llama3_8b_h100();
+    prof.chunked_prefill = !no_chunked;
+    auto res = tg::sim::replay(std::move(trace), prof,
+                               policy_name == "fair" ? tg::sched::Policy::kFair : tg::sched::Policy::kFcfs,
+                               {pool_seqs, pool_tokens});
+    std::cout << (replay_json ? tg::sim::to_json(res) + "\n" : tg::sim::to_table(res));
+    return 0;
+  }
   if (usage->parsed()) {
     if (usage_db.empty() && usage_pg.empty()) {
       std::cerr << "tenantgate: usage needs --db FILE or --postgres CONNINFO\n";

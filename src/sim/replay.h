@@ -1,0 +1,58 @@
+// Offline replay: a whole trace through one BatchEngine behind an admission
+// pool (max sequences + in-flight token budget) ordered by a FairQueue, in
+// virtual time. Pure and deterministic: the same trace gives the same result.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "sched/fair_queue.h"
+#include "sim/batch_engine.h"
+
+namespace tg::sim {
+
+struct TraceRequest {
+  double arrival_s = 0;
+  std::string tenant, user;
+  std::int64_t prompt_tokens = 0, output_tokens = 0;
+};
+
+// Reads a trace: the simple CSV `arrival_s,tenant,user,prompt_tokens,
+// output_tokens[,priority]` (with that header), or the Azure LLM inference
+// trace `TIMESTAMP,ContextTokens,GeneratedTokens` (arrival relative to its
+// first row; tenant = `azure_tenant`, users spread by row). Throws
+// std::runtime_error naming the line on a malformed row.
+std::vector<TraceRequest> read_trace(const std::string& text, const std::string& azure_tenant);
+
+// The noisy neighbour: `tenant` sends a reasoning request (prompt, output)
+// every 1/rate seconds over [0, duration).
+std::vector<TraceRequest> heavy_tenant(const std::string& tenant, double rate, double duration_s,
+                                       std::int64_t prompt_tokens, std::int64_t output_tokens);
+
+struct PoolLimits {
+  std::int64_t max_seqs = 0;         // 0: the engine's max_num_seqs
+  std::int64_t inflight_tokens = 0;  // 0: the engine's KV capacity (prompt + expected output of admitted work)
+};
+
+struct TenantStats {
+  std::int64_t completed = 0, output_tokens = 0;
+  double ttft_p50_s = 0, ttft_p90_s = 0, ttft_p99_s = 0;
+  double itl_p50_s = 0, itl_p90_s = 0, itl_p99_s = 0;
+  double service_rate = 0;  // (input + 2 x output tokens) per second while it had work
+};
+
+struct ReplayResult {
+  std::string policy;
+  double makespan_s = 0, tokens_per_s = 0, utilisation = 0, jain = 0;
+  std::uint64_t preemptions = 0;
+  std::map<std::string, TenantStats> tenants;
+};
+
+ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& engine, sched::Policy policy,
+                    PoolLimits pool = {});
+std::string to_json(const ReplayResult& r);
+std::string to_table(const ReplayResult& r);
+
+}  // namespace tg::sim
