@@ -156,11 +156,13 @@ int main(int argc, char** argv) {
   bool replay_json = false, no_chunked = false;
   double heavy_rate = 0, replay_seconds = 0;
   std::int64_t heavy_prompt = 28'000, heavy_output = 1'000, pool_seqs = 0, pool_tokens = 0;
+  int split_tenants = 1;
   replay_cmd->add_option("--trace", trace_files, "CSV trace (arrival_s,tenant,user,prompt_tokens,output_tokens) or an "
                          "Azure LLM trace (its tenant is the file name); repeat to merge")->required()->check(CLI::ExistingFile);
   replay_cmd->add_option("--policy", policy_name, "fcfs or fair")->check(CLI::IsMember({"fcfs", "fair"}));
   replay_cmd->add_option("--profile", profile_name, "engine: llama3-8b-h100, llama3-70b-4xh100, small-cpu")
       ->check(CLI::IsMember({"llama3-8b-h100", "llama3-70b-4xh100", "small-cpu"}));
+  replay_cmd->add_option("--split", split_tenants, "spread each Azure trace over N tenants (a mix of light tenants)");
   replay_cmd->add_option("--seconds", replay_seconds, "only the first S seconds of the trace (0: all)");
   replay_cmd->add_option("--heavy-rate", heavy_rate, "add tenant 'heavy' sending reasoning requests at R per second");
   replay_cmd->add_option("--heavy-prompt", heavy_prompt, "its prompt tokens (default 28000)");
@@ -215,7 +217,7 @@ int main(int argc, char** argv) {
         std::stringstream ss;
         ss << in.rdbuf();
         std::string stem = std::filesystem::path(f).stem().string();
-        auto part = tg::sim::read_trace(ss.str(), stem);
+        auto part = tg::sim::read_trace(ss.str(), stem, split_tenants);
         trace.insert(trace.end(), part.begin(), part.end());
       }
     } catch (const std::exception& e) {

@@ -11,6 +11,7 @@ double FairQueue::weight(const std::string& tenant) const {
 
 void FairQueue::push(QueuedRequest r) {
   ++size_;
+  if (!r.long_request) ++short_waiting_;
   if (policy_ == Policy::kFcfs) {
     fcfs_.push_back(std::move(r));
     return;
@@ -34,42 +35,58 @@ void FairQueue::push(QueuedRequest r) {
   ++t.waiting;
 }
 
-FairQueue::Tenant* FairQueue::pick_tenant() {
-  Tenant* best = nullptr;
-  for (auto& [name, t] : tenants_)
-    if (t.waiting > 0 && (!best || t.counter < best->counter)) best = &t;
-  return best;
-}
-
-FairQueue::User* FairQueue::pick_user(Tenant& t) {
+FairQueue::User* FairQueue::pick_user(Tenant& t, bool short_only) {
   User* best = nullptr;
   for (auto& [name, u] : t.users)
-    if (!u.queue.empty() && (!best || u.counter < best->counter)) best = &u;
+    if (!u.queue.empty() && !(short_only && u.queue.front().long_request) && (!best || u.counter < best->counter))
+      best = &u;
   return best;
 }
 
-const QueuedRequest* FairQueue::peek() {
+FairQueue::Tenant* FairQueue::pick_tenant(bool short_only) {
+  Tenant* best = nullptr;
+  for (auto& [name, t] : tenants_)
+    if (t.waiting > 0 && (!best || t.counter < best->counter) && (!short_only || pick_user(t, true))) best = &t;
+  return best;
+}
+
+const QueuedRequest* FairQueue::peek(bool short_only) {
+  peeked_tenant_ = nullptr;
+  peeked_user_ = nullptr;
   if (size_ == 0) return nullptr;
-  if (policy_ == Policy::kFcfs) return &fcfs_.front();
-  Tenant* t = pick_tenant();
-  return &pick_user(*t)->queue.front();
+  if (policy_ == Policy::kFcfs) {
+    for (std::size_t i = 0; i < fcfs_.size(); ++i)
+      if (!short_only || !fcfs_[i].long_request) {
+        peeked_fcfs_ = i;
+        return &fcfs_[i];
+      }
+    return nullptr;
+  }
+  peeked_tenant_ = pick_tenant(short_only);
+  if (!peeked_tenant_) return nullptr;
+  peeked_user_ = pick_user(*peeked_tenant_, short_only);
+  return &peeked_user_->queue.front();
 }
 
 QueuedRequest FairQueue::pop() {
   --size_;
+  QueuedRequest r;
   if (policy_ == Policy::kFcfs) {
-    QueuedRequest r = std::move(fcfs_.front());
-    fcfs_.pop_front();
-    return r;
+    r = std::move(fcfs_[peeked_fcfs_]);
+    fcfs_.erase(fcfs_.begin() + static_cast<std::ptrdiff_t>(peeked_fcfs_));
+    peeked_fcfs_ = 0;
+  } else {
+    Tenant* t = peeked_tenant_ ? peeked_tenant_ : pick_tenant(false);
+    User* u = peeked_user_ ? peeked_user_ : pick_user(*t, false);
+    r = std::move(u->queue.front());
+    u->queue.pop_front();
+    --t->waiting;
+    t->counter += w_.input * static_cast<double>(r.prompt_tokens) / weight(r.tenant);
+    u->counter += w_.input * static_cast<double>(r.prompt_tokens);
   }
-  Tenant* t = pick_tenant();
-  User* u = pick_user(*t);
-  QueuedRequest r = std::move(u->queue.front());
-  u->queue.pop_front();
-  --t->waiting;
-  const double charge = w_.input * static_cast<double>(r.prompt_tokens) / weight(r.tenant);
-  t->counter += charge;
-  u->counter += w_.input * static_cast<double>(r.prompt_tokens);
+  peeked_tenant_ = nullptr;
+  peeked_user_ = nullptr;
+  if (!r.long_request) --short_waiting_;
   return r;
 }
 

@@ -28,6 +28,7 @@ struct QueuedRequest {
   std::string tenant, user;
   std::int64_t prompt_tokens = 0;
   std::int64_t expected_output = 0;  // for the pool's in-flight token budget
+  bool long_request = false;         // belongs to the long-request lane
 };
 
 struct VtcWeights {
@@ -41,10 +42,13 @@ class FairQueue {
   void set_tenant_weight(const std::string& tenant, double weight) { tenant_weight_[tenant] = weight; }
 
   void push(QueuedRequest r);
-  // The request that should go next, without removing it; nullopt when empty.
-  const QueuedRequest* peek();
-  // Removes the request peek() returned and charges its input tokens.
+  // The request that should go next, without removing it; null when none.
+  // With `short_only`, requests of the long lane are passed over (a user's
+  // queue is FIFO: only its head is considered).
+  const QueuedRequest* peek(bool short_only = false);
+  // Removes the request the last peek() returned and charges its input tokens.
   QueuedRequest pop();
+  std::size_t short_waiting() const { return short_waiting_; }
   // Charges output tokens streamed by a dispatched request of tenant/user.
   void charge_output(const std::string& tenant, const std::string& user, std::int64_t tokens);
 
@@ -64,15 +68,19 @@ class FairQueue {
     std::size_t waiting = 0;
   };
   double weight(const std::string& tenant) const;
-  Tenant* pick_tenant();
-  static User* pick_user(Tenant& t);
+  Tenant* pick_tenant(bool short_only);
+  static User* pick_user(Tenant& t, bool short_only);
 
   Policy policy_;
   VtcWeights w_;
   std::unordered_map<std::string, double> tenant_weight_;
   std::map<std::string, Tenant> tenants_;
   std::deque<QueuedRequest> fcfs_;
-  std::size_t size_ = 0;
+  std::size_t size_ = 0, short_waiting_ = 0;
+  // What the last peek() chose.
+  Tenant* peeked_tenant_ = nullptr;
+  User* peeked_user_ = nullptr;
+  std::size_t peeked_fcfs_ = 0;
 };
 
 }  // namespace tg::sched

@@ -11,7 +11,7 @@
 namespace tg::sim {
 namespace {
 
-std::vector<std::string> split(const std::string& line) {
+std::vector<std::string> csv_fields(const std::string& line) {
   std::vector<std::string> out;
   std::string cur;
   for (char c : line) {
@@ -43,12 +43,12 @@ double pct(std::vector<double>& v, double p) {
 
 }  // namespace
 
-std::vector<TraceRequest> read_trace(const std::string& text, const std::string& azure_tenant) {
+std::vector<TraceRequest> read_trace(const std::string& text, const std::string& azure_tenant, int split) {
   std::istringstream in(text);
   std::string line;
   std::vector<TraceRequest> out;
   if (!std::getline(in, line)) return out;
-  const auto header = split(line);
+  const auto header = csv_fields(line);
   const bool azure = !header.empty() && header[0] == "TIMESTAMP";
   if (!azure && (header.size() < 5 || header[0] != "arrival_s"))
     throw std::runtime_error("trace line 1: expected the header 'arrival_s,tenant,user,prompt_tokens,output_tokens' "
@@ -56,7 +56,7 @@ std::vector<TraceRequest> read_trace(const std::string& text, const std::string&
   double first = -1;
   for (std::size_t n = 2; std::getline(in, line); ++n) {
     if (line.empty() || line == "\r") continue;
-    const auto f = split(line);
+    const auto f = csv_fields(line);
     TraceRequest r;
     try {
       if (azure) {
@@ -64,8 +64,8 @@ std::vector<TraceRequest> read_trace(const std::string& text, const std::string&
         const double t = azure_seconds(f[0], n);
         if (first < 0) first = t;
         r.arrival_s = t - first;
-        r.tenant = azure_tenant;
-        r.user = fmt::format("{}-u{}", azure_tenant, (n * 2654435761u) % 64);
+        r.tenant = split > 1 ? fmt::format("{}-{}", azure_tenant, n % static_cast<std::size_t>(split)) : azure_tenant;
+        r.user = fmt::format("{}-u{}", r.tenant, (n * 2654435761u) % 64);
         r.prompt_tokens = std::stoll(f[1]);
         r.output_tokens = std::stoll(f[2]);
       } else {
@@ -110,6 +110,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
   struct Live {
     double arrival = 0, last_token = -1;
     std::int64_t reserved = 0;
+    bool long_lane = false;
   };
   std::unordered_map<std::uint64_t, Live> live;
   std::map<std::string, std::vector<double>> ttft, itl;
@@ -119,7 +120,9 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
   res.policy = policy == sched::Policy::kFair ? "fair" : "fcfs";
   for (const auto& r : trace) res.tenants[r.tenant];
 
-  std::int64_t inflight_seqs = 0, inflight_tokens = 0, total_out = 0;
+  std::int64_t inflight_seqs = 0, inflight_tokens = 0, long_inflight_tokens = 0, total_out = 0;
+  const bool lane = policy == sched::Policy::kFair;
+  const double lane_budget = pool.long_share * static_cast<double>(budget);
   double busy_time = 0;
   std::size_t next = 0;
   auto touch = [&](const std::string& t, int delta, double now) {
@@ -131,19 +134,26 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
     const double now = engine.now();
     for (; next < trace.size() && trace[next].arrival_s <= now; ++next) {
       const auto& r = trace[next];
-      queue.push({next, r.tenant, r.user, std::max<std::int64_t>(1, r.prompt_tokens),
-                  std::max<std::int64_t>(1, r.output_tokens)});
-      live[next] = Live{r.arrival_s, -1, 0};
+      const std::int64_t p = std::max<std::int64_t>(1, r.prompt_tokens), o = std::max<std::int64_t>(1, r.output_tokens);
+      queue.push({next, r.tenant, r.user, p, o, lane && p + o > pool.long_tokens});
+      live[next] = Live{r.arrival_s, -1, 0, false};
       touch(r.tenant, +1, r.arrival_s);
     }
     // Dispatch while the pool has room (an empty pool always takes one).
-    while (const sched::QueuedRequest* q = queue.peek()) {
+    for (;;) {
+      const sched::QueuedRequest* q = queue.peek();
+      if (q && q->long_request && queue.short_waiting() > 0 && long_inflight_tokens > 0 &&
+          static_cast<double>(long_inflight_tokens + q->prompt_tokens + q->expected_output) > lane_budget)
+        q = queue.peek(/*short_only=*/true);  // the lane is full while short work waits
+      if (!q) break;
       const std::int64_t need = q->prompt_tokens + q->expected_output;
       if (inflight_seqs > 0 && (inflight_seqs >= max_seqs || inflight_tokens + need > budget)) break;
       sched::QueuedRequest r = queue.pop();
       live[r.id].reserved = need;
+      live[r.id].long_lane = r.long_request;
       ++inflight_seqs;
       inflight_tokens += need;
+      if (r.long_request) long_inflight_tokens += need;
       engine.submit({r.id, r.prompt_tokens, r.expected_output});
     }
     if (!engine.busy()) {
@@ -171,6 +181,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
       if (ev.finished) {
         --inflight_seqs;
         inflight_tokens -= l.reserved;
+        if (l.long_lane) long_inflight_tokens -= l.reserved;
         ++res.tenants[tr.tenant].completed;
         touch(tr.tenant, -1, s.end_s);
         live.erase(ev.id);

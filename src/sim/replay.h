@@ -24,7 +24,9 @@ struct TraceRequest {
 // trace `TIMESTAMP,ContextTokens,GeneratedTokens` (arrival relative to its
 // first row; tenant = `azure_tenant`, users spread by row). Throws
 // std::runtime_error naming the line on a malformed row.
-std::vector<TraceRequest> read_trace(const std::string& text, const std::string& azure_tenant);
+// `split` > 1 spreads an Azure trace's rows over that many tenants
+// ("<azure_tenant>-0" ...), for a mix of many light tenants.
+std::vector<TraceRequest> read_trace(const std::string& text, const std::string& azure_tenant, int split = 1);
 
 // The noisy neighbour: `tenant` sends a reasoning request (prompt, output)
 // every 1/rate seconds over [0, duration).
@@ -34,6 +36,12 @@ std::vector<TraceRequest> heavy_tenant(const std::string& tenant, double rate, d
 struct PoolLimits {
   std::int64_t max_seqs = 0;         // 0: the engine's max_num_seqs
   std::int64_t inflight_tokens = 0;  // 0: the engine's KV capacity (prompt + expected output of admitted work)
+  // The long-request lane: a request predicted over `long_tokens` (prompt +
+  // output) may hold at most `long_share` of the in-flight budget while short
+  // work waits (one long request is always allowed); with no short work
+  // waiting it may use the whole pool.
+  std::int64_t long_tokens = 8192;
+  double long_share = 0.25;
 };
 
 struct TenantStats {
@@ -50,6 +58,7 @@ struct ReplayResult {
   std::map<std::string, TenantStats> tenants;
 };
 
+// With `policy` fcfs the lane is off (plain arrival order); with fair, VTC order plus the lane.
 ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& engine, sched::Policy policy,
                     PoolLimits pool = {});
 std::string to_json(const ReplayResult& r);
