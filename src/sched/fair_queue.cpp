@@ -13,6 +13,7 @@ void FairQueue::push(QueuedRequest r) {
   ++size_;
   if (!r.long_request) ++short_waiting_;
   if (policy_ == Policy::kFcfs) {
+    ++fcfs_waiting_[r.tenant];
     fcfs_.push_back(std::move(r));
     return;
   }
@@ -75,6 +76,7 @@ QueuedRequest FairQueue::pop() {
     r = std::move(fcfs_[peeked_fcfs_]);
     fcfs_.erase(fcfs_.begin() + static_cast<std::ptrdiff_t>(peeked_fcfs_));
     peeked_fcfs_ = 0;
+    --fcfs_waiting_[r.tenant];
   } else {
     Tenant* t = peeked_tenant_ ? peeked_tenant_ : pick_tenant(false);
     User* u = peeked_user_ ? peeked_user_ : pick_user(*t, false);
@@ -99,9 +101,8 @@ void FairQueue::charge_output(const std::string& tenant, const std::string& user
 
 std::size_t FairQueue::waiting(const std::string& tenant) const {
   if (policy_ == Policy::kFcfs) {
-    std::size_t n = 0;
-    for (const auto& r : fcfs_) n += r.tenant == tenant;
-    return n;
+    auto it = fcfs_waiting_.find(tenant);
+    return it == fcfs_waiting_.end() ? 0 : it->second;
   }
   auto it = tenants_.find(tenant);
   return it == tenants_.end() ? 0 : it->second.waiting;

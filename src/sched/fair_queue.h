@@ -76,6 +76,7 @@ class FairQueue {
   std::unordered_map<std::string, double> tenant_weight_;
   std::map<std::string, Tenant> tenants_;
   std::deque<QueuedRequest> fcfs_;
+  std::unordered_map<std::string, std::size_t> fcfs_waiting_;  // per tenant
   std::size_t size_ = 0, short_waiting_ = 0;
   // What the last peek() chose.
   Tenant* peeked_tenant_ = nullptr;

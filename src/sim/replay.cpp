@@ -120,6 +120,15 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
   res.policy = policy == sched::Policy::kFair ? "fair" : "fcfs";
   for (const auto& r : trace) res.tenants[r.tenant];
 
+  // Jain's index over 10 s windows: among tenants that had requests waiting
+  // in the queue throughout a window (backlogged), how evenly was service
+  // (input + 2 x output tokens) shared? Averaged over windows with two or more.
+  constexpr double kWindow = 10.0;
+  double win_start = 0, jain_sum = 0;
+  int jain_windows = 0;
+  std::map<std::string, double> win_service;
+  std::map<std::string, bool> win_backlogged;
+  for (const auto& [name, st] : res.tenants) win_backlogged[name] = false;
   std::int64_t inflight_seqs = 0, inflight_tokens = 0, long_inflight_tokens = 0, total_out = 0;
   const bool lane = policy == sched::Policy::kFair;
   const double lane_budget = pool.long_share * static_cast<double>(budget);
@@ -168,6 +177,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
       if (ev.first) {
         ttft[tr.tenant].push_back(s.end_s - l.arrival);
         service[tr.tenant] += static_cast<double>(std::max<std::int64_t>(1, tr.prompt_tokens));
+        win_service[tr.tenant] += static_cast<double>(std::max<std::int64_t>(1, tr.prompt_tokens));
       } else if (ev.tokens && l.last_token >= 0) {
         itl[tr.tenant].push_back(s.end_s - l.last_token);
       }
@@ -176,6 +186,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
         total_out += ev.tokens;
         res.tenants[tr.tenant].output_tokens += ev.tokens;
         service[tr.tenant] += 2.0 * static_cast<double>(ev.tokens);
+        win_service[tr.tenant] += 2.0 * static_cast<double>(ev.tokens);
         queue.charge_output(tr.tenant, tr.user, ev.tokens);
       }
       if (ev.finished) {
@@ -187,13 +198,30 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
         live.erase(ev.id);
       }
     }
+    for (auto& [name, b] : win_backlogged) b = b && queue.waiting(name) > 0;
+    if (s.end_s >= win_start + kWindow) {
+      double sum = 0, sum_sq = 0;
+      int n = 0;
+      for (const auto& [name, b] : win_backlogged) {
+        if (!b) continue;
+        const double x = win_service[name];
+        sum += x;
+        sum_sq += x * x;
+        ++n;
+      }
+      if (n >= 2 && sum_sq > 0) {
+        jain_sum += sum * sum / (n * sum_sq);
+        ++jain_windows;
+      }
+      win_start = s.end_s;
+      win_service.clear();
+      for (auto& [name, b] : win_backlogged) b = queue.waiting(name) > 0;
+    }
   }
   res.makespan_s = engine.now();
   res.tokens_per_s = res.makespan_s > 0 ? static_cast<double>(total_out) / res.makespan_s : 0;
   res.utilisation = res.makespan_s > 0 ? busy_time / res.makespan_s : 0;
   res.preemptions = engine.preemptions();
-  double sum = 0, sum_sq = 0;
-  int n = 0;
   for (auto& [name, st] : res.tenants) {
     st.ttft_p50_s = pct(ttft[name], 0.50);
     st.ttft_p90_s = pct(ttft[name], 0.90);
@@ -201,14 +229,10 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
     st.itl_p50_s = pct(itl[name], 0.50);
     st.itl_p90_s = pct(itl[name], 0.90);
     st.itl_p99_s = pct(itl[name], 0.99);
-    if (backlog_time[name] > 0) {
-      st.service_rate = service[name] / backlog_time[name];
-      sum += st.service_rate;
-      sum_sq += st.service_rate * st.service_rate;
-      ++n;
-    }
+    if (backlog_time[name] > 0) st.service_rate = service[name] / backlog_time[name];
   }
-  res.jain = n && sum_sq > 0 ? sum * sum / (n * sum_sq) : 1.0;
+  res.jain = jain_windows ? jain_sum / jain_windows : 1.0;
+  res.jain_windows = jain_windows;
   return res;
 }
 
@@ -222,8 +246,8 @@ std::string to_json(const ReplayResult& r) {
         s.itl_p99_s, s.service_rate);
   }
   return fmt::format(
-      R"({{"policy":"{}","tokens_per_s":{:.1f},"jain":{:.4f},"utilisation":{:.4f},"makespan_s":{:.2f},"preemptions":{},"tenants":{{{}}}}})",
-      r.policy, r.tokens_per_s, r.jain, r.utilisation, r.makespan_s, r.preemptions, t);
+      R"({{"policy":"{}","tokens_per_s":{:.1f},"jain":{:.4f},"jain_windows":{},"utilisation":{:.4f},"makespan_s":{:.2f},"preemptions":{},"tenants":{{{}}}}})",
+      r.policy, r.tokens_per_s, r.jain, r.jain_windows, r.utilisation, r.makespan_s, r.preemptions, t);
 }
 
 std::string to_table(const ReplayResult& r) {

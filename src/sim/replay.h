@@ -53,7 +53,11 @@ struct TenantStats {
 
 struct ReplayResult {
   std::string policy;
-  double makespan_s = 0, tokens_per_s = 0, utilisation = 0, jain = 0;
+  double makespan_s = 0, tokens_per_s = 0, utilisation = 0;
+  // Jain's fairness index of the service given to tenants backlogged through
+  // a 10 s window, averaged over such windows (1.0 when there were none).
+  double jain = 1.0;
+  int jain_windows = 0;
   std::uint64_t preemptions = 0;
   std::map<std::string, TenantStats> tenants;
 };
