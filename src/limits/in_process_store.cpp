@@ -224,6 +224,7 @@ class InProcessLimitStore final : public LimitStore {
     Run* run = nullptr;
     Call* parent_call = nullptr;
     std::int32_t call_depth = 0;
+    const RunLimits* run_lim = nullptr;
     if (!ask.run_id.empty()) {
       auto it = runs_.find(std::string(ask.run_id));
       if (it != runs_.end() && it->second.tenant != ask.tenant)
@@ -237,7 +238,8 @@ class InProcessLimitStore final : public LimitStore {
           return refuse_unknown_parent(ask.run_id, ask.parent_id);
         call_depth = parent_call->depth + 1;
       }
-      const RunLimits& rl = run_limits(ask.tenant);
+      run_lim = &run_limits(ask.tenant);
+      const RunLimits& rl = *run_lim;
       if (it != runs_.end()) {
         Run& r = it->second;
         if (rl.wall_s && now - r.started > rl.wall_s * 1'000'000)
@@ -318,7 +320,7 @@ class InProcessLimitStore final : public LimitStore {
       run->tokens_reserved += cost[1];
       run->cost_reserved += ask.cost_micros;
       run->last = now;
-      if (const std::int64_t cpm = run_limits(ask.tenant).calls_per_min) {
+      if (const std::int64_t cpm = run_lim->calls_per_min) {
         run->calls_bucket.refill(cpm, cpm * kScale, now);
         run->calls_bucket.level -= kScale;
       }
@@ -423,12 +425,6 @@ class InProcessLimitStore final : public LimitStore {
   }
 
  private:
-  static std::string limits_json(const ScopeLimits& l) {
-    return fmt::format(
-        R"({{"requests_per_min":{{"rate":{},"ceil":{}}},"tokens_per_min":{{"rate":{},"ceil":{}}},"concurrency":{}}})",
-        l.requests_per_min.rate, l.requests_per_min.ceil, l.tokens_per_min.rate, l.tokens_per_min.ceil,
-        l.concurrency);
-  }
 
   void resolve(Node& s) {
     if (s.gen == policy_.generation()) return;

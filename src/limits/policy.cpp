@@ -1,6 +1,14 @@
 #include "limits/policy.h"
 
+#include <fmt/format.h>
+
 namespace tg::limits {
+
+std::string limits_json(const ScopeLimits& l) {
+  return fmt::format(
+      R"({{"requests_per_min":{{"rate":{},"ceil":{}}},"tokens_per_min":{{"rate":{},"ceil":{}}},"concurrency":{}}})",
+      l.requests_per_min.rate, l.requests_per_min.ceil, l.tokens_per_min.rate, l.tokens_per_min.ceil, l.concurrency);
+}
 
 void LimitPolicy::load(const Config& c) {
   scopes_.clear();

@@ -13,6 +13,9 @@
 
 namespace tg::limits {
 
+// A scope's limits as the JSON object the admin API shows.
+std::string limits_json(const ScopeLimits& l);
+
 class LimitPolicy {
  public:
   explicit LimitPolicy(const Config& c) { load(c); }

@@ -118,7 +118,7 @@ Expected<Admission> RedisLimitStore::admit(const limits::Ask&, limits::Micros) {
 }
 
 net::awaitable<Expected<std::string>> RedisLimitStore::report_async(std::string_view scope) {
-  std::string limits_json, key_tenant;
+  std::string scope_limits, key_tenant;
   {
     std::lock_guard lock(policy_.mu);
     if (!scope.starts_with("run:") && !limits::LimitPolicy::valid_scope(scope))
@@ -126,10 +126,7 @@ net::awaitable<Expected<std::string>> RedisLimitStore::report_async(std::string_
                                       "model:ALIAS, deployment:ID or run:TENANT/ID).", scope),
                           "scope_not_found", "scope");
     const ScopeLimits& l = policy_.policy.of(scope);
-    limits_json = fmt::format(
-        R"({{"requests_per_min":{{"rate":{},"ceil":{}}},"tokens_per_min":{{"rate":{},"ceil":{}}},"concurrency":{}}})",
-        l.requests_per_min.rate, l.requests_per_min.ceil, l.tokens_per_min.rate, l.tokens_per_min.ceil,
-        l.concurrency);
+    scope_limits = limits::limits_json(l);
     if (scope.starts_with("key:")) {
       auto it = policy_.key_tenant.find(std::string(scope.substr(4)));
       if (it != policy_.key_tenant.end()) key_tenant = it->second;
@@ -177,7 +174,7 @@ net::awaitable<Expected<std::string>> RedisLimitStore::report_async(std::string_
     return h->array.size() > i && h->array[i].type == RedisValue::Type::kString ? h->array[i].str : "null";
   };
   co_return fmt::format(R"({{"scope":"{}","store":"redis","limits":{},"in_flight":{},"active_children":{},"requests_level":{},"tokens_level":{}}})",
-                        scope, limits_json, c->integer, a->integer, level(0), level(1));
+                        scope, scope_limits, c->integer, a->integer, level(0), level(1));
 }
 
 Expected<std::string> RedisLimitStore::report(std::string_view, limits::Micros) {

@@ -27,6 +27,43 @@ export const ACME_TENANT_YAML = `tenants:
       - { id: acme-alice, user: alice, sha256: ee710a59742613919631058bec5f5d41996ed75d2d456bc33438591e24f58a54 }
 `;
 
+export const ADMIN_KEY = 'tg-admin-demo';
+export const ADMIN_HASH = '1e7bfaad4c408265b2a507a1546cd61fd91463c3a7e357fdf3f280720b747ab7';  // sha256(ADMIN_KEY)
+
+// A config for the limits suites: acme (alice, and bob through the service
+// key) and globex (carol), one sim model 'chat', limits small enough to hit.
+// `limits` adds lines under the top-level `limits:` (e.g. a redis block).
+export function limitsConfig({ tenantLimits = '', userLimits = '', runs = '', decodeMs = 1, limits = '' } = {}) {
+  return `
+server: { access_log: "off" }
+metering: { ledger_sqlite: "off" }
+admin: { key_sha256: [${ADMIN_HASH}] }
+limits:
+${limits ? `  ${limits}\n` : ''}  runs: { ${runs} }
+orgs: [{ id: demo }]
+models:
+  - alias: chat
+    deployments: [{ id: chat-sim, provider: sim, sim: { decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
+${ACME_TENANT_YAML}      - { id: acme-service, sha256: 005e0af9d236348df20df9e54704c3fd304eef82c0abda9fafebca817236f2f3 }
+    limits: { ${tenantLimits} }
+    user_limits: { ${userLimits} }
+  - id: globex
+    org: demo
+    users: [carol]
+    keys:
+      - { id: globex-carol, user: carol, sha256: c4c746af8a9f76e72d9f32cda358105d59855e7da7b6526ba74e5905d386c0ef }
+`;
+}
+
+// A chat completion to the 'chat' model of limitsConfig().
+export function chat(base, key, { headers = {}, maxTokens = 4, stream = false, signal } = {}) {
+  return fetch(`${base}/v1/chat/completions`, {
+    method: 'POST', signal,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: maxTokens, stream }),
+  });
+}
+
 const children = new Set();
 process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); } catch {} } });
 

@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { startGateway, runCli, tempDir, waitFor, killUnderLoad, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
+import { startGateway, runCli, tempDir, waitFor, killUnderLoad, DEMO_KEYS, ACME_TENANT_YAML, ADMIN_KEY, ADMIN_HASH } from './harness.mjs';
 
 const sql = (db, q) => execFileSync('sqlite3', ['-json', db, q], { encoding: 'utf8' }).trim();
 const rows = (db, q) => { const out = sql(db, q); return out ? JSON.parse(out) : []; };
@@ -199,14 +199,14 @@ tenants:`) + `
 describe('admin usage API', () => {
   it('answers usage and spend by group with the admin key, in JSON and CSV', async () => {
     const db = join(tempDir(), 'ledger.db');
-    const adminHash = '1e7bfaad4c408265b2a507a1546cd61fd91463c3a7e357fdf3f280720b747ab7';  // tg-admin-demo
+    const adminHash = ADMIN_HASH;
     const gw = await startGateway({ yaml: config(db, 0).replace('orgs:', `admin: { key_sha256: [${adminHash}] }\norgs:`) });
     for (let i = 0; i < 3; i++) {
       const r = await fetch(`${gw.base}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${DEMO_KEYS.alice}`, 'content-type': 'application/json', 'x-tg-feature': i ? 'chat' : 'search' },
         body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'spend' }], max_tokens: 4 }) });
       await r.text();
     }
-    const admin = { authorization: 'Bearer tg-admin-demo' };
+    const admin = { authorization: `Bearer ${ADMIN_KEY}` };
     await waitFor(async () => {
       const r = await fetch(`${gw.base}/admin/usage?group_by=tenant`, { headers: admin });
       const j = await r.json();

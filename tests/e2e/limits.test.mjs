@@ -6,42 +6,10 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { startGateway, tempDir, waitFor, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
+import { startGateway, tempDir, waitFor, chat, limitsConfig, DEMO_KEYS, ADMIN_KEY } from './harness.mjs';
 
-const ADMIN_HASH = '1e7bfaad4c408265b2a507a1546cd61fd91463c3a7e357fdf3f280720b747ab7';  // tg-admin-demo
-const admin = { authorization: 'Bearer tg-admin-demo' };
-
-// acme (alice, bob via the service key) and globex, with limits small enough to hit.
-function config({ tenantLimits = '', userLimits = '', runs = '', decodeMs = 1 } = {}) {
-  return `
-server: { access_log: "off" }
-metering: { ledger_sqlite: "off" }
-admin: { key_sha256: [${ADMIN_HASH}] }
-limits:
-  fair_share: { burst_s: 10, active_window_s: 60 }
-  runs: { ${runs} }
-orgs: [{ id: demo }]
-models:
-  - alias: chat
-    deployments: [{ id: chat-sim, provider: sim, sim: { decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
-${ACME_TENANT_YAML}      - { id: acme-service, sha256: 005e0af9d236348df20df9e54704c3fd304eef82c0abda9fafebca817236f2f3 }
-    limits: { ${tenantLimits} }
-    user_limits: { ${userLimits} }
-  - id: globex
-    org: demo
-    users: [carol]
-    keys:
-      - { id: globex-carol, user: carol, sha256: c4c746af8a9f76e72d9f32cda358105d59855e7da7b6526ba74e5905d386c0ef }
-`;
-}
-
-function chat(base, key, { headers = {}, maxTokens = 4, stream = false, signal } = {}) {
-  return fetch(`${base}/v1/chat/completions`, {
-    method: 'POST', signal,
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
-    body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: maxTokens, stream }),
-  });
-}
+const admin = { authorization: `Bearer ${ADMIN_KEY}` };
+const config = limitsConfig;
 
 async function expectError(res, status, code) {
   const body = await res.json();

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { chownSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import net from 'node:net';
-import { startGateway, runCli, tempDir, killUnderLoad, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
+import { startGateway, runCli, tempDir, killUnderLoad, DEMO_KEYS, ACME_TENANT_YAML, ADMIN_KEY, ADMIN_HASH } from './harness.mjs';
 
 const bindir = execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim();
 const asPostgres = (cmd, args) => execFileSync('runuser', ['-u', 'postgres', '--', join(bindir, cmd), ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -79,9 +79,9 @@ describe('PostgreSQL ledger (fleet)', () => {
     const lines = cli.stdout.trim().split('\n');
     assert.equal(lines.length, 3);
     assert.equal(lines.slice(1).map((l) => Number(l.split(',')[1])).reduce((x, y) => x + y), 20);
-    const adminHash = '1e7bfaad4c408265b2a507a1546cd61fd91463c3a7e357fdf3f280720b747ab7';  // tg-admin-demo
+    const adminHash = ADMIN_HASH;
     const c = await startGateway({ yaml: config(pg.conninfo).replace('orgs:', `admin: { key_sha256: [${adminHash}] }\norgs:`) });
-    const j = await (await fetch(`${c.base}/admin/usage?group_by=tenant,user&granularity=day`, { headers: { authorization: 'Bearer tg-admin-demo' } })).json();
+    const j = await (await fetch(`${c.base}/admin/usage?group_by=tenant,user&granularity=day`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json();
     assert.equal(j.data.length, 1);
     assert.equal(j.data[0].requests, 20);
     assert.equal(j.data[0].user, 'alice');

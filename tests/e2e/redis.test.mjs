@@ -6,7 +6,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
-import { startGateway, tempDir, waitFor, metric, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
+import { startGateway, tempDir, waitFor, metric, chat, limitsConfig, DEMO_KEYS, ADMIN_KEY } from './harness.mjs';
 
 function freePort() {
   return new Promise((resolve) => {
@@ -27,38 +27,11 @@ async function startRedis(port) {
   return { port, kill: async () => { child.kill('SIGKILL'); await exited; } };
 }
 
-const ADMIN_HASH = '1e7bfaad4c408265b2a507a1546cd61fd91463c3a7e357fdf3f280720b747ab7';
-const admin = { authorization: 'Bearer tg-admin-demo' };
+const admin = { authorization: `Bearer ${ADMIN_KEY}` };
 
-function config(redisPort, { tenantLimits = '', userLimits = '', runs = '', redis = '', prefix = 'tg', decodeMs = 0 } = {}) {
-  return `
-server: { access_log: "off" }
-metering: { ledger_sqlite: "off" }
-admin: { key_sha256: [${ADMIN_HASH}] }
-limits:
-  redis: { address: "127.0.0.1:${redisPort}", key_prefix: "${prefix}", timeout_ms: 200${redis ? ', ' + redis : ''} }
-  runs: { ${runs} }
-orgs: [{ id: demo }]
-models:
-  - alias: chat
-    deployments: [{ id: chat-sim, provider: sim, sim: { decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
-${ACME_TENANT_YAML}      - { id: acme-service, sha256: 005e0af9d236348df20df9e54704c3fd304eef82c0abda9fafebca817236f2f3 }
-    limits: { ${tenantLimits} }
-    user_limits: { ${userLimits} }
-  - id: globex
-    org: demo
-    users: [carol]
-    keys:
-      - { id: globex-carol, user: carol, sha256: c4c746af8a9f76e72d9f32cda358105d59855e7da7b6526ba74e5905d386c0ef }
-`;
-}
-
-function chat(base, key, { headers = {}, maxTokens = 4, stream = false, signal } = {}) {
-  return fetch(`${base}/v1/chat/completions`, {
-    method: 'POST', signal,
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
-    body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: maxTokens, stream }),
-  });
+function config(redisPort, { redis = '', prefix = 'tg', decodeMs = 0, ...rest } = {}) {
+  return limitsConfig({ ...rest, decodeMs,
+    limits: `redis: { address: "127.0.0.1:${redisPort}", key_prefix: "${prefix}", timeout_ms: 200${redis ? ', ' + redis : ''} }` });
 }
 
 async function status(res) { await res.text(); return res.status; }
