@@ -155,8 +155,9 @@ int main(int argc, char** argv) {
   std::string policy_name = "fcfs", profile_name = "llama3-8b-h100";
   bool replay_json = false, no_chunked = false;
   double heavy_rate = 0, replay_seconds = 0;
-  std::int64_t heavy_prompt = 28'000, heavy_output = 1'000, pool_seqs = 0, pool_tokens = 0;
+  std::int64_t heavy_prompt = 4'000, heavy_output = 24'000, pool_seqs = 0, pool_tokens = 0;
   int split_tenants = 1;
+  tg::sim::PoolLimits pool_limits;
   replay_cmd->add_option("--trace", trace_files, "CSV trace (arrival_s,tenant,user,prompt_tokens,output_tokens) or an "
                          "Azure LLM trace (its tenant is the file name); repeat to merge")->required()->check(CLI::ExistingFile);
   replay_cmd->add_option("--policy", policy_name, "fcfs or fair")->check(CLI::IsMember({"fcfs", "fair"}));
@@ -165,10 +166,13 @@ int main(int argc, char** argv) {
   replay_cmd->add_option("--split", split_tenants, "spread each Azure trace over N tenants (a mix of light tenants)");
   replay_cmd->add_option("--seconds", replay_seconds, "only the first S seconds of the trace (0: all)");
   replay_cmd->add_option("--heavy-rate", heavy_rate, "add tenant 'heavy' sending reasoning requests at R per second");
-  replay_cmd->add_option("--heavy-prompt", heavy_prompt, "its prompt tokens (default 28000)");
-  replay_cmd->add_option("--heavy-output", heavy_output, "its output tokens (default 1000)");
+  replay_cmd->add_option("--heavy-prompt", heavy_prompt, "its prompt tokens (default 4000)");
+  replay_cmd->add_option("--heavy-output", heavy_output, "its output tokens: reasoning (default 24000)");
   replay_cmd->add_option("--pool-seqs", pool_seqs, "admission pool: max sequences (default: the engine's max_num_seqs)");
   replay_cmd->add_option("--pool-tokens", pool_tokens, "admission pool: in-flight token budget (default: KV capacity)");
+  replay_cmd->add_option("--long-tokens", pool_limits.long_tokens, "fair: a request over this many tokens (prompt + output) is long (default 8192)");
+  replay_cmd->add_option("--long-share", pool_limits.long_share, "fair: share of the token budget long requests may hold while short work is waiting or running (default 0.8)")
+      ->check(CLI::Range(0.0, 1.0));
   replay_cmd->add_flag("--no-chunked-prefill", no_chunked, "whole prompts in one step, prefills before decodes");
   replay_cmd->add_flag("--json", replay_json, "one JSON object instead of a table");
 
@@ -234,9 +238,11 @@ int main(int argc, char** argv) {
                                   : profile_name == "small-cpu"       ? tg::sim::small_cpu_model()
                                                                       : tg::sim::llama3_8b_h100();
     prof.chunked_prefill = !no_chunked;
+    pool_limits.max_seqs = pool_seqs;
+    pool_limits.inflight_tokens = pool_tokens;
     auto res = tg::sim::replay(std::move(trace), prof,
                                policy_name == "fair" ? tg::sched::Policy::kFair : tg::sched::Policy::kFcfs,
-                               {pool_seqs, pool_tokens});
+                               pool_limits);
     std::cout << (replay_json ? tg::sim::to_json(res) + "\n" : tg::sim::to_table(res));
     return 0;
   }

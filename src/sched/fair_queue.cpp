@@ -1,5 +1,6 @@
 #include "sched/fair_queue.h"
 
+#include <algorithm>
 #include <limits>
 
 namespace tg::sched {
@@ -11,7 +12,6 @@ double FairQueue::weight(const std::string& tenant) const {
 
 void FairQueue::push(QueuedRequest r) {
   ++size_;
-  if (!r.long_request) ++short_waiting_;
   if (policy_ == Policy::kFcfs) {
     ++fcfs_waiting_[r.tenant];
     fcfs_.push_back(std::move(r));
@@ -36,36 +36,27 @@ void FairQueue::push(QueuedRequest r) {
   ++t.waiting;
 }
 
-FairQueue::User* FairQueue::pick_user(Tenant& t, bool short_only) {
+FairQueue::User* FairQueue::pick_user(Tenant& t) {
   User* best = nullptr;
   for (auto& [name, u] : t.users)
-    if (!u.queue.empty() && !(short_only && u.queue.front().long_request) && (!best || u.counter < best->counter))
-      best = &u;
+    if (!u.queue.empty() && (!best || u.counter < best->counter)) best = &u;
   return best;
 }
 
-FairQueue::Tenant* FairQueue::pick_tenant(bool short_only) {
+FairQueue::Tenant* FairQueue::pick_tenant() {
   Tenant* best = nullptr;
   for (auto& [name, t] : tenants_)
-    if (t.waiting > 0 && (!best || t.counter < best->counter) && (!short_only || pick_user(t, true))) best = &t;
+    if (t.waiting > 0 && (!best || t.counter < best->counter)) best = &t;
   return best;
 }
 
-const QueuedRequest* FairQueue::peek(bool short_only) {
+const QueuedRequest* FairQueue::peek() {
   peeked_tenant_ = nullptr;
   peeked_user_ = nullptr;
   if (size_ == 0) return nullptr;
-  if (policy_ == Policy::kFcfs) {
-    for (std::size_t i = 0; i < fcfs_.size(); ++i)
-      if (!short_only || !fcfs_[i].long_request) {
-        peeked_fcfs_ = i;
-        return &fcfs_[i];
-      }
-    return nullptr;
-  }
-  peeked_tenant_ = pick_tenant(short_only);
-  if (!peeked_tenant_) return nullptr;
-  peeked_user_ = pick_user(*peeked_tenant_, short_only);
+  if (policy_ == Policy::kFcfs) return &fcfs_.front();
+  peeked_tenant_ = pick_tenant();
+  peeked_user_ = pick_user(*peeked_tenant_);
   return &peeked_user_->queue.front();
 }
 
@@ -73,13 +64,12 @@ QueuedRequest FairQueue::pop() {
   --size_;
   QueuedRequest r;
   if (policy_ == Policy::kFcfs) {
-    r = std::move(fcfs_[peeked_fcfs_]);
-    fcfs_.erase(fcfs_.begin() + static_cast<std::ptrdiff_t>(peeked_fcfs_));
-    peeked_fcfs_ = 0;
+    r = std::move(fcfs_.front());
+    fcfs_.pop_front();
     --fcfs_waiting_[r.tenant];
   } else {
-    Tenant* t = peeked_tenant_ ? peeked_tenant_ : pick_tenant(false);
-    User* u = peeked_user_ ? peeked_user_ : pick_user(*t, false);
+    Tenant* t = peeked_tenant_ ? peeked_tenant_ : pick_tenant();
+    User* u = peeked_user_ ? peeked_user_ : pick_user(*t);
     r = std::move(u->queue.front());
     u->queue.pop_front();
     --t->waiting;
@@ -88,8 +78,30 @@ QueuedRequest FairQueue::pop() {
   }
   peeked_tenant_ = nullptr;
   peeked_user_ = nullptr;
-  if (!r.long_request) --short_waiting_;
   return r;
+}
+
+bool FairQueue::remove(std::uint64_t id, const std::string& tenant, const std::string& user) {
+  peeked_tenant_ = nullptr;
+  peeked_user_ = nullptr;
+  if (policy_ == Policy::kFcfs) {
+    auto it = std::find_if(fcfs_.begin(), fcfs_.end(), [&](const QueuedRequest& q) { return q.id == id; });
+    if (it == fcfs_.end()) return false;
+    fcfs_.erase(it);
+    --fcfs_waiting_[tenant];
+  } else {
+    auto t = tenants_.find(tenant);
+    if (t == tenants_.end()) return false;
+    auto u = t->second.users.find(user);
+    if (u == t->second.users.end()) return false;
+    auto& q = u->second.queue;
+    auto it = std::find_if(q.begin(), q.end(), [&](const QueuedRequest& r) { return r.id == id; });
+    if (it == q.end()) return false;
+    q.erase(it);
+    --t->second.waiting;
+  }
+  --size_;
+  return true;
 }
 
 void FairQueue::charge_output(const std::string& tenant, const std::string& user, std::int64_t tokens) {
@@ -97,6 +109,13 @@ void FairQueue::charge_output(const std::string& tenant, const std::string& user
   Tenant& t = tenants_[tenant];
   t.counter += w_.output * static_cast<double>(tokens) / weight(tenant);
   t.users[user].counter += w_.output * static_cast<double>(tokens);
+}
+
+void FairQueue::charge_input(const std::string& tenant, const std::string& user, std::int64_t tokens) {
+  if (policy_ == Policy::kFcfs) return;
+  Tenant& t = tenants_[tenant];
+  t.counter += w_.input * static_cast<double>(tokens) / weight(tenant);
+  t.users[user].counter += w_.input * static_cast<double>(tokens);
 }
 
 std::size_t FairQueue::waiting(const std::string& tenant) const {

@@ -28,7 +28,6 @@ struct QueuedRequest {
   std::string tenant, user;
   std::int64_t prompt_tokens = 0;
   std::int64_t expected_output = 0;  // for the pool's in-flight token budget
-  bool long_request = false;         // belongs to the long-request lane
 };
 
 struct VtcWeights {
@@ -43,14 +42,16 @@ class FairQueue {
 
   void push(QueuedRequest r);
   // The request that should go next, without removing it; null when none.
-  // With `short_only`, requests of the long lane are passed over (a user's
-  // queue is FIFO: only its head is considered).
-  const QueuedRequest* peek(bool short_only = false);
+  const QueuedRequest* peek();
   // Removes the request the last peek() returned and charges its input tokens.
   QueuedRequest pop();
-  std::size_t short_waiting() const { return short_waiting_; }
+  // Takes a waiting request out of the queue (it gave up or moved to another
+  // queue), uncharged; false when it is not waiting here.
+  bool remove(std::uint64_t id, const std::string& tenant, const std::string& user);
   // Charges output tokens streamed by a dispatched request of tenant/user.
   void charge_output(const std::string& tenant, const std::string& user, std::int64_t tokens);
+  // Charges input tokens of a request dispatched from another queue.
+  void charge_input(const std::string& tenant, const std::string& user, std::int64_t tokens);
 
   bool empty() const { return size_ == 0; }
   std::size_t size() const { return size_; }
@@ -68,8 +69,8 @@ class FairQueue {
     std::size_t waiting = 0;
   };
   double weight(const std::string& tenant) const;
-  Tenant* pick_tenant(bool short_only);
-  static User* pick_user(Tenant& t, bool short_only);
+  Tenant* pick_tenant();
+  static User* pick_user(Tenant& t);
 
   Policy policy_;
   VtcWeights w_;
@@ -77,11 +78,10 @@ class FairQueue {
   std::map<std::string, Tenant> tenants_;
   std::deque<QueuedRequest> fcfs_;
   std::unordered_map<std::string, std::size_t> fcfs_waiting_;  // per tenant
-  std::size_t size_ = 0, short_waiting_ = 0;
+  std::size_t size_ = 0;
   // What the last peek() chose.
   Tenant* peeked_tenant_ = nullptr;
   User* peeked_user_ = nullptr;
-  std::size_t peeked_fcfs_ = 0;
 };
 
 }  // namespace tg::sched

@@ -103,14 +103,16 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
                     PoolLimits pool) {
   std::stable_sort(trace.begin(), trace.end(), [](const auto& a, const auto& b) { return a.arrival_s < b.arrival_s; });
   BatchEngine engine(profile);
-  sched::FairQueue queue(policy);
-  const std::int64_t max_seqs = pool.max_seqs ? pool.max_seqs : profile.max_num_seqs;
-  const std::int64_t budget = pool.inflight_tokens ? pool.inflight_tokens : engine.kv_capacity_tokens();
+  sched::PoolConfig pc;
+  pc.policy = policy;
+  pc.max_seqs = pool.max_seqs ? pool.max_seqs : profile.max_num_seqs;
+  pc.inflight_tokens = pool.inflight_tokens ? pool.inflight_tokens : engine.kv_capacity_tokens();
+  pc.long_tokens = pool.long_tokens;
+  pc.long_share = pool.long_share;
+  sched::Pool admission(pc);
 
   struct Live {
     double arrival = 0, last_token = -1;
-    std::int64_t reserved = 0;
-    bool long_lane = false;
   };
   std::unordered_map<std::uint64_t, Live> live;
   std::map<std::string, std::vector<double>> ttft, itl;
@@ -129,9 +131,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
   std::map<std::string, double> win_service;
   std::map<std::string, bool> win_backlogged;
   for (const auto& [name, st] : res.tenants) win_backlogged[name] = false;
-  std::int64_t inflight_seqs = 0, inflight_tokens = 0, long_inflight_tokens = 0, total_out = 0;
-  const bool lane = policy == sched::Policy::kFair;
-  const double lane_budget = pool.long_share * static_cast<double>(budget);
+  std::int64_t total_out = 0;
   double busy_time = 0;
   std::size_t next = 0;
   auto touch = [&](const std::string& t, int delta, double now) {
@@ -139,31 +139,18 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
     open[t] += delta;
     if (open[t] == 0) backlog_time[t] += now - busy_since[t];
   };
-  while (next < trace.size() || !queue.empty() || engine.busy()) {
+  while (next < trace.size() || admission.stats().waiting > 0 || engine.busy()) {
     const double now = engine.now();
     for (; next < trace.size() && trace[next].arrival_s <= now; ++next) {
       const auto& r = trace[next];
       const std::int64_t p = std::max<std::int64_t>(1, r.prompt_tokens), o = std::max<std::int64_t>(1, r.output_tokens);
-      queue.push({next, r.tenant, r.user, p, o, lane && p + o > pool.long_tokens});
-      live[next] = Live{r.arrival_s, -1, 0, false};
+      admission.arrive({next, r.tenant, r.user, p, o, sched::Priority::kInteractive, 0}, r.arrival_s);
+      live[next] = Live{r.arrival_s, -1};
       touch(r.tenant, +1, r.arrival_s);
     }
-    // Dispatch while the pool has room (an empty pool always takes one).
-    for (;;) {
-      const sched::QueuedRequest* q = queue.peek();
-      if (q && q->long_request && queue.short_waiting() > 0 && long_inflight_tokens > 0 &&
-          static_cast<double>(long_inflight_tokens + q->prompt_tokens + q->expected_output) > lane_budget)
-        q = queue.peek(/*short_only=*/true);  // the lane is full while short work waits
-      if (!q) break;
-      const std::int64_t need = q->prompt_tokens + q->expected_output;
-      if (inflight_seqs > 0 && (inflight_seqs >= max_seqs || inflight_tokens + need > budget)) break;
-      sched::QueuedRequest r = queue.pop();
-      live[r.id].reserved = need;
-      live[r.id].long_lane = r.long_request;
-      ++inflight_seqs;
-      inflight_tokens += need;
-      if (r.long_request) long_inflight_tokens += need;
-      engine.submit({r.id, r.prompt_tokens, r.expected_output});
+    for (std::uint64_t id : admission.dispatch(now)) {
+      const auto& r = trace[id];
+      engine.submit({id, std::max<std::int64_t>(1, r.prompt_tokens), std::max<std::int64_t>(1, r.output_tokens)});
     }
     if (!engine.busy()) {
       if (next < trace.size()) engine.advance_to(trace[next].arrival_s);
@@ -187,18 +174,16 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
         res.tenants[tr.tenant].output_tokens += ev.tokens;
         service[tr.tenant] += 2.0 * static_cast<double>(ev.tokens);
         win_service[tr.tenant] += 2.0 * static_cast<double>(ev.tokens);
-        queue.charge_output(tr.tenant, tr.user, ev.tokens);
+        admission.charge_output(ev.id, ev.tokens);
       }
       if (ev.finished) {
-        --inflight_seqs;
-        inflight_tokens -= l.reserved;
-        if (l.long_lane) long_inflight_tokens -= l.reserved;
+        admission.finish(ev.id);
         ++res.tenants[tr.tenant].completed;
         touch(tr.tenant, -1, s.end_s);
         live.erase(ev.id);
       }
     }
-    for (auto& [name, b] : win_backlogged) b = b && queue.waiting(name) > 0;
+    for (auto& [name, b] : win_backlogged) b = b && admission.waiting(name) > 0;
     if (s.end_s >= win_start + kWindow) {
       double sum = 0, sum_sq = 0;
       int n = 0;
@@ -215,7 +200,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
       }
       win_start = s.end_s;
       win_service.clear();
-      for (auto& [name, b] : win_backlogged) b = queue.waiting(name) > 0;
+      for (auto& [name, b] : win_backlogged) b = admission.waiting(name) > 0;
     }
   }
   res.makespan_s = engine.now();

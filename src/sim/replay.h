@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "sched/fair_queue.h"
+#include "sched/pool.h"
 #include "sim/batch_engine.h"
 
 namespace tg::sim {
@@ -36,12 +36,12 @@ std::vector<TraceRequest> heavy_tenant(const std::string& tenant, double rate, d
 struct PoolLimits {
   std::int64_t max_seqs = 0;         // 0: the engine's max_num_seqs
   std::int64_t inflight_tokens = 0;  // 0: the engine's KV capacity (prompt + expected output of admitted work)
-  // The long-request lane: a request predicted over `long_tokens` (prompt +
-  // output) may hold at most `long_share` of the in-flight budget while short
-  // work waits (one long request is always allowed); with no short work
-  // waiting it may use the whole pool.
+  // The long-request lane (sched::Pool): a request predicted over
+  // `long_tokens` (prompt + output) may hold at most `long_share` of the
+  // in-flight budget while short work is waiting or running (one long request
+  // is always allowed); otherwise it may use the whole pool.
   std::int64_t long_tokens = 8192;
-  double long_share = 0.25;
+  double long_share = 0.8;
 };
 
 struct TenantStats {

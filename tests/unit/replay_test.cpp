@@ -2,6 +2,8 @@
 // every request, determinism, and FCFS vs VTC on a small noisy-neighbour mix.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "sim/replay.h"
 
 namespace tg::sim {
@@ -55,9 +57,44 @@ TEST(Replay, FairOrderShieldsLightTenantsFromAHeavyOneWhenThePoolIsSaturated) {
   EXPECT_LT(fair.tenants["light0"].ttft_p99_s, fcfs.tenants["light0"].ttft_p99_s);
   EXPECT_GT(fair.tenants["heavy"].completed, 0) << "the heavy tenant still progresses";
   EXPECT_GT(fair.jain, fcfs.jain) << "backlogged tenants share service more evenly";
-  // (Throughput: fair keeps 0.90x of fcfs on this deliberately tiny pool; the
-  // 0.95x target is for the realistic pool in the hol benchmark, still open.)
-  EXPECT_GT(fair.tokens_per_s, 0.85 * fcfs.tokens_per_s);
+  EXPECT_GT(fair.tokens_per_s, 0.85 * fcfs.tokens_per_s);  // a deliberately tiny pool costs some throughput
+}
+
+// The noisy neighbour of the hol benchmark, on synthetic light traffic: a
+// reasoning tenant (4k prompt, 24k output) pins KV for minutes; the pool is the
+// engine's own (256 sequences, its KV capacity).
+TEST(Replay, TheLaneKeepsLightTenantsNearIsolatedLatencyAtFcfsThroughput) {
+  // Four light tenants, 4 requests/s in all at exponential gaps, prompts
+  // log-uniform over 100-8,000 tokens and outputs 50-400 (the shape of the
+  // Azure conversation trace), from a fixed-seed generator.
+  std::vector<TraceRequest> light;
+  std::uint64_t x = 42;
+  auto uniform = [&x] {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<double>(x >> 11) / 9007199254740992.0;
+  };
+  for (double t = 0; t < 300;) {
+    const int k = static_cast<int>(uniform() * 4);
+    const auto prompt = static_cast<std::int64_t>(100 * std::pow(80.0, uniform()));
+    const auto output = static_cast<std::int64_t>(50 + 350 * uniform());
+    light.push_back({t, "light" + std::to_string(k), "u" + std::to_string(static_cast<int>(uniform() * 8)), prompt, output});
+    t += -std::log(1 - uniform()) / 4.0;
+  }
+  auto noisy = light;
+  auto heavy = heavy_tenant("heavy", 0.1, 300, 4'000, 24'000);
+  noisy.insert(noisy.end(), heavy.begin(), heavy.end());
+  const auto alone = replay(light, llama3_8b_h100(), sched::Policy::kFair);
+  const auto fcfs = replay(noisy, llama3_8b_h100(), sched::Policy::kFcfs);
+  const auto fair = replay(noisy, llama3_8b_h100(), sched::Policy::kFair);
+  for (int k = 0; k < 4; ++k) {
+    const std::string t = "light" + std::to_string(k);
+    SCOPED_TRACE(t);
+    const double isolated = alone.tenants.at(t).ttft_p99_s;
+    EXPECT_GT(fcfs.tenants.at(t).ttft_p99_s, 3 * isolated) << "fcfs: light work queues behind pinned reasoning work";
+    EXPECT_LE(fair.tenants.at(t).ttft_p99_s, 1.2 * isolated);
+  }
+  EXPECT_GE(fair.tokens_per_s, 0.95 * fcfs.tokens_per_s);
+  EXPECT_EQ(fair.tenants.at("heavy").completed, static_cast<std::int64_t>(heavy.size())) << "no starvation";
 }
 
 }  // namespace
