@@ -234,9 +234,7 @@ int main(int argc, char** argv) {
     for (const auto& r : trace) span = std::max(span, r.arrival_s);
     auto heavy = tg::sim::heavy_tenant("heavy", heavy_rate, span, heavy_prompt, heavy_output);
     trace.insert(trace.end(), heavy.begin(), heavy.end());
-    tg::sim::EngineProfile prof = profile_name == "llama3-70b-4xh100" ? tg::sim::llama3_70b_4xh100()
-                                  : profile_name == "small-cpu"       ? tg::sim::small_cpu_model()
-                                                                      : tg::sim::llama3_8b_h100();
+    tg::sim::EngineProfile prof = *tg::sim::profile_named(profile_name);
     prof.chunked_prefill = !no_chunked;
     pool_limits.max_seqs = pool_seqs;
     pool_limits.inflight_tokens = pool_tokens;

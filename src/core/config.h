@@ -111,6 +111,7 @@ struct TenantConfig {
   ScopeLimits user_limits;  // each of its users (configured or named by X-TG-User)
   bool has_run_limits = false;
   RunLimits run_limits;  // when has_run_limits: its runs', instead of limits.runs
+  double weight = 1;     // its share of contended engines (fair admission)
 };
 
 struct OrgConfig {
@@ -120,15 +121,32 @@ struct OrgConfig {
 
 enum class ProviderKind { kSim, kOpenAI };
 
-// The foundation's engine model for the built-in `sim` provider:
-// TTFT = ttft_base + prompt_tokens / prefill_rate, then one token every
-// decode_interval. Replaceable by the fuller simulator in src/sim/.
+// The built-in `sim` provider's engine. `engine` names a continuous-batching
+// profile (sim::BatchEngine, one engine per deployment shared by all workers:
+// llama3-8b-h100, llama3-70b-4xh100, small-cpu), with optional overrides, or
+// `fixed`: the foundation's contention-free model (TTFT = ttft_base +
+// prompt_tokens / prefill_rate, then one token every decode interval), for
+// measuring the gateway's own overhead.
 struct SimProfile {
+  std::string engine = "llama3-8b-h100";
+  std::int64_t max_num_seqs = 0, max_num_batched_tokens = 0, kv_capacity_tokens = 0;  // 0: the profile's
+  bool chunked_prefill = true;
+  // engine: fixed
   double prefill_tokens_per_s = 40'000;
   double decode_ms_per_token = 8.0;
   double ttft_base_ms = 5.0;
   std::uint32_t default_output_tokens = 48;  // when the request sets no max
   std::uint32_t embedding_dims = 256;
+};
+
+// Fair admission to a deployment (sched::Pool): its capacity in sequences
+// and in-flight tokens (prompt + expected output: a model of its KV cache),
+// and the long-request lane.
+struct PoolSettings {
+  bool enabled = false;  // `pool:` given, or a sim deployment with a batching engine
+  std::int64_t max_seqs = 0, inflight_tokens = 0;  // 0: no limit (sim: the engine's)
+  std::int64_t long_tokens = 8192;
+  double long_share = 0.8;
 };
 
 struct DeploymentConfig {
@@ -151,6 +169,7 @@ struct DeploymentConfig {
   ScopeLimits limits;
   // kSim only:
   SimProfile sim;
+  PoolSettings pool;
 };
 
 // USD per 1M tokens, in micro-dollars (parsed exactly from the config's decimals).
@@ -204,11 +223,21 @@ struct MeteringConfig {
   }
 };
 
+// How waiting requests are ordered at saturated deployments.
+struct SchedulingConfig {
+  bool fair = true;  // policy: fair (VTC + lane) | fcfs
+  double input_weight = 1, output_weight = 2;  // VTC w_p, w_q
+  double batch_aging_s = 30;
+  Millis interactive_timeout{30'000}, batch_timeout{300'000};  // queue deadlines
+  std::int64_t default_output_tokens = 512;  // expected output when max_tokens is absent (before history)
+};
+
 struct Config {
   std::string source;  // file name or "<embedded default>"
   ServerConfig server;
   MeteringConfig metering;
   LimitsConfig limits;
+  SchedulingConfig scheduling;
   std::vector<Sha256> admin_keys;  // admin API keys (hashes); none: the admin API answers 403
   std::vector<OrgConfig> orgs;
   std::vector<TenantConfig> tenants;

@@ -196,12 +196,37 @@ void load_server(Fields& f, ServerConfig& s, Problems& p) {
   f.done();
 }
 
-void load_sim(Fields& f, SimProfile& s) {
+void load_sim(Fields& f, SimProfile& s, Problems& p) {
+  if (auto e = f.str("engine", false)) {
+    static const std::set<std::string> kEngines = {"fixed", "llama3-8b-h100", "llama3-70b-4xh100", "small-cpu"};
+    if (kEngines.count(*e)) s.engine = *e;
+    else p.add(f.get("engine"), f.sub("engine"),
+               fmt::format("unknown engine '{}' (llama3-8b-h100, llama3-70b-4xh100, small-cpu, or fixed)", *e));
+  }
+  const bool fixed = s.engine == "fixed";
+  for (const char* key : {"prefill_tokens_per_s", "decode_ms_per_token", "ttft_base_ms"})
+    if (!fixed && f.get(key).IsDefined())
+      p.add(f.get(key), f.sub(key), fmt::format("only applies to engine: fixed (this deployment's engine is {})", s.engine));
+  for (const char* key : {"max_num_seqs", "max_num_batched_tokens", "kv_capacity_tokens", "chunked_prefill"})
+    if (fixed && f.get(key).IsDefined())
+      p.add(f.get(key), f.sub(key), "does not apply to engine: fixed (a batching engine's setting)");
   f.number("prefill_tokens_per_s", s.prefill_tokens_per_s, 1, 1e9);
   f.number("decode_ms_per_token", s.decode_ms_per_token, 0, 60'000);
   f.number("ttft_base_ms", s.ttft_base_ms, 0, 600'000);
+  f.number("max_num_seqs", s.max_num_seqs, 1, 100'000);
+  f.number("max_num_batched_tokens", s.max_num_batched_tokens, 16, 10'000'000);
+  f.number("kv_capacity_tokens", s.kv_capacity_tokens, 16, 1e10);
+  f.boolean("chunked_prefill", s.chunked_prefill);
   f.number("default_output_tokens", s.default_output_tokens, 1, 1'000'000);
   f.number("embedding_dims", s.embedding_dims, 1, 65'536);
+  f.done();
+}
+
+void load_pool(Fields& f, PoolSettings& pool) {
+  f.number("max_seqs", pool.max_seqs, 1, 1e6);
+  f.number("inflight_tokens", pool.inflight_tokens, 1, 1e12);
+  f.number("long_tokens", pool.long_tokens, 1, 1e9);
+  f.number("long_share", pool.long_share, 0.01, 1);
   f.done();
 }
 
@@ -296,9 +321,15 @@ void load_deployment(Fields& f, DeploymentConfig& d, Problems& p, const EnvLooku
   load_limits(f, "limits", d.limits, p);
   {
     Fields s(f.get("sim"), f.sub("sim"), p);
-    load_sim(s, d.sim);
+    load_sim(s, d.sim, p);
     if (d.provider != ProviderKind::kSim && f.get("sim").IsDefined())
       p.add(f.get("sim"), f.sub("sim"), "only applies to provider 'sim'");
+  }
+  {
+    Fields pf(f.get("pool"), f.sub("pool"), p);
+    load_pool(pf, d.pool);
+    // A simulated batching engine always has its pool (its capacity by default).
+    d.pool.enabled = f.get("pool").IsDefined() || (d.provider == ProviderKind::kSim && d.sim.engine != "fixed");
   }
   if (d.provider == ProviderKind::kOpenAI && d.model.empty())
     p.add(f.get("model"), f.sub("model"), "is required for provider 'openai' (the upstream model name)");
@@ -439,6 +470,23 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     lf.done();
   }
 
+  {
+    Fields sf(top.get("scheduling"), "scheduling", p);
+    SchedulingConfig& sc = c.scheduling;
+    if (auto pol = sf.str("policy", false)) {
+      if (*pol == "fair") sc.fair = true;
+      else if (*pol == "fcfs") sc.fair = false;
+      else p.add(sf.get("policy"), sf.sub("policy"), fmt::format("'{}' is not fair or fcfs", *pol));
+    }
+    sf.number("input_weight", sc.input_weight, 0, 1000);
+    sf.number("output_weight", sc.output_weight, 0, 1000);
+    sf.number("batch_aging_s", sc.batch_aging_s, 0, 86400);
+    sf.millis("interactive_timeout_ms", sc.interactive_timeout, 1, 3'600'000);
+    sf.millis("batch_timeout_ms", sc.batch_timeout, 1, 86'400'000);
+    sf.number("default_output_tokens", sc.default_output_tokens, 1, 10'000'000);
+    sf.done();
+  }
+
   std::set<std::string> org_ids;
   YAML::Node orgs = top.seq("orgs", true);
   for (std::size_t i = 0; i < orgs.size(); ++i) {
@@ -565,6 +613,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     }
     load_limits(f, "limits", t.limits, p);
     load_limits(f, "user_limits", t.user_limits, p);
+    f.number("weight", t.weight, 0.001, 1e6);
     if (f.get("run_limits").IsDefined()) {
       t.has_run_limits = true;
       load_run_limits(f, "run_limits", t.run_limits, p);

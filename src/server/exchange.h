@@ -12,6 +12,7 @@
 #include "meter/budget.h"
 #include "identity/keyring.h"
 #include "limits/limit_store.h"
+#include "sched/live_pool.h"
 
 namespace tg::server {
 
@@ -28,12 +29,14 @@ struct Exchange {
   std::string run_id;   // X-TG-Run
   std::string parent_id;  // X-TG-Parent
   std::string feature;  // X-TG-Feature (cost attribution tag)
+  bool batch = false;   // X-TG-Priority: batch
   // parse + route
   const ModelConfig* model_config = nullptr;
   std::uint64_t prompt_tokens_est = 0;  // our own count of the prompt (real BPE)
   std::string generated;  // streamed text relayed, for counting a stream cut short
   std::optional<meter::BudgetHold> budget_hold;  // admitted: reservations to settle
   limits::Admission admission;  // admitted by the limits: settled (or released) exactly once
+  sched::Ticket pool_ticket;    // admitted to the deployment's pool: released at settle (or by its destructor)
   std::string rate_headers;     // x-ratelimit-* and RateLimit lines for the response
   std::string model;       // alias asked for
   std::string deployment;  // deployment id that served it

@@ -80,6 +80,11 @@ struct Gateway::Impl {
   std::unique_ptr<store::SharedPolicy> redis_policy;
   store::RedisLimitStats redis_stats;
   std::function<std::optional<Config>()> reload;
+  // Before the workers: requests unwinding with a worker still release their
+  // pool tickets and engine slots (run() closes both first, so neither posts
+  // to a worker that is gone).
+  std::map<std::string, std::unique_ptr<sim::EngineHost>> engines;  // shared sim engines, by deployment id
+  std::map<std::string, std::unique_ptr<sched::LivePool>> pools;     // fair admission, by deployment id
   std::vector<std::unique_ptr<Worker>> workers;
 
   explicit Impl(Config c)
@@ -141,6 +146,17 @@ int Gateway::run() {
   Impl& g = *impl_;
   const ServerConfig& sc = g.config.server;
   unsigned n = sc.threads ? sc.threads : std::max(1u, std::thread::hardware_concurrency());
+  for (const ModelConfig& m : g.config.models)
+    for (const DeploymentConfig& d : m.deployments) {
+      std::optional<sim::EngineProfile> engine;
+      if (d.provider == ProviderKind::kSim) engine = sim::engine_profile(d.sim);
+      if (engine) g.engines[d.id] = std::make_unique<sim::EngineHost>(*engine);
+      if (!d.pool.enabled) continue;
+      PoolSettings ps = d.pool;
+      if (engine && !ps.max_seqs) ps.max_seqs = engine->max_num_seqs;  // the engine's own capacity by default
+      if (engine && !ps.inflight_tokens) ps.inflight_tokens = engine->kv_capacity_tokens;
+      g.pools[d.id] = std::make_unique<sched::LivePool>(d.id, ps, g.config.scheduling, g.config.tenants);
+    }
 
   // Resolve + bind. Port 0 picks a free port once; every worker then shares it.
   tcp::endpoint ep(net::ip::make_address(sc.listen.host), sc.listen.port);
@@ -172,12 +188,16 @@ int Gateway::run() {
     io::DeadlineSweeper& wdeadlines = w->deadlines;
     w->router = std::make_unique<upstream::Router>(g.config, [&](const DeploymentConfig& d)
                                                                   -> std::unique_ptr<upstream::Provider> {
-      if (d.provider == ProviderKind::kSim) return std::make_unique<sim::SimProvider>(d);
+      if (d.provider == ProviderKind::kSim) {
+        auto e = g.engines.find(d.id);
+        return std::make_unique<sim::SimProvider>(d, e == g.engines.end() ? nullptr : e->second.get());
+      }
       return std::make_unique<upstream::OpenAIProvider>(ioc.get_executor(), d, g.tls_for(d), wdeadlines);
     });
     w->ctx = std::make_unique<WorkerContext>(
         WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get(),
                       g.budgets, g.admin_pool.get_executor(), g.webhook, *g.limit_store});
+    w->ctx->pools = &g.pools;
     if (g.redis_policy) {
       w->redis_limits = std::make_unique<store::RedisLimitStore>(w->ioc.get_executor(), g.config.limits, w->deadlines,
                                                                  *g.redis_policy, *g.limit_store, g.redis_stats);
@@ -254,6 +274,8 @@ int Gateway::run() {
   std::this_thread::sleep_for(std::chrono::milliseconds(left > 0 ? 100 : 10));
   for (auto& w : g.workers) w->ioc.stop();
   for (auto& w : g.workers) w->thread.join();
+  for (auto& [id, e] : g.engines) e->stop();
+  for (auto& [id, p] : g.pools) p->close();
   g.access_log.flush();
   if (g.ledger) g.ledger->flush();
   spdlog::info("drained; exiting");

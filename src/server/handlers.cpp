@@ -55,6 +55,7 @@ class RelaySink final : public upstream::StreamSink {
     }
     if (!x_.ttft) x_.ttft = std::chrono::duration_cast<std::chrono::microseconds>(
                       std::chrono::steady_clock::now() - x_.start);
+    x_.pool_ticket.output_so_far(++events_);  // about one token an event: VTC charges as it streams
     switch (api::inspect_stream_chunk(data, client_wants_usage_, rewritten_, x_.usage, x_.generated)) {
       case api::ChunkVerdict::kDrop: co_return;  // the usage chunk only the gateway asked for
       case api::ChunkVerdict::kRewritten: api::append_sse_data(out_, rewritten_); break;
@@ -70,6 +71,7 @@ class RelaySink final : public upstream::StreamSink {
   Exchange& x_;
   bool client_wants_usage_;
   bool opened_ = false;
+  std::int64_t events_ = 0;
   std::string out_;
   std::string rewritten_;
 };
@@ -227,6 +229,13 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
                              kIdHeaders[i].second, "invalid_header");
     *outs[i] = std::move(v);
   }
+  if (std::string_view prio = req["x-tg-priority"]; !prio.empty()) {
+    if (prio == "batch") x.batch = true;
+    else if (prio != "interactive")
+      return invalid_request(fmt::format("Invalid X-TG-Priority header '{}': use interactive (the default) or batch.",
+                                         std::string(prio)),
+                             "X-TG-Priority", "invalid_header");
+  }
   if (!x.parent_id.empty() && x.run_id.empty())
     return invalid_request("X-TG-Parent links a call to its parent inside an agent run: send X-TG-Run with it "
                            "(the run id the parent was sent with).", "X-TG-Parent", "parent_without_run");
@@ -289,6 +298,23 @@ net::awaitable<std::optional<ApiError>> admit(WorkerContext& ctx, Exchange& x, c
   co_return std::nullopt;
 }
 
+// queue: fair admission to the deployment's pool (sched::LivePool). Waits
+// only while the pool is saturated; a 503 queue_timeout at the deadline.
+// Throws system_error(operation_aborted) when the client leaves meanwhile.
+net::awaitable<std::optional<ApiError>> enter_pool(WorkerContext& ctx, Exchange& x, const api::ParsedRequest& parsed) {
+  if (!ctx.pools) co_return std::nullopt;
+  auto it = ctx.pools->find(x.deployment);
+  if (it == ctx.pools->end()) co_return std::nullopt;
+  sched::AdmissionAsk ask{x.principal->tenant, x.user, static_cast<std::int64_t>(x.prompt_tokens_est),
+                          parsed.max_output_tokens, std::string(),
+                          x.batch ? sched::Priority::kBatch : sched::Priority::kInteractive};
+  if (auto e = parsed.body.if_contains("reasoning_effort"); e && e->is_string()) ask.reasoning_effort = e->as_string();
+  Expected<sched::Ticket> t = co_await it->second->acquire(ask);
+  if (!t) co_return t.error();
+  x.pool_ticket = std::move(*t);
+  co_return std::nullopt;
+}
+
 net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& req, Exchange& x,
                                      api::Endpoint ep) {
   // The request's JSON lives in the session's arena; `arena` outlives `prep`.
@@ -305,6 +331,12 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
   std::optional<upstream::UpstreamReply> reply;
   s.watch_disconnect();
   try {
+    std::optional<ApiError> shed = co_await enter_pool(ctx, x, parsed);
+    if (shed) {
+      s.stop_watching();
+      ctx.metrics.record_limit_rejection(x.principal->tenant, shed->code);
+      co_return co_await s.send_error(x, *shed);
+    }
     reply = co_await up.send(ureq, sink);
   } catch (const upstream::ClientGone&) {
   } catch (const boost::system::system_error& e) {
@@ -544,6 +576,7 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* deferre
         "# HELP tg_sim_cancelled_streams_total Sim streams cut short because the client went away\n"
         "# TYPE tg_sim_cancelled_streams_total counter\ntg_sim_cancelled_streams_total {}\n",
         sim::SimProvider::cancelled_streams.load());
+    if (ctx.pools) extra += sched::render_pool_metrics(*ctx.pools);
     if (ctx.redis_limits)
       extra += fmt::format(
           "# HELP tg_limit_store_up 1 while the shared (Redis) limit store answers\n# TYPE tg_limit_store_up gauge\n"
@@ -649,6 +682,7 @@ void settle(WorkerContext& ctx, Exchange& x) {
   if (x.ttft) ctx.metrics.record_ttft(tenant, x.model, std::chrono::duration<double>(*x.ttft).count());
   if (x.usage) ctx.metrics.record_tokens(tenant, x.model, x.usage->prompt_tokens, x.usage->completion_tokens);
   ctx.access_log.write(x);
+  x.pool_ticket.release(x.usage ? static_cast<std::int64_t>(x.usage->completion_tokens) : -1);
   if (!x.principal || (!ctx.ledger && !x.budget_hold && !x.admission.held())) return;
   meter::LedgerRow row = ledger_row(ctx, x);
   x.admission.settle(static_cast<std::int64_t>(row.prompt_tokens + row.completion_tokens), row.cost_micros,

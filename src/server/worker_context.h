@@ -3,6 +3,11 @@
 // process-wide metrics and access log. Built by Gateway.
 #pragma once
 
+#include <map>
+#include <memory>
+
+#include "sched/live_pool.h"
+
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 
@@ -34,6 +39,9 @@ struct WorkerContext {
   Webhook& webhook;
   limits::LimitStore& limits;  // process-wide, thread-safe
   store::RedisLimitStore* redis_limits = nullptr;  // this worker's, when limits live in Redis
+  // Fair admission pools by deployment id (process-wide, thread-safe); a
+  // deployment without one is never queued.
+  const std::map<std::string, std::unique_ptr<sched::LivePool>>* pools = nullptr;
 };
 
 }  // namespace tg::server

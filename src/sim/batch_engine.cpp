@@ -42,6 +42,12 @@ EngineProfile small_cpu_model() {
   return p;
 }
 
+std::optional<EngineProfile> profile_named(const std::string& name) {
+  for (EngineProfile p : {llama3_8b_h100(), llama3_70b_4xh100(), small_cpu_model()})
+    if (p.name == name) return p;
+  return std::nullopt;
+}
+
 double BatchEngine::step_seconds(std::int64_t prefill_tokens, std::int64_t decode_tokens,
                                  std::int64_t kv_read_tokens) const {
   const double memory = (p_.weight_bytes + static_cast<double>(kv_read_tokens) * p_.kv_bytes_per_token) /
@@ -58,6 +64,20 @@ void BatchEngine::submit(const EngineRequest& r) {
   s.req.output_tokens = std::max<std::int64_t>(1, r.output_tokens);  // a completion samples at least one token
   s.pending = s.req.prompt_tokens;
   waiting_.push_back(s);
+}
+
+bool BatchEngine::cancel(std::uint64_t id) {
+  auto w = std::find_if(waiting_.begin(), waiting_.end(), [&](const Seq& s) { return s.req.id == id; });
+  if (w != waiting_.end()) {
+    kv_blocks_used_ -= w->blocks;
+    waiting_.erase(w);
+    return true;
+  }
+  auto r = std::find_if(running_.begin(), running_.end(), [&](const Seq& s) { return s.req.id == id; });
+  if (r == running_.end()) return false;
+  kv_blocks_used_ -= r->blocks;
+  running_.erase(r);
+  return true;
 }
 
 bool BatchEngine::grow(Seq& s, std::int64_t tokens) {

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,8 @@ struct EngineProfile {
 EngineProfile llama3_8b_h100();
 EngineProfile llama3_70b_4xh100();
 EngineProfile small_cpu_model();
+// One of the above by its name (llama3-8b-h100, llama3-70b-4xh100, small-cpu); null when unknown.
+std::optional<EngineProfile> profile_named(const std::string& name);
 
 struct EngineRequest {
   std::uint64_t id = 0;
@@ -72,6 +75,8 @@ class BatchEngine {
 
   // Queues a request at the engine's current time (FCFS behind earlier ones).
   void submit(const EngineRequest& r);
+  // Drops a request (its client left): its KV is freed at once. False when unknown.
+  bool cancel(std::uint64_t id);
   // Runs one step from now(); returns what it did. REQUIRES: busy().
   StepResult step();
   bool busy() const { return !waiting_.empty() || !running_.empty(); }

@@ -1,11 +1,15 @@
 // SimProvider: the built-in `sim` upstream. Answers like an OpenAI-compatible
-// engine (deterministic text, correct usage) on this thread's timers, with
-// first-token and inter-token delays from EngineModel. Belongs to one worker
-// thread; honours terminal cancellation like every Provider.
+// engine (deterministic text, correct usage). Its timing comes from the
+// deployment's shared EngineHost (a continuous-batching engine: tokens
+// stream at the simulated step times, delayed by everyone else's work), or
+// with `engine: fixed` from EngineModel on this thread's timers. Belongs to
+// one worker thread; honours terminal cancellation like every Provider (a
+// cancelled request leaves the engine at once, its KV freed).
 #pragma once
 
 #include <atomic>
 
+#include "sim/engine_host.h"
 #include "sim/engine_model.h"
 #include "sim/responder.h"
 #include "upstream/provider.h"
@@ -14,7 +18,9 @@ namespace tg::sim {
 
 class SimProvider final : public upstream::Provider {
  public:
-  explicit SimProvider(const DeploymentConfig& d) : d_(d), model_(d.sim), responder_(d.sim, d.model) {}
+  // `engine`: the deployment's shared engine; null for engine: fixed.
+  SimProvider(const DeploymentConfig& d, EngineHost* engine)
+      : d_(d), engine_(engine), model_(d.sim), responder_(d.sim, d.model) {}
   boost::asio::awaitable<upstream::UpstreamReply> send(const upstream::UpstreamRequest& req,
                                                        upstream::StreamSink& sink) override;
   const DeploymentConfig& deployment() const override { return d_; }
@@ -23,7 +29,11 @@ class SimProvider final : public upstream::Provider {
   static std::atomic<std::uint64_t> cancelled_streams;
 
  private:
+  boost::asio::awaitable<upstream::UpstreamReply> send_batched(const upstream::UpstreamRequest& req,
+                                                               upstream::StreamSink& sink);
+
   const DeploymentConfig& d_;
+  EngineHost* engine_;
   EngineModel model_;
   Responder responder_;
 };

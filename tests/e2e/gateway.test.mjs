@@ -34,7 +34,7 @@ orgs: [{ id: o1 }]
 models:
   - alias: slow
     deployments:
-      - { id: slow-sim, provider: sim, sim: { decode_ms_per_token: 50, ttft_base_ms: 10 } }
+      - { id: slow-sim, provider: sim, sim: { engine: fixed, decode_ms_per_token: 50, ttft_base_ms: 10 } }
 ${extraModels}
 tenants:
   - id: acme

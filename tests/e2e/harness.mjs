@@ -43,7 +43,7 @@ ${limits ? `  ${limits}\n` : ''}  runs: { ${runs} }
 orgs: [{ id: demo }]
 models:
   - alias: chat
-    deployments: [{ id: chat-sim, provider: sim, sim: { decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
+    deployments: [{ id: chat-sim, provider: sim, sim: { engine: fixed, decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
 ${ACME_TENANT_YAML}      - { id: acme-service, sha256: 005e0af9d236348df20df9e54704c3fd304eef82c0abda9fafebca817236f2f3 }
     limits: { ${tenantLimits} }
     user_limits: { ${userLimits} }

@@ -23,7 +23,7 @@ models:
   - alias: chat
     encoding: o200k_base
     price: { input_per_1m: "0.15", output_per_1m: "0.60" }
-    deployments: [{ id: chat-sim, provider: sim, sim: { decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
+    deployments: [{ id: chat-sim, provider: sim, sim: { engine: fixed, decode_ms_per_token: ${decodeMs}, ttft_base_ms: 1 } }]
 ${ACME_TENANT_YAML}      - { id: acme-service, sha256: 005e0af9d236348df20df9e54704c3fd304eef82c0abda9fafebca817236f2f3 }
 `;
 }

@@ -43,7 +43,7 @@ orgs: [{ id: demo }]
 models:
   - alias: chat
     price: { input_per_1m: "0.15", output_per_1m: "0.60" }
-    deployments: [{ id: chat-sim, provider: sim, sim: { decode_ms_per_token: 0, ttft_base_ms: 1 } }]
+    deployments: [{ id: chat-sim, provider: sim, sim: { engine: fixed, decode_ms_per_token: 0, ttft_base_ms: 1 } }]
 ${ACME_TENANT_YAML}`;
 
 const ask = (base, feature = 'f') => fetch(`${base}/v1/chat/completions`, {
