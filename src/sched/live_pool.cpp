@@ -58,13 +58,16 @@ LivePool::LivePool(std::string deployment, const PoolSettings& settings, const S
 double LivePool::now() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_).count(); }
 
 std::int64_t LivePool::expected_output(const AdmissionAsk& ask) {
-  double avg = static_cast<double>(sched_.default_output_tokens);
+  std::optional<double> avg;
   {
     std::lock_guard lock(mu_);
     if (auto it = avg_output_.find(ask.tenant); it != avg_output_.end()) avg = it->second;
   }
+  // Before any history, a request's max_tokens is the prediction (the safe
+  // side for KV); after, the tenant's average, never above max_tokens.
+  if (!avg && ask.max_output_tokens) return std::max<std::int64_t>(1, *ask.max_output_tokens);
   const double factor = ask.reasoning_effort == "high" ? 4 : ask.reasoning_effort == "medium" ? 2 : 1;
-  auto predicted = static_cast<std::int64_t>(std::ceil(avg * factor));
+  auto predicted = static_cast<std::int64_t>(std::ceil(avg.value_or(static_cast<double>(sched_.default_output_tokens)) * factor));
   if (ask.max_output_tokens) predicted = std::min<std::int64_t>(predicted, *ask.max_output_tokens);
   return std::max<std::int64_t>(1, predicted);
 }

@@ -8,11 +8,10 @@
 // Retry-After), or the client left (terminal cancellation: the request leaves
 // the queue, nothing is held).
 //
-// Expected output (the pool's token budget and the lane): max_tokens when
-// the request sets it, else a per-tenant moving average of what its requests
-// really produced on this deployment (starting at scheduling.default_output_
-// tokens), times 2 / 4 for reasoning_effort medium / high, never above
-// max_tokens.
+// Expected output (the pool's token budget and the lane): a per-tenant moving
+// average of what its requests really produced on this deployment, times 2 / 4
+// for reasoning_effort medium / high, never above max_tokens; before the
+// tenant has history, max_tokens (or scheduling.default_output_tokens).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

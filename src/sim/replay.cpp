@@ -121,6 +121,8 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
   ReplayResult res;
   res.policy = policy == sched::Policy::kFair ? "fair" : "fcfs";
   for (const auto& r : trace) res.tenants[r.tenant];
+  res.requests.resize(trace.size());
+  for (std::size_t i = 0; i < trace.size(); ++i) res.requests[i] = {trace[i].arrival_s, 0, 0, trace[i].tenant};
 
   // Jain's index over 10 s windows: among tenants that had requests waiting
   // in the queue throughout a window (backlogged), how evenly was service
@@ -163,6 +165,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
       Live& l = live[ev.id];
       if (ev.first) {
         ttft[tr.tenant].push_back(s.end_s - l.arrival);
+        res.requests[ev.id].ttft_s = s.end_s - l.arrival;
         service[tr.tenant] += static_cast<double>(std::max<std::int64_t>(1, tr.prompt_tokens));
         win_service[tr.tenant] += static_cast<double>(std::max<std::int64_t>(1, tr.prompt_tokens));
       } else if (ev.tokens && l.last_token >= 0) {
@@ -177,6 +180,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
         admission.charge_output(ev.id, ev.tokens);
       }
       if (ev.finished) {
+        res.requests[ev.id].done_s = s.end_s;
         admission.finish(ev.id);
         ++res.tenants[tr.tenant].completed;
         touch(tr.tenant, -1, s.end_s);

@@ -51,8 +51,14 @@ struct TenantStats {
   double service_rate = 0;  // (input + 2 x output tokens) per second while it had work
 };
 
+struct RequestRecord {
+  double arrival_s = 0, ttft_s = 0, done_s = 0;
+  std::string tenant;
+};
+
 struct ReplayResult {
   std::string policy;
+  std::vector<RequestRecord> requests;  // every request, in arrival order
   double makespan_s = 0, tokens_per_s = 0, utilisation = 0;
   // Jain's fairness index of the service given to tenants backlogged through
   // a 10 s window, averaged over such windows (1.0 when there were none).

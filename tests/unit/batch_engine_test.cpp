@@ -123,5 +123,29 @@ TEST(BatchEngine, ChunkedPrefillBoundsTheStallALongPromptCauses) {
   EXPECT_LT(chunked, 0.3) << "at most one 8192-token chunk per step";
 }
 
+TEST(BatchEngine, ACancelledRequestFreesItsKvAndTheOthersFinish) {
+  EngineProfile p = llama3_8b_h100();
+  p.kv_capacity_tokens = 4096;
+  BatchEngine e(p);
+  e.submit({1, 2000, 500});
+  e.submit({2, 1000, 50});
+  e.submit({3, 100, 10});  // waiting: no room beside the first two
+  e.step();
+  e.step();
+  EXPECT_GT(e.kv_used_tokens(), 2000);
+  EXPECT_TRUE(e.cancel(1));
+  EXPECT_FALSE(e.cancel(1));
+  EXPECT_LT(e.kv_used_tokens(), 1200) << "the cancelled request's blocks are free at once";
+  std::map<std::uint64_t, int> finished;
+  while (e.busy())
+    for (const TokenEvent& ev : e.step().events) {
+      EXPECT_NE(ev.id, 1u);
+      if (ev.finished) ++finished[ev.id];
+    }
+  EXPECT_EQ(finished, (std::map<std::uint64_t, int>{{2, 1}, {3, 1}}));
+  EXPECT_EQ(e.kv_used_tokens(), 0);
+  EXPECT_FALSE(e.cancel(3)) << "finished requests are gone";
+}
+
 }  // namespace
 }  // namespace tg::sim
