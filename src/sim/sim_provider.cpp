@@ -42,24 +42,33 @@ net::awaitable<upstream::UpstreamReply> SimProvider::send(const upstream::Upstre
     co_return reply;
   }
 
+  // Token i of every choice is due at ttft + i * itl (absolute, so no drift).
+  const auto first = start + model_.time_to_first_token(g.prompt_tokens);
+  const TokenReady token_ready = [&](std::size_t i) -> net::awaitable<void> {
+    timer.expires_at(first + model_.inter_token() * static_cast<std::int64_t>(i));
+    co_await timer.async_wait(net::use_awaitable);
+  };
+  co_await stream_out(req, g, created, sink, reply, token_ready);
+  co_return reply;
+}
+
+net::awaitable<void> SimProvider::stream_out(const upstream::UpstreamRequest& req, const Generation& g,
+                                            std::int64_t created, upstream::StreamSink& sink,
+                                            upstream::UpstreamReply& reply, const TokenReady& token_ready) {
+  const api::ParsedRequest& p = *req.parsed;
   std::vector<std::string> chunks = responder_.stream_chunks(p, g, req.request_id, created);
   const std::size_t n_choices = g.choices.size();
-  const bool chat = p.endpoint == api::Endpoint::kChatCompletions;
-  const std::size_t lead = chat ? n_choices : 0;  // role chunks go out with the first token
+  std::size_t longest = 0;
+  for (const auto& c : g.choices) longest = std::max(longest, c.size());
+  const std::size_t lead = p.endpoint == api::Endpoint::kChatCompletions ? n_choices : 0;  // role chunks
   try {
-    timer.expires_at(start + model_.time_to_first_token(g.prompt_tokens));
-    co_await timer.async_wait(net::use_awaitable);
+    co_await token_ready(0);
     co_await sink.open();
     reply.streamed = true;
-    // Token i of every choice is due at ttft + i * itl (absolute, so no drift).
     std::size_t k = 0;
-    for (; k < lead; ++k) co_await sink.event(chunks[k]);
+    for (; k < lead; ++k) co_await sink.event(chunks[k]);  // with the first token
     for (std::size_t i = 0; i < longest; ++i) {
-      if (i > 0) {
-        timer.expires_at(start + model_.time_to_first_token(g.prompt_tokens) +
-                         model_.inter_token() * static_cast<std::int64_t>(i));
-        co_await timer.async_wait(net::use_awaitable);
-      }
+      if (i > 0) co_await token_ready(i);
       for (std::size_t c = 0; c < n_choices; ++c)
         if (i < g.choices[c].size()) co_await sink.event(chunks[k++]);
     }
@@ -69,7 +78,6 @@ net::awaitable<upstream::UpstreamReply> SimProvider::send(const upstream::Upstre
     if (e.code() == net::error::operation_aborted) cancelled_streams.fetch_add(1, std::memory_order_relaxed);
     throw;
   }
-  co_return reply;
 }
 
 namespace {
@@ -138,34 +146,17 @@ net::awaitable<upstream::UpstreamReply> SimProvider::send_batched(const upstream
         throw boost::system::system_error(net::error::operation_aborted);
     }
   };
-  try {
-    if (embeddings || !p.stream) {
-      while (!progress->finished) co_await wait_past(progress->tokens);
-      ticket.done = true;
-      reply.body = embeddings ? responder_.embeddings_body(p) : responder_.completion_body(p, g, req.request_id, created);
-      co_return reply;
-    }
-    std::vector<std::string> chunks = responder_.stream_chunks(p, g, req.request_id, created);
-    const std::size_t n_choices = g.choices.size();
-    const std::size_t lead = p.endpoint == api::Endpoint::kChatCompletions ? n_choices : 0;
-    co_await wait_past(0);
-    co_await sink.open();
-    reply.streamed = true;
-    std::size_t k = 0;
-    for (; k < lead; ++k) co_await sink.event(chunks[k]);
-    // Token i of every choice goes out when the engine has produced i + 1.
-    for (std::size_t i = 0; i < longest; ++i) {
-      if (static_cast<std::int64_t>(i) >= progress->tokens) co_await wait_past(static_cast<std::int64_t>(i));
-      for (std::size_t c = 0; c < n_choices; ++c)
-        if (i < g.choices[c].size()) co_await sink.event(chunks[k++]);
-    }
-    ticket.done = progress->finished;
-    for (; k < chunks.size(); ++k) co_await sink.event(chunks[k]);
-    co_await sink.event("[DONE]");
-  } catch (const boost::system::system_error& e) {
-    if (e.code() == net::error::operation_aborted) cancelled_streams.fetch_add(1, std::memory_order_relaxed);
-    throw;
+  if (embeddings || !p.stream) {
+    while (!progress->finished) co_await wait_past(progress->tokens);
+    ticket.done = true;
+    reply.body = embeddings ? responder_.embeddings_body(p) : responder_.completion_body(p, g, req.request_id, created);
+    co_return reply;
   }
+  const TokenReady token_ready = [&](std::size_t i) -> net::awaitable<void> {
+    if (static_cast<std::int64_t>(i) >= progress->tokens) co_await wait_past(static_cast<std::int64_t>(i));
+  };
+  co_await stream_out(req, g, created, sink, reply, token_ready);
+  ticket.done = progress->finished;
   co_return reply;
 }
 

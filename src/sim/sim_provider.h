@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 
 #include "sim/engine_host.h"
 #include "sim/engine_model.h"
@@ -29,6 +30,12 @@ class SimProvider final : public upstream::Provider {
   static std::atomic<std::uint64_t> cancelled_streams;
 
  private:
+  // Streams a generation: open, the role chunks and token i of every choice
+  // once token_ready(i) resumes, then the usage chunk and [DONE].
+  using TokenReady = std::function<boost::asio::awaitable<void>(std::size_t)>;
+  boost::asio::awaitable<void> stream_out(const upstream::UpstreamRequest& req, const Generation& g,
+                                          std::int64_t created, upstream::StreamSink& sink,
+                                          upstream::UpstreamReply& reply, const TokenReady& token_ready);
   boost::asio::awaitable<upstream::UpstreamReply> send_batched(const upstream::UpstreamRequest& req,
                                                                upstream::StreamSink& sink);
 
