@@ -183,7 +183,7 @@ void LivePool::release(std::uint64_t id, std::int64_t completion_tokens) {
     }
   }
   info_.erase(id);
-  core_.finish(id);
+  core_.finish(id, now());
   wake_admitted(core_.dispatch(now()), 0);
 }
 

@@ -26,6 +26,7 @@ void Pool::arrive(const PoolRequest& r, double now) {
   Entry& en = it->second;
   queue_of(en).push({r.id, r.tenant, r.user, r.prompt_tokens, r.expected_output});
   if (r.priority == Priority::kBatch) batch_order_.emplace_back(now, r.id);
+  if (!en.long_request) last_short_s_ = now;
   ++waiting_[r.tenant];
   ++waiting_total_;
 }
@@ -53,24 +54,25 @@ bool Pool::fits(const Entry& e) const {
   return c_.inflight_tokens <= 0 || tokens_ + e.need <= c_.inflight_tokens;
 }
 
-bool Pool::short_present() const {
-  return short_inflight_ > 0 || !queues_[0][0].empty() || !queues_[1][0].empty();
+bool Pool::short_present(double now) const {
+  return short_inflight_ > 0 || !queues_[0][0].empty() || !queues_[1][0].empty() ||
+         now - last_short_s_ < c_.short_idle_s;
 }
 
-bool Pool::lane_allows(const Entry& e) const {
-  if (!e.long_request || long_inflight_ == 0 || c_.inflight_tokens <= 0 || !short_present()) return true;
+bool Pool::lane_allows(const Entry& e, double now) const {
+  if (!e.long_request || long_inflight_ == 0 || c_.inflight_tokens <= 0 || !short_present(now)) return true;
   return static_cast<double>(long_tokens_ + e.need) <= c_.long_share * static_cast<double>(c_.inflight_tokens);
 }
 
 // Strict priority; inside a priority: one long request always in flight,
 // then short work, then long work within the lane.
-FairQueue* Pool::next_queue() {
+FairQueue* Pool::next_queue(double now) {
   for (auto& row : queues_) {
     FairQueue& shrt = row[0];
     FairQueue& lng = row[1];
     if (!lng.empty() && long_inflight_ == 0) return &lng;
     if (!shrt.empty()) return &shrt;
-    if (!lng.empty() && lane_allows(entries_.at(lng.peek()->id))) return &lng;
+    if (!lng.empty() && lane_allows(entries_.at(lng.peek()->id), now)) return &lng;
   }
   return nullptr;
 }
@@ -78,7 +80,7 @@ FairQueue* Pool::next_queue() {
 std::vector<std::uint64_t> Pool::dispatch(double now) {
   age(now);
   std::vector<std::uint64_t> out;
-  while (FairQueue* q = next_queue()) {
+  while (FairQueue* q = next_queue(now)) {
     Entry& e = entries_.at(q->peek()->id);
     if (!fits(e)) break;  // the head holds its place until capacity frees
     q->pop();
@@ -102,10 +104,11 @@ std::vector<std::uint64_t> Pool::dispatch(double now) {
   return out;
 }
 
-void Pool::finish(std::uint64_t id) {
+void Pool::finish(std::uint64_t id, double now) {
   auto it = entries_.find(id);
   if (it == entries_.end()) return;
   Entry& e = it->second;
+  if (!e.long_request) last_short_s_ = now;
   if (!e.admitted) {
     remove_waiting(e);
   } else {

@@ -15,8 +15,10 @@
 //   held behind a tenant that floods the lane). Short work goes first, except
 //   that one long request is always allowed in flight (long work is never
 //   starved); long work may hold at most `long_share` of the token budget
-//   while short work is waiting or running, and the whole pool when none is
-//   (work-conserving).
+//   while short work is present (waiting, running, or seen within the last
+//   `short_idle_s`: a gap between two chats is not idleness, and long work
+//   admitted into it would hold the pool for minutes), and the whole pool
+//   when none is (work-conserving).
 // - Queue deadlines: every waiting request carries one; expire(now) sheds the
 //   requests past theirs.
 //
@@ -42,7 +44,8 @@ struct PoolConfig {
   std::int64_t max_seqs = 0;         // 0: no limit
   std::int64_t inflight_tokens = 0;  // 0: no limit
   std::int64_t long_tokens = 8192;   // a request predicted over this is long
-  double long_share = 0.8;          // of inflight_tokens, while short work is waiting or running
+  double long_share = 0.8;          // of inflight_tokens, while short work is present
+  double short_idle_s = 10;         // short work absent this long: long work may fill the pool
   double batch_aging_s = 30;         // a batch request waiting this long competes as interactive
   VtcWeights weights{};
 };
@@ -71,7 +74,7 @@ class Pool {
   // holds capacity until finish()).
   std::vector<std::uint64_t> dispatch(double now);
   // An admitted request completed, failed or was abandoned: frees its capacity.
-  void finish(std::uint64_t id);
+  void finish(std::uint64_t id, double now);
   // A waiting request gave up (its client left): true when it was waiting.
   bool cancel(std::uint64_t id);
   // Sheds the waiting requests whose deadline is at or before `now`.
@@ -99,9 +102,9 @@ class Pool {
   }
   void age(double now);
   bool fits(const Entry& e) const;
-  bool lane_allows(const Entry& e) const;
-  bool short_present() const;
-  FairQueue* next_queue();
+  bool lane_allows(const Entry& e, double now) const;
+  bool short_present(double now) const;
+  FairQueue* next_queue(double now);
   void remove_waiting(Entry& e);
 
   PoolConfig c_;
@@ -109,6 +112,7 @@ class Pool {
   std::unordered_map<std::uint64_t, Entry> entries_;
   std::deque<std::pair<double, std::uint64_t>> batch_order_;  // (arrival, id) of batch requests, oldest first
   std::int64_t seqs_ = 0, tokens_ = 0, long_tokens_ = 0, long_inflight_ = 0, short_inflight_ = 0;
+  double last_short_s_ = -1e300;  // when short work was last seen arriving or finishing
   std::unordered_map<std::string, std::size_t> waiting_;  // per tenant
   std::size_t waiting_total_ = 0;
 };

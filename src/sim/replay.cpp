@@ -181,7 +181,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
       }
       if (ev.finished) {
         res.requests[ev.id].done_s = s.end_s;
-        admission.finish(ev.id);
+        admission.finish(ev.id, s.end_s);
         ++res.tenants[tr.tenant].completed;
         touch(tr.tenant, -1, s.end_s);
         live.erase(ev.id);

@@ -32,7 +32,7 @@ TEST(Pool, GoesAtOnceWhileThereIsRoomAndWaitsOnlyWhenSaturated) {
   EXPECT_EQ(pool.dispatch(0), (Ids{1, 2}));
   EXPECT_EQ(pool.stats().waiting, 1u);
   EXPECT_EQ(pool.dispatch(1), Ids{});
-  pool.finish(1);
+  pool.finish(1, 0);
   EXPECT_EQ(pool.dispatch(2), (Ids{3}));
   EXPECT_EQ(pool.stats().inflight_seqs, 2);
   EXPECT_EQ(pool.stats().inflight_tokens, 400);
@@ -44,7 +44,7 @@ TEST(Pool, TheTokenBudgetBoundsInFlightWorkButAnEmptyPoolTakesAnything) {
   EXPECT_EQ(pool.dispatch(0), (Ids{1}));
   pool.arrive(req(2, "b", 10, 10), 0);
   EXPECT_EQ(pool.dispatch(0), Ids{}) << "over budget while the big one runs";
-  pool.finish(1);
+  pool.finish(1, 0);
   EXPECT_EQ(pool.dispatch(1), (Ids{2}));
 }
 
@@ -57,10 +57,12 @@ TEST(Pool, LongWorkHoldsAtMostItsShareWhileShortWorkIsPresent) {
   EXPECT_EQ(pool.stats().long_inflight_tokens, 40'000);
   pool.arrive(req(101, "light", 500, 500), 1);
   EXPECT_EQ(pool.dispatch(1), (Ids{101})) << "short work passes the waiting long work";
-  // Short work gone: long work may fill the pool (work-conserving).
-  pool.finish(100);
-  pool.finish(101);
-  EXPECT_EQ(pool.dispatch(2), (Ids{3, 4}));
+  // Short work gone for a moment: a gap between chats, not idleness.
+  pool.finish(100, 2);
+  pool.finish(101, 2);
+  EXPECT_EQ(pool.dispatch(5), Ids{}) << "long work would hold the pool for minutes";
+  // Gone for short_idle_s (10 s): long work may fill the pool (work-conserving).
+  EXPECT_EQ(pool.dispatch(12), (Ids{3, 4}));
   EXPECT_EQ(pool.stats().long_inflight_tokens, 80'000);
 }
 
@@ -70,7 +72,7 @@ TEST(Pool, OneLongRequestIsAlwaysAllowedSoLongWorkNeverStarves) {
   pool.arrive(req(9, "heavy", 20'000, 20'000), 0);  // 40k: over the 50k lane? no, but short work comes first
   EXPECT_EQ(pool.dispatch(0), (Ids{9, 1, 2})) << "with no long request in flight, the long one goes first";
   pool.arrive(req(10, "heavy", 20'000, 20'000), 0);
-  pool.finish(1);
+  pool.finish(1, 0);
   EXPECT_EQ(pool.dispatch(1), (Ids{3})) << "then short work before more long work";
 }
 
@@ -84,7 +86,7 @@ TEST(Pool, TheLaneIsFairAmongTenantsOnLongServiceOnly) {
     pool.arrive(req(i, "mixed", 2'000, 500), 1);
     pool.dispatch(1);
     pool.charge_output(i, 500);
-    pool.finish(i);
+    pool.finish(i, 0);
   }
   for (std::uint64_t i = 2; i <= 6; ++i) pool.arrive(req(i, "flood", 4'000, 16'000), 2);
   EXPECT_EQ(pool.dispatch(2), (Ids{2}));  // the 50k lane holds two 20k requests
@@ -92,9 +94,9 @@ TEST(Pool, TheLaneIsFairAmongTenantsOnLongServiceOnly) {
   // Each release makes room for one long request. On a shared counter mixed's
   // short service would put it behind all of flood's backlog; on long service
   // it is lifted level with flood and goes within the next two.
-  pool.finish(1);
+  pool.finish(1, 0);
   Ids order = pool.dispatch(4);
-  pool.finish(2);
+  pool.finish(2, 0);
   for (auto id : pool.dispatch(5)) order.push_back(id);
   ASSERT_GE(order.size(), 2u);
   EXPECT_EQ(Ids(order.begin(), order.begin() + 2), (Ids{3, 50}));
@@ -109,7 +111,7 @@ TEST(Pool, FcfsHasNoLaneAndKeepsArrivalOrder) {
   pool.arrive(req(3, "light", 100, 100), 0);
   EXPECT_EQ(pool.dispatch(0), (Ids{1, 2}));
   pool.arrive(req(4, "heavy", 20'000, 20'000), 1);
-  pool.finish(1);
+  pool.finish(1, 0);
   EXPECT_EQ(pool.dispatch(2), (Ids{3}));
 }
 
@@ -119,12 +121,12 @@ TEST(Pool, InteractiveGoesFirstAndBatchAgesIntoIt) {
   ASSERT_EQ(pool.dispatch(0), (Ids{1}));
   pool.arrive(req(2, "a", 100, 100, Priority::kBatch), 0);
   pool.arrive(req(3, "b", 100, 100), 5);
-  pool.finish(1);
+  pool.finish(1, 0);
   EXPECT_EQ(pool.dispatch(10), (Ids{3})) << "interactive before an older batch request";
   pool.arrive(req(4, "b", 100, 100), 20);
-  pool.finish(3);
+  pool.finish(3, 0);
   EXPECT_EQ(pool.dispatch(31), (Ids{2})) << "after 30 s the batch request competes as interactive and wins on VTC";
-  pool.finish(2);
+  pool.finish(2, 0);
   EXPECT_EQ(pool.dispatch(32), (Ids{4}));
 }
 
@@ -138,7 +140,7 @@ TEST(Pool, DeadlinesShedWaitingRequestsOnly) {
   EXPECT_EQ(pool.expire(5), (Ids{2})) << "an admitted request is never shed";
   EXPECT_EQ(pool.waiting("a"), 0u);
   EXPECT_EQ(pool.stats().waiting, 1u);
-  pool.finish(1);
+  pool.finish(1, 0);
   EXPECT_EQ(pool.dispatch(6), (Ids{3}));
 }
 
@@ -150,7 +152,7 @@ TEST(Pool, CancelledWaitersLeaveNoTraceAndAbandonedAdmissionsFreeCapacity) {
   for (std::uint64_t i = 2; i < 1'000; ++i) EXPECT_TRUE(pool.cancel(i));
   EXPECT_FALSE(pool.cancel(1)) << "admitted: finish() frees it, cancel() does not";
   EXPECT_EQ(pool.stats().waiting, 0u);
-  pool.finish(1);
+  pool.finish(1, 0);
   const PoolStats s = pool.stats();
   EXPECT_EQ(s.inflight_seqs, 0);
   EXPECT_EQ(s.inflight_tokens, 0);

@@ -81,7 +81,7 @@ TEST(Replay, TheLaneKeepsLightTenantsNearIsolatedLatencyAtFcfsThroughput) {
     t += -std::log(1 - uniform()) / 4.0;
   }
   auto noisy = light;
-  auto heavy = heavy_tenant("heavy", 0.1, 300, 4'000, 24'000);
+  auto heavy = heavy_tenant("heavy", 0.05, 300, 4'000, 24'000);
   noisy.insert(noisy.end(), heavy.begin(), heavy.end());
   const auto alone = replay(light, llama3_8b_h100(), sched::Policy::kFair);
   const auto fcfs = replay(noisy, llama3_8b_h100(), sched::Policy::kFcfs);
