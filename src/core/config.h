@@ -147,6 +147,7 @@ struct PoolSettings {
   std::int64_t max_seqs = 0, inflight_tokens = 0;  // 0: no limit (sim: the engine's)
   std::int64_t long_tokens = 8192;
   double long_share = 0.8;
+  double short_idle_s = 10;  // short work unseen this long: long work may fill the pool
 };
 
 struct DeploymentConfig {

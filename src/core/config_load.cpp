@@ -227,6 +227,7 @@ void load_pool(Fields& f, PoolSettings& pool) {
   f.number("inflight_tokens", pool.inflight_tokens, 1, 1e12);
   f.number("long_tokens", pool.long_tokens, 1, 1e9);
   f.number("long_share", pool.long_share, 0.01, 1);
+  f.number("short_idle_s", pool.short_idle_s, 0, 3600);
   f.done();
 }
 

@@ -43,6 +43,7 @@ PoolConfig core_config(const PoolSettings& s, const SchedulingConfig& sc) {
   c.inflight_tokens = s.inflight_tokens;
   c.long_tokens = s.long_tokens;
   c.long_share = s.long_share;
+  c.short_idle_s = s.short_idle_s;
   c.batch_aging_s = sc.batch_aging_s;
   c.weights = {sc.input_weight, sc.output_weight};
   return c;
