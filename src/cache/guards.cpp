@@ -1,0 +1,204 @@
+#include "cache/guards.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+namespace tg::cache {
+namespace {
+
+struct Pattern {
+  const char* kind;
+  pcre2_code* code = nullptr;
+};
+
+// Each kind's pattern (PCRE2, UTF-8). Order matters only for reading.
+const std::vector<Pattern>& patterns() {
+  static const std::vector<Pattern> all = [] {
+    const std::pair<const char*, const char*> src[] = {
+        {"email", R"([A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})"},
+        {"url", R"((?:https?://|www\.)[^\s<>"']+)"},
+        {"date", R"(\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b)"
+                 R"(|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?(?:,?\s+\d{4})?\b)"
+                 R"(|\b\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*(?:\s+\d{4})?\b)"
+                 R"(|\b(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|yesterday)\b)"},
+        {"phone", R"((?<![\w.])\+?\d[\d ().-]{7,}\d(?![\w.]))"},
+        {"id", R"(\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_-]{3,}\b)"},
+        {"num", R"([$€£¥]?\d+(?:[.,]\d+)*%?)"},
+        {"quote", R"("([^"]{1,200})"|“([^”]{1,200})”|(?<![\w])'([^']{2,200})'(?![\w]))"},
+    };
+    std::vector<Pattern> out;
+    for (const auto& [kind, re] : src) {
+      int err = 0;
+      PCRE2_SIZE off = 0;
+      pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(re), PCRE2_ZERO_TERMINATED,
+                                       PCRE2_UTF | PCRE2_CASELESS, &err, &off, nullptr);
+      if (!code) throw std::logic_error(std::string("cache guard pattern does not compile: ") + kind);
+      pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+      out.push_back({kind, code});
+    }
+    return out;
+  }();
+  return all;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+void add_matches(const Pattern& p, std::string_view text, std::set<std::string>& out) {
+  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
+      pcre2_match_data_create_from_pattern(p.code, nullptr), &pcre2_match_data_free);
+  PCRE2_SIZE start = 0;
+  const std::string_view kind(p.kind);
+  while (start <= text.size()) {
+    int rc = pcre2_match(p.code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start, 0, md.get(), nullptr);
+    if (rc < 0) break;
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
+    std::size_t b = ov[0], e = ov[1];
+    // Quotes: the text inside (whichever alternative matched).
+    for (int g = 1; kind == "quote" && g < rc; ++g)
+      if (ov[2 * g] != PCRE2_UNSET) {
+        b = ov[2 * g];
+        e = ov[2 * g + 1];
+        break;
+      }
+    std::string v = lower(text.substr(b, e - b));
+    if (kind == "url" || kind == "email")
+      while (!v.empty() && std::string_view(".,;:!?)").find(v.back()) != std::string_view::npos) v.pop_back();
+    if (kind == "phone" || kind == "num") {
+      std::string digits;
+      for (char c : v)
+        if (std::isdigit(static_cast<unsigned char>(c)) || (kind == "num" && (c == '.' || c == '%'))) digits += c;
+      if (kind == "num") {
+        // 1,000 and 1000 are the same amount; a trailing period ends a sentence.
+        while (!digits.empty() && digits.back() == '.') digits.pop_back();
+      }
+      v = digits;
+    }
+    if (!v.empty()) out.insert(std::string(kind) + ":" + v);
+    start = ov[1] > ov[0] ? ov[1] : ov[1] + 1;
+  }
+}
+
+// Words that start a question or a sentence, capitalised for that reason only.
+bool ordinary_capital(const std::string& w) {
+  static const std::set<std::string> kWords = {
+      "a", "an", "the", "i", "i'm", "i've", "i'd", "i'll", "what", "whats", "what's", "how", "why", "when", "where",
+      "which", "who", "whom", "whose", "is", "are", "was", "were", "do", "does", "did", "can", "could", "should",
+      "would", "will", "shall", "may", "might", "must", "if", "in", "on", "at", "for", "to", "of", "and", "or", "but",
+      "my", "your", "our", "their", "his", "her", "its", "it", "this", "that", "these", "those", "there", "here",
+      "please", "hi", "hello", "hey", "thanks", "thank", "yes", "no", "not", "ok", "okay", "so", "as", "be", "has",
+      "have", "had", "am", "we", "you", "he", "she", "they", "me", "us", "them", "tell", "give", "explain", "list",
+      "write", "show", "find", "help", "make", "let", "any", "all", "some", "best", "good", "new"};
+  return kWords.count(w) > 0;
+}
+
+void add_names(std::string_view text, std::set<std::string>& out) {
+  bool sentence_start = true;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (std::isalpha(c)) {
+      std::size_t j = i;
+      while (j < text.size() && (std::isalnum(static_cast<unsigned char>(text[j])) || text[j] == '\'')) ++j;
+      const std::string_view w = text.substr(i, j - i);
+      const bool upper = std::isupper(c) != 0;
+      const bool acronym = w.size() >= 2 && std::all_of(w.begin(), w.end(), [](char ch) {
+        return std::isupper(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch));
+      });
+      const std::string lw = lower(w);
+      if ((acronym || (upper && !sentence_start)) && !ordinary_capital(lw)) out.insert("name:" + lw);
+      sentence_start = false;
+      i = j;
+      continue;
+    }
+    if (c == '.' || c == '!' || c == '?' || c == '\n' || c == ':' || c == '"') sentence_start = true;
+    ++i;
+  }
+}
+
+std::vector<std::string> words(std::string_view text) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : text) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) || ch == '\'') cur += static_cast<char>(std::tolower(c));
+    else if (!cur.empty()) out.push_back(std::move(cur)), cur.clear();
+  }
+  if (!cur.empty()) out.push_back(std::move(cur));
+  return out;
+}
+
+int negations(const std::vector<std::string>& ws) {
+  static const std::set<std::string> kNeg = {"not", "no", "never", "none", "nobody", "nothing", "neither", "nor",
+                                             "without", "cannot", "cant", "dont", "doesnt", "didnt", "isnt",
+                                             "arent", "wasnt", "werent", "shouldnt", "wouldnt", "couldnt", "wont",
+                                             "mustnt", "hasnt", "havent", "hadnt", "avoid"};
+  int n = 0;
+  for (const auto& w : ws) n += kNeg.count(w) || (w.size() > 3 && w.ends_with("n't")) ? 1 : 0;
+  return n;
+}
+
+// Antonym stems: a word matches a stem of 5+ letters by prefix, a shorter one exactly.
+constexpr std::array<std::pair<const char*, const char*>, 40> kAntonyms = {{
+    {"increas", "decreas"}, {"enabl", "disabl"}, {"add", "remove"}, {"allow", "deny"}, {"buy", "sell"},
+    {"open", "close"}, {"start", "stop"}, {"includ", "exclud"}, {"more", "less"}, {"up", "down"},
+    {"before", "after"}, {"accept", "reject"}, {"lock", "unlock"}, {"maximum", "minimum"}, {"max", "min"},
+    {"higher", "lower"}, {"raise", "lower"}, {"best", "worst"}, {"win", "lose"}, {"gain", "loss"},
+    {"true", "false"}, {"right", "wrong"}, {"legal", "illegal"}, {"safe", "unsafe"}, {"possible", "impossible"},
+    {"like", "dislike"}, {"agree", "disagree"}, {"connect", "disconnect"}, {"encrypt", "decrypt"},
+    {"upload", "download"}, {"import", "export"}, {"push", "pull"}, {"fast", "slow"}, {"hot", "cold"},
+    {"advantag", "disadvantag"}, {"pros", "cons"}, {"benefit", "risk"}, {"subscrib", "unsubscrib"},
+    {"install", "uninstall"}, {"login", "logout"},
+}};
+
+bool has_stem(const std::vector<std::string>& ws, std::string_view stem) {
+  for (const auto& w : ws)
+    if (stem.size() >= 5 ? std::string_view(w).starts_with(stem) : w == stem) return true;
+  return false;
+}
+
+}  // namespace
+
+std::set<std::string> extract_entities(std::string_view text) {
+  std::set<std::string> out;
+  for (const Pattern& p : patterns()) add_matches(p, text, out);
+  add_names(text, out);
+  return out;
+}
+
+GuardVerdict check_guards(std::string_view cached_prompt, std::string_view new_prompt) {
+  GuardVerdict v;
+  const auto a = extract_entities(cached_prompt), b = extract_entities(new_prompt);
+  if (a != b) {
+    v.entities_match = false;
+    std::vector<std::string> diff;
+    std::set_symmetric_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(diff));
+    v.why = "entity " + diff.front() + " on one side only";
+  }
+  const auto wa = words(cached_prompt), wb = words(new_prompt);
+  if (negations(wa) % 2 != negations(wb) % 2) {
+    v.polarity_match = false;
+    if (v.why.empty()) v.why = "negated on one side only";
+  }
+  for (const auto& [x, y] : kAntonyms) {
+    const bool ax = has_stem(wa, x), ay = has_stem(wa, y), bx = has_stem(wb, x), by = has_stem(wb, y);
+    if ((ax && !ay && by && !bx) || (ay && !ax && bx && !by)) {
+      v.polarity_match = false;
+      if (v.why.empty()) v.why = std::string("reversed: ") + x + "/" + y;
+      break;
+    }
+  }
+  return v;
+}
+
+}  // namespace tg::cache

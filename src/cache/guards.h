@@ -1,0 +1,35 @@
+// Guards against false semantic-cache hits. Two prompts that embed close
+// together may still ask different things: "reset the password for
+// jane@example.com" and "... for bob@example.com", "should I increase the
+// dose" and "should I decrease the dose". A semantic hit is served only when
+// both guards pass:
+// - entity guard: the entities of both prompts (emails, URLs, phone numbers,
+//   numbers and amounts, dates, IDs/account numbers, quoted strings,
+//   capitalised names) are the same set;
+// - polarity guard: neither prompt is the other's negation or reversal
+//   (negation words on one side only, or an antonym pair such as
+//   increase/decrease across the two).
+// Pure and thread-safe (the compiled patterns are shared, matching data is
+// per call).
+#pragma once
+
+#include <set>
+#include <string>
+#include <string_view>
+
+namespace tg::cache {
+
+// Normalised entities, each prefixed with its kind: "email:jane@example.com",
+// "num:42", "date:2026-11-26", "name:jane", "quote:...", "url:...", "id:ab-1234".
+std::set<std::string> extract_entities(std::string_view text);
+
+struct GuardVerdict {
+  bool entities_match = true;
+  bool polarity_match = true;
+  std::string why;  // the first difference found, for the audit trail ("" when both pass)
+  bool pass() const { return entities_match && polarity_match; }
+};
+
+GuardVerdict check_guards(std::string_view cached_prompt, std::string_view new_prompt);
+
+}  // namespace tg::cache
