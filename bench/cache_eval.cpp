@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <regex>
@@ -38,8 +39,9 @@ std::string swap_entity(const std::string& q, std::size_t salt) {
     return m.prefix().str() + std::to_string(v + 1 + static_cast<long>(salt % 7)) + m.suffix().str();
   }
   static const char* kNames[] = {"Jane", "Bob", "Priya", "Chen", "Maria", "Omar", "Lena", "Kofi"};
-  static const std::regex name(R"((\s)([A-Z][a-z]{2,})\b)");
-  if (std::regex_search(q, m, name) && m.position(0) > 0) {
+  // A proper noun inside a sentence (after a lower-case word), not a sentence's first word.
+  static const std::regex name(R"(([a-z,] )([A-Z][a-z]{2,})\b)");
+  if (std::regex_search(q, m, name)) {
     std::string repl = kNames[salt % 8];
     if (repl == m.str(2)) repl = kNames[(salt + 1) % 8];
     return m.prefix().str() + m.str(1) + repl + m.suffix().str();
@@ -125,9 +127,12 @@ int main(int argc, char** argv) {
              "neg., guarded");
   std::vector<float> sc, nc;
   std::vector<char> sg, ng;
+  int shown = 0;
   for (const auto& [a, b] : swapped) {
     sc.push_back(cosine(local_embedding(a), local_embedding(b)));
     sg.push_back(check_guards(a, b).pass());
+    if (std::getenv("TG_EVAL_SHOW") && sg.back() && sc.back() >= 0.85 && shown++ < 15)
+      fmt::print("  passes: '{}' / '{}'\n", a, b);
   }
   for (const auto& [a, b] : negated) {
     nc.push_back(cosine(local_embedding(a), local_embedding(b)));

@@ -22,16 +22,16 @@ struct Pattern {
 const std::vector<Pattern>& patterns() {
   static const std::vector<Pattern> all = [] {
     const std::pair<const char*, const char*> src[] = {
-        {"email", R"([A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})"},
-        {"url", R"((?:https?://|www\.)[^\s<>"']+)"},
-        {"date", R"(\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b)"
-                 R"(|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?(?:,?\s+\d{4})?\b)"
-                 R"(|\b\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*(?:\s+\d{4})?\b)"
-                 R"(|\b(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|yesterday)\b)"},
-        {"phone", R"((?<![\w.])\+?\d[\d ().-]{7,}\d(?![\w.]))"},
-        {"id", R"(\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_-]{3,}\b)"},
-        {"num", R"([$€£¥]?\d+(?:[.,]\d+)*%?)"},
-        {"quote", R"("([^"]{1,200})"|“([^”]{1,200})”|(?<![\w])'([^']{2,200})'(?![\w]))"},
+        {"email", R"re([A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})re"},
+        {"url", R"re((?:https?://|www\.)[^\s<>"']+)re"},
+        {"date", R"re(\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b)re"
+                 R"re(|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?(?:,?\s+\d{4})?\b)re"
+                 R"re(|\b\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*(?:\s+\d{4})?\b)re"
+                 R"re(|\b(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|yesterday)\b)re"},
+        {"phone", R"re((?<![\w.])\+?\d[\d ().-]{7,}\d(?![\w.]))re"},
+        {"id", R"re(\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_-]{3,}\b)re"},
+        {"num", R"re([$€£¥]?\d+(?:[.,]\d+)*%?)re"},
+        {"quote", R"re("([^"]{1,200})"|“([^”]{1,200})”|(?<![\w])'([^']{2,200})'(?![\w]))re"},
     };
     std::vector<Pattern> out;
     for (const auto& [kind, re] : src) {
@@ -54,7 +54,7 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-void add_matches(const Pattern& p, std::string_view text, std::set<std::string>& out) {
+void add_matches(const Pattern& p, std::string_view text, std::multiset<std::string>& out) {
   std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
       pcre2_match_data_create_from_pattern(p.code, nullptr), &pcre2_match_data_free);
   PCRE2_SIZE start = 0;
@@ -98,11 +98,25 @@ bool ordinary_capital(const std::string& w) {
       "my", "your", "our", "their", "his", "her", "its", "it", "this", "that", "these", "those", "there", "here",
       "please", "hi", "hello", "hey", "thanks", "thank", "yes", "no", "not", "ok", "okay", "so", "as", "be", "has",
       "have", "had", "am", "we", "you", "he", "she", "they", "me", "us", "them", "tell", "give", "explain", "list",
-      "write", "show", "find", "help", "make", "let", "any", "all", "some", "best", "good", "new"};
+      "write", "show", "find", "help", "make", "let", "any", "all", "some", "best", "good", "new", "describe",
+      "define", "calculate", "compute", "compare", "summarize", "summarise", "translate", "name", "give", "create",
+      "generate", "suggest", "recommend", "convert", "check", "fix", "get", "need", "want", "like", "one", "two",
+      "after", "before", "since", "because", "while", "with", "without", "from", "by", "about", "also", "just",
+      "now", "then", "than", "other", "another", "each", "every", "most", "many", "much", "more", "less", "few",
+      "first", "last", "next", "such", "same", "different", "why's", "how's", "where's", "who's", "there's",
+      "isn't", "aren't", "don't", "doesn't", "can't", "won't", "shouldn't", "wouldn't", "couldn't", "didn't"};
   return kWords.count(w) > 0;
 }
 
-void add_names(std::string_view text, std::set<std::string>& out) {
+// Capitalised words are names unless they are ordinary sentence openers
+// ("What", "How", "Explain"...); all-capital words (acronyms) too. Short
+// abbreviations ("ex.", "e.g.", "Mr.") do not end a sentence.
+void add_names(std::string_view text, std::multiset<std::string>& out) {
+  struct Word {
+    std::string_view w;
+    bool sentence_start;
+  };
+  std::vector<Word> ws;
   bool sentence_start = true;
   std::size_t i = 0;
   while (i < text.size()) {
@@ -110,19 +124,26 @@ void add_names(std::string_view text, std::set<std::string>& out) {
     if (std::isalpha(c)) {
       std::size_t j = i;
       while (j < text.size() && (std::isalnum(static_cast<unsigned char>(text[j])) || text[j] == '\'')) ++j;
-      const std::string_view w = text.substr(i, j - i);
-      const bool upper = std::isupper(c) != 0;
-      const bool acronym = w.size() >= 2 && std::all_of(w.begin(), w.end(), [](char ch) {
-        return std::isupper(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch));
-      });
-      const std::string lw = lower(w);
-      if ((acronym || (upper && !sentence_start)) && !ordinary_capital(lw)) out.insert("name:" + lw);
+      ws.push_back({text.substr(i, j - i), sentence_start});
       sentence_start = false;
       i = j;
       continue;
     }
-    if (c == '.' || c == '!' || c == '?' || c == '\n' || c == ':' || c == '"') sentence_start = true;
+    static const std::set<std::string> kAbbrev = {"ex", "eg", "e", "g", "i", "ie", "vs", "mr", "mrs", "ms", "dr", "st", "etc", "u", "s", "jr", "sr", "inc", "co"};
+    if ((c == '.' && !(ws.size() && kAbbrev.count(lower(ws.back().w)))) || c == '!' || c == '?' || c == '\n' ||
+        c == ':' || c == '"')
+      sentence_start = true;
     ++i;
+  }
+  for (std::size_t k = 0; k < ws.size(); ++k) {
+    const std::string_view w = ws[k].w;
+    if (!std::isupper(static_cast<unsigned char>(w[0]))) continue;
+    const std::string lw = lower(w);
+    if (ordinary_capital(lw)) continue;
+    // A sentence's first word counts too unless it is an ordinary opener:
+    // "Jane needs a refund" / "Bob needs a refund" must not meet (a differing
+    // first word costs a miss at worst).
+    out.insert("name:" + lw);
   }
 }
 
@@ -169,8 +190,8 @@ bool has_stem(const std::vector<std::string>& ws, std::string_view stem) {
 
 }  // namespace
 
-std::set<std::string> extract_entities(std::string_view text) {
-  std::set<std::string> out;
+std::multiset<std::string> extract_entities(std::string_view text) {
+  std::multiset<std::string> out;
   for (const Pattern& p : patterns()) add_matches(p, text, out);
   add_names(text, out);
   return out;

@@ -19,9 +19,9 @@
 
 namespace tg::cache {
 
-// Normalised entities, each prefixed with its kind: "email:jane@example.com",
+// Normalised entities (a multiset: "5 and 6" is not "6 and 6"), each prefixed with its kind: "email:jane@example.com",
 // "num:42", "date:2026-11-26", "name:jane", "quote:...", "url:...", "id:ab-1234".
-std::set<std::string> extract_entities(std::string_view text);
+std::multiset<std::string> extract_entities(std::string_view text);
 
 struct GuardVerdict {
   bool entities_match = true;

@@ -75,6 +75,9 @@ std::vector<TraceRequest> read_trace(const std::string& text, const std::string&
         r.user = f[2];
         r.prompt_tokens = std::stoll(f[3]);
         r.output_tokens = std::stoll(f[4]);
+        if (f.size() > 5 && f[5] == "batch") r.priority = sched::Priority::kBatch;
+        else if (f.size() > 5 && !f[5].empty() && f[5] != "interactive")
+          throw std::runtime_error(fmt::format("trace line {}: priority '{}' is not interactive or batch", n, f[5]));
       }
     } catch (const std::runtime_error&) {
       throw;
@@ -146,7 +149,7 @@ ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profil
     for (; next < trace.size() && trace[next].arrival_s <= now; ++next) {
       const auto& r = trace[next];
       const std::int64_t p = std::max<std::int64_t>(1, r.prompt_tokens), o = std::max<std::int64_t>(1, r.output_tokens);
-      admission.arrive({next, r.tenant, r.user, p, o, sched::Priority::kInteractive, 0}, r.arrival_s);
+      admission.arrive({next, r.tenant, r.user, p, o, r.priority, 0}, r.arrival_s);
       live[next] = Live{r.arrival_s, -1};
       touch(r.tenant, +1, r.arrival_s);
     }

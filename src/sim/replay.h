@@ -17,10 +17,11 @@ struct TraceRequest {
   double arrival_s = 0;
   std::string tenant, user;
   std::int64_t prompt_tokens = 0, output_tokens = 0;
+  sched::Priority priority = sched::Priority::kInteractive;
 };
 
 // Reads a trace: the simple CSV `arrival_s,tenant,user,prompt_tokens,
-// output_tokens[,priority]` (with that header), or the Azure LLM inference
+// output_tokens[,priority]` (with that header; priority interactive or batch), or the Azure LLM inference
 // trace `TIMESTAMP,ContextTokens,GeneratedTokens` (arrival relative to its
 // first row; tenant = `azure_tenant`, users spread by row). Throws
 // std::runtime_error naming the line on a malformed row.

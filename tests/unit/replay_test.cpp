@@ -26,6 +26,15 @@ TEST(Replay, ReadsBothTraceFormatsAndNamesTheBadLine) {
     EXPECT_STREQ(e.what(), "trace line 3: 'nope' is not arrival_s,tenant,user,prompt_tokens,output_tokens");
   }
   EXPECT_THROW(read_trace("a,b\n", "x"), std::runtime_error);
+  auto prio = read_trace("arrival_s,tenant,user,prompt_tokens,output_tokens,priority\n0,a,u,1,1,batch\n0,a,u,1,1,interactive\n", "x");
+  EXPECT_EQ(prio[0].priority, sched::Priority::kBatch);
+  EXPECT_EQ(prio[1].priority, sched::Priority::kInteractive);
+  try {
+    read_trace("arrival_s,tenant,user,prompt_tokens,output_tokens,priority\n0,a,u,1,1,urgent\n", "x");
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "trace line 2: priority 'urgent' is not interactive or batch");
+  }
 }
 
 std::vector<TraceRequest> mix() {
