@@ -76,6 +76,9 @@ void add_matches(const Pattern& p, std::string_view text, std::multiset<std::str
       while (!v.empty() && std::string_view(".,;:!?)").find(v.back()) != std::string_view::npos) v.pop_back();
     if (kind == "phone" || kind == "num") {
       std::string digits;
+      // An amount keeps its currency: $5 is not 5 EUR.
+      if (kind == "num")
+        for (std::size_t c = 0; c < v.size() && !std::isdigit(static_cast<unsigned char>(v[c])); ++c) digits += v[c];
       for (char c : v)
         if (std::isdigit(static_cast<unsigned char>(c)) || (kind == "num" && (c == '.' || c == '%'))) digits += c;
       if (kind == "num") {
@@ -104,7 +107,9 @@ bool ordinary_capital(const std::string& w) {
       "after", "before", "since", "because", "while", "with", "without", "from", "by", "about", "also", "just",
       "now", "then", "than", "other", "another", "each", "every", "most", "many", "much", "more", "less", "few",
       "first", "last", "next", "such", "same", "different", "why's", "how's", "where's", "who's", "there's",
-      "isn't", "aren't", "don't", "doesn't", "can't", "won't", "shouldn't", "wouldn't", "couldn't", "didn't"};
+      "isn't", "aren't", "don't", "doesn't", "can't", "won't", "shouldn't", "wouldn't", "couldn't", "didn't",
+      "send", "ask", "call", "see", "book", "buy", "use", "try", "add", "remove", "update", "delete", "set",
+      "change", "reset", "open", "close", "start", "stop", "read", "look", "note", "remember", "consider"};
   return kWords.count(w) > 0;
 }
 

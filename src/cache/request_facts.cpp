@@ -1,0 +1,176 @@
+#include "cache/request_facts.h"
+
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cmath>
+#include <fmt/format.h>
+
+namespace tg::cache {
+namespace json = boost::json;
+namespace {
+
+void canonical(const json::value& v, std::string& out) {
+  switch (v.kind()) {
+    case json::kind::object: {
+      const auto& o = v.get_object();
+      std::vector<std::pair<std::string_view, const json::value*>> kv;
+      for (const auto& e : o) kv.emplace_back(e.key(), &e.value());
+      std::sort(kv.begin(), kv.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      out += '{';
+      for (std::size_t i = 0; i < kv.size(); ++i) {
+        if (i) out += ',';
+        out += json::serialize(json::string(kv[i].first));
+        out += ':';
+        canonical(*kv[i].second, out);
+      }
+      out += '}';
+      break;
+    }
+    case json::kind::array: {
+      out += '[';
+      const auto& a = v.get_array();
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        if (i) out += ',';
+        canonical(a[i], out);
+      }
+      out += ']';
+      break;
+    }
+    default:
+      out += json::serialize(v);
+  }
+}
+
+std::string canonical_of(const json::value* v) {
+  std::string out;
+  if (v) canonical(*v, out);
+  return out;
+}
+
+std::string sha256_hex(std::string_view s) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
+  std::string out;
+  out.reserve(64);
+  for (unsigned char c : d) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+double number_or(const json::object& o, std::string_view k, double dflt) {
+  auto* v = o.if_contains(k);
+  if (!v) return dflt;
+  if (v->is_double()) return v->get_double();
+  if (v->is_int64()) return static_cast<double>(v->get_int64());
+  if (v->is_uint64()) return static_cast<double>(v->get_uint64());
+  return dflt;
+}
+
+// A message's text content (string, or the text parts of an array).
+std::string content_text(const json::value& m) {
+  const auto* c = m.is_object() ? m.get_object().if_contains("content") : nullptr;
+  if (!c) return {};
+  if (c->is_string()) return std::string(c->get_string());
+  std::string out;
+  if (c->is_array())
+    for (const auto& part : c->get_array())
+      if (const auto* t = part.is_object() ? part.get_object().if_contains("text") : nullptr; t && t->is_string()) {
+        if (!out.empty()) out += '\n';
+        out += t->get_string();
+      }
+  return out;
+}
+
+std::string_view role_of(const json::value& m) {
+  const auto* r = m.is_object() ? m.get_object().if_contains("role") : nullptr;
+  return r && r->is_string() ? std::string_view(r->get_string()) : std::string_view();
+}
+
+}  // namespace
+
+std::string canonical_json(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec) return std::string(text);
+  return canonical_of(&v);
+}
+
+Decision decide(const api::ParsedRequest& req, std::string_view cache_control, const Policy& policy) {
+  auto has = [&](std::string_view directive) {
+    std::string cc(cache_control);
+    std::transform(cc.begin(), cc.end(), cc.begin(), [](unsigned char c) { return std::tolower(c); });
+    return cc.find(directive) != std::string::npos;
+  };
+  if (req.endpoint == api::Endpoint::kEmbeddings) return {Mode::kBypass, "embeddings are not cached"};
+  if (has("no-store")) return {Mode::kBypass, "Cache-Control: no-store"};
+  const double temperature = number_or(req.body, "temperature", 1.0);
+  if (temperature > policy.max_temperature)
+    return {Mode::kBypass, fmt::format("temperature {} is above the cache's ceiling {}", temperature, policy.max_temperature)};
+  if (has("no-cache")) return {Mode::kRefresh, "Cache-Control: no-cache"};
+  return {Mode::kLookup, {}};
+}
+
+Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std::string& user, bool tenant_scope,
+             const Policy& policy) {
+  Key k;
+  k.tenant = tenant;
+  k.user = user;
+  k.scope = tenant_scope ? "tenant" : "user:" + user;
+  const json::object& b = req.body;
+  // Messages: system/developer apart; the last user turn (plus prior_turns
+  // before it) embedded; everything before that fingerprinted.
+  std::string system, history, prompt;
+  if (const auto* ms = b.if_contains("messages"); ms && ms->is_array()) {
+    const auto& arr = ms->get_array();
+    std::ptrdiff_t last_user = -1;
+    for (std::size_t i = 0; i < arr.size(); ++i)
+      if (role_of(arr[i]) == "user") last_user = static_cast<std::ptrdiff_t>(i);
+    const std::ptrdiff_t first_embedded =
+        last_user < 0 ? static_cast<std::ptrdiff_t>(arr.size()) : std::max<std::ptrdiff_t>(0, last_user - policy.prior_turns);
+    for (std::size_t i = 0; i < arr.size(); ++i) {
+      const std::string_view role = role_of(arr[i]);
+      if (role == "system" || role == "developer") {
+        system += canonical_of(&arr[i]);
+      } else if (static_cast<std::ptrdiff_t>(i) < first_embedded) {
+        history += canonical_of(&arr[i]);
+      } else if (static_cast<std::ptrdiff_t>(i) <= last_user) {
+        if (!prompt.empty()) prompt += '\n';
+        prompt += content_text(arr[i]);
+        if (role != "user" || static_cast<std::ptrdiff_t>(i) != last_user) history += canonical_of(&arr[i]);
+      } else {
+        history += canonical_of(&arr[i]);  // after the last user turn (e.g. a prefilled assistant turn)
+      }
+    }
+  } else if (const auto* p = b.if_contains("prompt")) {
+    prompt = p->is_string() ? std::string(p->get_string()) : canonical_of(p);
+  }
+  k.prompt = prompt;
+  auto field = [&](std::string_view name) { return canonical_of(b.if_contains(name)); };
+  const double temperature = number_or(b, "temperature", 1.0), top_p = number_or(b, "top_p", 1.0);
+  const std::string sampling = fmt::format(
+      "t={:.2f};p={:.2f};seed={};n={};max={};logprobs={}{};stop={}", std::round(temperature * 20) / 20,
+      std::round(top_p * 20) / 20, field("seed"), field("n"),
+      req.max_output_tokens ? std::to_string(*req.max_output_tokens) : std::string("-"), field("logprobs"),
+      field("top_logprobs"), field("stop"));
+  const std::string tools = field("tools") + "|" + field("tool_choice") + "|" + field("functions") + "|" +
+                            field("function_call") + "|" + field("parallel_tool_calls");
+  const std::string context_access;  // the context issue's ACL scope; empty until then
+  std::string parts;
+  for (const std::string& part :
+       {std::string(api::endpoint_name(req.endpoint)), tenant, k.scope, req.model, sha256_hex(system),
+        sha256_hex(tools), sha256_hex(field("response_format")), sampling, sha256_hex(history),
+        sha256_hex(context_access)}) {
+    parts += std::to_string(part.size());
+    parts += ':';
+    parts += part;  // length-prefixed: no two different tuples join to the same string
+  }
+  k.partition = sha256_hex(parts).substr(0, 32);
+  json::object rest = b;
+  for (std::string_view drop : {"stream", "stream_options", "user", "metadata", "store"}) rest.erase(drop);
+  const json::value restv(std::move(rest));
+  k.exact = sha256_hex(canonical_of(&restv)).substr(0, 32);
+  return k;
+}
+
+}  // namespace tg::cache

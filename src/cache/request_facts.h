@@ -1,0 +1,45 @@
+// What the cache makes of one request: whether it may be looked up and
+// written at all, and its Key (partition, exact digest, the text to embed).
+//
+// Partition = SHA-256 of: tenant, visibility scope ("user:<id>" by default,
+// "tenant" only when the tenant opts in), model alias, the system/developer
+// messages, the tools/functions and tool choice, the response format, the
+// sampling class (temperature and top_p to 0.05, seed, n, max tokens,
+// logprobs, stop), the conversation before the embedded turns, and the
+// context-access fingerprint (empty until multi-user context exists).
+// Exact digest = SHA-256 of the canonical request body (keys sorted, no
+// whitespace, transport-only fields dropped: stream, stream_options, user,
+// metadata, store). Pure; thread-safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "api/request.h"
+#include "cache/store.h"
+
+namespace tg::cache {
+
+enum class Mode { kLookup, kRefresh, kBypass };  // refresh: skip the lookup, write the answer
+
+struct Decision {
+  Mode mode = Mode::kBypass;
+  std::string why;  // for bypass: the reason (logged, never sent)
+};
+
+struct Policy {
+  double max_temperature = 1.0;  // hotter requests are not cached (their answers are meant to vary)
+  std::uint32_t prior_turns = 0;  // earlier turns embedded with the last user turn
+};
+
+// From the endpoint, the body and the Cache-Control request header.
+Decision decide(const api::ParsedRequest& req, std::string_view cache_control, const Policy& policy);
+
+// The key, without the embedding (the caller embeds key.prompt).
+Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std::string& user, bool tenant_scope,
+             const Policy& policy);
+
+// A body's JSON with keys sorted and no whitespace (for digests).
+std::string canonical_json(std::string_view json_text);
+
+}  // namespace tg::cache

@@ -1,0 +1,190 @@
+#include "cache/store.h"
+
+#include <hnswlib/hnswlib.h>
+
+#include <algorithm>
+
+namespace tg::cache {
+
+// One partition: its exact map and its own HNSW index (labels are entry ids).
+struct CacheStore::Partition {
+  explicit Partition(std::uint32_t dims) : space(dims) {}
+  hnswlib::InnerProductSpace space;
+  std::unique_ptr<hnswlib::HierarchicalNSW<float>> index;
+  std::unordered_map<std::string, std::uint64_t> exact;
+  std::size_t live = 0;  // entries in this partition
+  std::size_t vectors = 0;  // live vectors in the index
+
+  void add_vector(const std::vector<float>& v, std::uint64_t id) {
+    if (!index) index = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, 64, 16, 100, 42);
+    if (index->cur_element_count >= index->max_elements_) index->resizeIndex(index->max_elements_ * 2);
+    index->addPoint(v.data(), id);
+    ++vectors;
+  }
+};
+
+CacheStore::CacheStore(StoreLimits limits) : limits_(limits) {}
+CacheStore::~CacheStore() = default;
+
+void CacheStore::touch_locked(Slot& s) {
+  auto& t = tenants_[s.e.key.tenant];
+  t.lru.splice(t.lru.begin(), t.lru, s.lru);
+}
+
+LookupResult CacheStore::lookup(const Key& key, float threshold, double now) {
+  std::lock_guard lock(mu_);
+  LookupResult out;
+  auto pit = partitions_.find(key.partition);
+  if (pit == partitions_.end()) return out;
+  Partition& p = *pit->second;
+  auto serve = [&](Slot& s, bool exact, float sim, GuardVerdict g) {
+    ++s.e.hits;
+    touch_locked(s);
+    out.hit = Hit{s.e.id, s.e.body, s.e.origin_request_id, exact, sim, threshold, std::move(g)};
+  };
+  if (auto e = p.exact.find(key.exact); e != p.exact.end()) {
+    Slot& s = entries_.at(e->second);
+    if (s.e.expires_s > now) {
+      serve(s, true, 1.0f, {});
+      return out;
+    }
+    remove_locked(s.e.id);
+    if (!partitions_.count(key.partition)) return out;
+  }
+  if (key.embedding.empty() || !p.index || p.vectors == 0) return out;
+  const std::size_t k = std::min<std::size_t>(8, p.vectors);
+  p.index->setEf(std::max<std::size_t>(32, k));
+  auto found = p.index->searchKnn(key.embedding.data(), k);
+  std::vector<std::pair<float, std::uint64_t>> cands;  // (similarity, id), best first
+  while (!found.empty()) {
+    cands.emplace_back(1.0f - found.top().first, static_cast<std::uint64_t>(found.top().second));
+    found.pop();
+  }
+  std::sort(cands.begin(), cands.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::uint64_t> expired;
+  for (const auto& [sim, id] : cands) {
+    auto it = entries_.find(id);
+    if (it == entries_.end()) continue;
+    Slot& s = it->second;
+    if (s.e.expires_s <= now) {
+      expired.push_back(id);
+      continue;
+    }
+    GuardVerdict g = check_guards(s.e.key.prompt, key.prompt);
+    if (sim >= threshold && g.pass()) {
+      serve(s, false, sim, std::move(g));
+      break;
+    }
+    if (!out.near_miss) out.near_miss = NearMiss{id, sim, std::move(g)};
+  }
+  for (std::uint64_t id : expired) remove_locked(id);
+  if (out.hit) out.near_miss.reset();
+  return out;
+}
+
+std::uint64_t CacheStore::insert(const Key& key, std::string body, std::string origin_request_id, double now) {
+  std::lock_guard lock(mu_);
+  auto& pp = partitions_[key.partition];
+  if (!pp) pp = std::make_unique<Partition>(limits_.dims);
+  if (auto e = pp->exact.find(key.exact); e != pp->exact.end()) remove_locked(e->second);
+  auto& p = partitions_[key.partition];  // remove_locked may have dropped an emptied partition
+  if (!p) p = std::make_unique<Partition>(limits_.dims);
+  const std::uint64_t id = next_id_++;
+  Slot s;
+  s.e = Entry{id, key, std::move(body), std::move(origin_request_id), now, now + limits_.ttl_s, 0};
+  s.bytes = static_cast<std::int64_t>(s.e.body.size() + s.e.key.prompt.size() + s.e.key.embedding.size() * sizeof(float) + 256);
+  TenantUse& t = tenants_[key.tenant];
+  t.lru.push_front(id);
+  s.lru = t.lru.begin();
+  t.entries += 1;
+  t.bytes += s.bytes;
+  p->exact[key.exact] = id;
+  ++p->live;
+  if (!key.embedding.empty() && key.embedding.size() == limits_.dims) p->add_vector(key.embedding, id);
+  entries_.emplace(id, std::move(s));
+  evict_locked(key.tenant);
+  return id;
+}
+
+void CacheStore::evict_locked(const std::string& tenant) {
+  TenantUse& t = tenants_[tenant];
+  while (t.lru.size() > 1 && (t.entries > limits_.max_entries_per_tenant || t.bytes > limits_.max_bytes_per_tenant))
+    remove_locked(t.lru.back());
+}
+
+void CacheStore::remove_locked(std::uint64_t id) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  Slot& s = it->second;
+  const std::string tenant = s.e.key.tenant, partition = s.e.key.partition;
+  TenantUse& t = tenants_[tenant];
+  t.lru.erase(s.lru);
+  t.entries -= 1;
+  t.bytes -= s.bytes;
+  auto pit = partitions_.find(partition);
+  if (pit != partitions_.end()) {
+    Partition& p = *pit->second;
+    if (auto e = p.exact.find(s.e.key.exact); e != p.exact.end() && e->second == id) p.exact.erase(e);
+    if (!s.e.key.embedding.empty() && p.index) {
+      try {
+        p.index->markDelete(id);
+        --p.vectors;
+      } catch (const std::exception&) {
+      }
+    }
+    if (--p.live == 0) partitions_.erase(pit);
+  }
+  entries_.erase(it);
+  if (t.entries == 0) tenants_.erase(tenant);
+}
+
+std::size_t CacheStore::purge_tenant(const std::string& tenant) {
+  std::lock_guard lock(mu_);
+  auto t = tenants_.find(tenant);
+  if (t == tenants_.end()) return 0;
+  std::vector<std::uint64_t> ids(t->second.lru.begin(), t->second.lru.end());
+  for (auto id : ids) remove_locked(id);
+  return ids.size();
+}
+
+std::size_t CacheStore::purge_user(const std::string& tenant, const std::string& user) {
+  std::lock_guard lock(mu_);
+  auto t = tenants_.find(tenant);
+  if (t == tenants_.end()) return 0;
+  std::vector<std::uint64_t> ids;
+  for (auto id : t->second.lru)
+    if (entries_.at(id).e.key.user == user) ids.push_back(id);
+  for (auto id : ids) remove_locked(id);
+  return ids.size();
+}
+
+bool CacheStore::purge_entry(std::uint64_t id) {
+  std::lock_guard lock(mu_);
+  if (!entries_.count(id)) return false;
+  remove_locked(id);
+  return true;
+}
+
+std::optional<Entry> CacheStore::entry(std::uint64_t id) const {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return std::nullopt;
+  return it->second.e;
+}
+
+StoreStats CacheStore::stats() const {
+  std::lock_guard lock(mu_);
+  StoreStats s;
+  s.entries = static_cast<std::int64_t>(entries_.size());
+  for (const auto& [name, t] : tenants_) s.bytes += t.bytes;
+  s.partitions = static_cast<std::int64_t>(partitions_.size());
+  return s;
+}
+
+std::int64_t CacheStore::tenant_entries(const std::string& tenant) const {
+  std::lock_guard lock(mu_);
+  auto t = tenants_.find(tenant);
+  return t == tenants_.end() ? 0 : t->second.entries;
+}
+
+}  // namespace tg::cache

@@ -1,0 +1,177 @@
+// The cache core: guards, partitions by construction, exact and semantic
+// tiers, TTL, per-tenant LRU limits, purges; and the property that matters
+// most: a lookup never returns another partition's entry.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "cache/guards.h"
+#include "cache/local_embedder.h"
+#include "cache/request_facts.h"
+#include "cache/store.h"
+
+namespace tg::cache {
+namespace {
+
+TEST(CacheGuards, EntitiesOfEveryKind) {
+  const auto e = extract_entities(
+      "Send the invoice for order AB-1234 ($1,250.00) to jane.doe@example.com or call +1 (415) 555-0100 "
+      "before March 3rd, see https://example.com/x. Ask Priya about \"blue plan\".");
+  for (const char* want : {"id:ab-1234", "num:$1250.00", "email:jane.doe@example.com", "phone:14155550100",
+                           "date:march 3rd", "url:https://example.com/x", "name:priya", "quote:blue plan"})
+    EXPECT_TRUE(e.count(want)) << want;
+  EXPECT_FALSE(e.count("name:send")) << "a sentence's ordinary first word is not a name";
+  EXPECT_FALSE(check_guards("Refund $5", "Refund €5").pass()) << "amounts keep their currency";
+}
+
+TEST(CacheGuards, AnyEntityDifferenceIsAMiss) {
+  const auto v = check_guards("I can't log into my account, my email is jane@example.com",
+                              "I can't log into my account, my email is bob@example.com");
+  EXPECT_FALSE(v.pass());
+  EXPECT_FALSE(v.entities_match);
+  EXPECT_EQ(v.why, "entity email:bob@example.com on one side only");
+  EXPECT_FALSE(check_guards("Refund order 88213", "Refund order 88214").pass());
+  EXPECT_FALSE(check_guards("between 5 and 6", "between 6 and 6").pass()) << "a multiset, not a set";
+  EXPECT_FALSE(check_guards("Jane needs a refund", "Bob needs a refund").pass());
+  EXPECT_TRUE(check_guards("What is the capital of France?", "what's the capital of France").pass());
+}
+
+TEST(CacheGuards, NegationAndReversalAreMisses) {
+  EXPECT_FALSE(check_guards("Should I take ibuprofen?", "Should I not take ibuprofen?").polarity_match);
+  EXPECT_FALSE(check_guards("How do I increase the dose?", "How do I decrease the dose?").polarity_match);
+  EXPECT_FALSE(check_guards("How to enable 2FA", "How to disable 2FA").pass());
+  EXPECT_TRUE(check_guards("Why can't I log in?", "Why can I not log in?").polarity_match) << "both negated";
+}
+
+TEST(CacheEmbedder, SimilarTextsAreCloseAndVectorsAreNormalised) {
+  const auto a = local_embedding("How do I reset my password?");
+  const auto b = local_embedding("how can I reset my password");
+  const auto c = local_embedding("Best pizza places in Naples");
+  EXPECT_NEAR(cosine(a, a), 1.0f, 1e-5);
+  EXPECT_GT(cosine(a, b), 0.8f);
+  EXPECT_LT(cosine(a, c), 0.2f);
+}
+
+api::ParsedRequest parse(const std::string& body) {
+  auto r = api::parse_request(api::Endpoint::kChatCompletions, body);
+  EXPECT_TRUE(r.ok()) << body;
+  return std::move(*r);
+}
+
+TEST(CacheKeys, PartitionsSeparateWhatMustNeverMeet) {
+  const std::string chat = R"({"model":"m","messages":[{"role":"user","content":"hi"}]})";
+  const Key alice = make_key(parse(chat), "acme", "alice", false, {});
+  EXPECT_NE(alice.partition, make_key(parse(chat), "acme", "bob", false, {}).partition) << "users";
+  EXPECT_NE(alice.partition, make_key(parse(chat), "globex", "alice", false, {}).partition) << "tenants";
+  EXPECT_EQ(make_key(parse(chat), "acme", "alice", true, {}).partition,
+            make_key(parse(chat), "acme", "bob", true, {}).partition) << "tenant scope is shared inside the tenant";
+  for (const char* other : {
+           R"({"model":"m","messages":[{"role":"system","content":"be terse"},{"role":"user","content":"hi"}]})",
+           R"({"model":"m2","messages":[{"role":"user","content":"hi"}]})",
+           R"({"model":"m","temperature":0.2,"messages":[{"role":"user","content":"hi"}]})",
+           R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]})",
+           R"({"model":"m","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"hi"}]})",
+           R"({"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"hi"}]})",
+           R"({"model":"m","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"hi"}]})"})
+    EXPECT_NE(alice.partition, make_key(parse(other), "acme", "alice", false, {}).partition) << other;
+  EXPECT_EQ(alice.prompt, "hi");
+}
+
+TEST(CacheKeys, TheExactDigestIgnoresKeyOrderWhitespaceAndTransportFields) {
+  const Key a = make_key(parse(R"({"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0})"), "t", "u", false, {});
+  const Key b = make_key(parse(R"({ "temperature": 0, "stream": true, "user": "x",
+      "messages": [ {"content": "hi", "role": "user"} ], "model": "m" })"), "t", "u", false, {});
+  EXPECT_EQ(a.exact, b.exact);
+  EXPECT_EQ(a.partition, b.partition);
+}
+
+TEST(CacheKeys, CacheControlAndTemperatureDecide) {
+  const auto r = parse(R"({"model":"m","messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_EQ(decide(r, "", {}).mode, Mode::kLookup);
+  EXPECT_EQ(decide(r, "no-cache", {}).mode, Mode::kRefresh);
+  EXPECT_EQ(decide(r, "No-Store", {}).mode, Mode::kBypass);
+  const auto hot = parse(R"({"model":"m","temperature":1.5,"messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_EQ(decide(hot, "", {}).mode, Mode::kBypass);
+  EXPECT_EQ(decide(hot, "", {}).why, "temperature 1.5 is above the cache's ceiling 1");
+}
+
+Key key(const std::string& partition, const std::string& exact, const std::string& prompt, const std::string& tenant = "t",
+        const std::string& user = "u") {
+  Key k{partition, exact, tenant, user, "user:" + user, prompt, local_embedding(prompt)};
+  return k;
+}
+
+TEST(CacheStore, ExactThenSemanticHitsWithGuardsAndThreshold) {
+  CacheStore s({});
+  const auto id = s.insert(key("p", "e1", "How do I reset my password?"), "{\"answer\":1}", "req_1", 0);
+  auto exact = s.lookup(key("p", "e1", "How do I reset my password?"), 0.9f, 1);
+  ASSERT_TRUE(exact.hit);
+  EXPECT_TRUE(exact.hit->exact);
+  EXPECT_EQ(exact.hit->entry_id, id);
+  EXPECT_EQ(exact.hit->origin_request_id, "req_1");
+  auto sem = s.lookup(key("p", "e2", "how can I reset my password"), 0.8f, 1);
+  ASSERT_TRUE(sem.hit);
+  EXPECT_FALSE(sem.hit->exact);
+  EXPECT_GT(sem.hit->similarity, 0.8f);
+  EXPECT_FALSE(s.lookup(key("p", "e2", "how can I reset my password"), 0.999f, 1).hit) << "under the threshold";
+  // Guards: close, but another account.
+  s.insert(key("p", "e3", "Reset the password for jane@example.com"), "{}", "req_2", 0);
+  auto guarded = s.lookup(key("p", "e4", "Reset the password for bob@example.com"), 0.5f, 1);
+  EXPECT_FALSE(guarded.hit);
+  ASSERT_TRUE(guarded.near_miss);
+  EXPECT_FALSE(guarded.near_miss->guards.entities_match);
+  EXPECT_EQ(s.entry(id)->hits, 2u);
+}
+
+TEST(CacheStore, EntriesExpireAndTenantsAreBoundedByLru) {
+  StoreLimits l;
+  l.ttl_s = 10;
+  l.max_entries_per_tenant = 3;
+  CacheStore s(l);
+  for (int i = 0; i < 3; ++i) s.insert(key("p", "e" + std::to_string(i), "q" + std::to_string(i)), "{}", "r", 0);
+  ASSERT_TRUE(s.lookup(key("p", "e0", "q0"), 0.9f, 1).hit);  // e0 is now the most recent
+  s.insert(key("p", "e3", "q3"), "{}", "r", 2);               // evicts e1, the least recently used
+  EXPECT_EQ(s.tenant_entries("t"), 3);
+  EXPECT_FALSE(s.lookup(key("p", "e1", "q1"), 0.99f, 3).hit);
+  EXPECT_TRUE(s.lookup(key("p", "e0", "q0"), 0.99f, 3).hit);
+  EXPECT_FALSE(s.lookup(key("p", "e3", "q3"), 0.99f, 12.5).hit) << "expired";
+  s.insert(key("p", "x", "other tenant's", "t2"), "{}", "r", 0);
+  EXPECT_EQ(s.tenant_entries("t2"), 1) << "limits are per tenant";
+}
+
+TEST(CacheStore, PurgesByTenantUserAndEntry) {
+  CacheStore s({});
+  s.insert(key("pa", "1", "a", "t", "alice"), "{}", "r", 0);
+  s.insert(key("pb", "2", "b", "t", "bob"), "{}", "r", 0);
+  const auto id = s.insert(key("pb", "3", "c", "t", "bob"), "{}", "r", 0);
+  s.insert(key("pc", "4", "d", "t2", "carol"), "{}", "r", 0);
+  EXPECT_TRUE(s.purge_entry(id));
+  EXPECT_FALSE(s.purge_entry(id));
+  EXPECT_EQ(s.purge_user("t", "bob"), 1u);
+  EXPECT_EQ(s.purge_tenant("t"), 1u);
+  EXPECT_EQ(s.stats().entries, 1);
+  EXPECT_EQ(s.stats().partitions, 1);
+}
+
+TEST(CacheStore, ALookupNeverReturnsAnotherPartitionsEntry) {
+  // 40 users asking near-identical questions: every hit comes from the asker's own partition.
+  CacheStore s({});
+  std::mt19937 rng(7);
+  const char* qs[] = {"How do I reset my password?", "how can I reset my password", "Reset my password please",
+                      "What is my account balance?", "what's my account balance"};
+  std::map<std::uint64_t, std::string> owner;
+  for (int i = 0; i < 400; ++i) {
+    const std::string user = "u" + std::to_string(rng() % 40), q = qs[rng() % 5];
+    Key k = make_key(parse(R"({"model":"m","messages":[{"role":"user","content":")" + q + R"("}]})"), "t", user, false, {});
+    k.embedding = local_embedding(k.prompt);
+    auto r = s.lookup(k, 0.7f, i);
+    if (r.hit) {
+      EXPECT_EQ(owner.at(r.hit->entry_id), user);
+    } else {
+      owner[s.insert(k, "{}", "r", i)] = user;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tg::cache
