@@ -68,7 +68,7 @@ std::optional<Usage> usage_of_body(std::string_view body) {
 }
 
 ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage, std::string& rewritten,
-                                  std::optional<Usage>& usage, std::string& generated) {
+                                  std::optional<Usage>& usage, std::string& generated, StreamCapture* capture) {
   unsigned char arena[4096];
   json::monotonic_resource mr(arena, sizeof arena);
   boost::system::error_code ec;
@@ -77,9 +77,24 @@ ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage
   json::object& o = v.get_object();
   if (auto u = usage_of(o)) usage = u;
   if (auto ch = o.find("choices"); ch != o.end() && ch->value().is_array()) {
+    if (capture && capture->model.empty())
+      if (auto m = o.find("model"); m != o.end() && m->value().is_string()) capture->model = m->value().get_string();
     for (const auto& c : ch->value().get_array()) {
       if (!c.is_object()) continue;
       const auto& co = c.get_object();
+      if (capture) {
+        std::int64_t idx = 0;
+        if (auto i = co.find("index"); i != co.end() && i->value().is_int64()) idx = i->value().get_int64();
+        if (auto f = co.find("finish_reason"); f != co.end() && f->value().is_string()) capture->finish[idx] = f->value().get_string();
+        if (auto d = co.find("delta"); d != co.end() && d->value().is_object()) {
+          const auto& dd = d->value().get_object();
+          for (const char* k : {"tool_calls", "function_call", "refusal"})
+            if (auto t = dd.find(k); t != dd.end() && !t->value().is_null()) capture->tool_calls = true;
+          if (auto t = dd.find("content"); t != dd.end() && t->value().is_string()) capture->text[idx].append(t->value().get_string());
+        } else if (auto t = co.find("text"); t != co.end() && t->value().is_string()) {
+          capture->text[idx].append(t->value().get_string());
+        }
+      }
       if (auto d = co.find("delta"); d != co.end() && d->value().is_object()) {
         auto t = d->value().get_object().find("content");
         if (t != d->value().get_object().end() && t->value().is_string()) generated.append(t->value().get_string());
@@ -97,6 +112,84 @@ ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage
   o.erase(it);
   rewritten = json::serialize(o);
   return ChunkVerdict::kRewritten;
+}
+
+std::string completion_from_capture(const StreamCapture& c, bool chat, const std::optional<Usage>& usage,
+                                    const std::string& id, std::int64_t created) {
+  if (c.tool_calls || c.finish.empty()) return {};
+  json::array choices;
+  for (const auto& [idx, reason] : c.finish) {
+    auto t = c.text.find(idx);
+    const std::string text = t == c.text.end() ? std::string() : t->second;
+    json::object ch;
+    ch["index"] = idx;
+    if (chat) ch["message"] = json::object{{"role", "assistant"}, {"content", text}, {"refusal", nullptr}};
+    else ch["text"] = text;
+    ch["logprobs"] = nullptr;
+    ch["finish_reason"] = reason;
+    choices.push_back(std::move(ch));
+  }
+  json::object o;
+  o["id"] = id;
+  o["object"] = chat ? "chat.completion" : "text_completion";
+  o["created"] = created;
+  o["model"] = c.model;
+  o["choices"] = std::move(choices);
+  if (usage) o["usage"] = usage_json(*usage);
+  return json::serialize(o);
+}
+
+std::string restamp_completion(std::string_view body, const std::string& id, std::int64_t created) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object()) return std::string(body);
+  v.get_object()["id"] = id;
+  v.get_object()["created"] = created;
+  return json::serialize(v);
+}
+
+std::vector<std::string> chunks_from_completion(std::string_view body, bool chat, bool include_usage,
+                                                const std::string& id, std::int64_t created) {
+  std::vector<std::string> out;
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object()) return out;
+  const json::object& o = v.get_object();
+  const json::value* model = o.if_contains("model");
+  auto chunk = [&](json::array choices) {
+    json::object c;
+    c["id"] = id;
+    c["object"] = chat ? "chat.completion.chunk" : "text_completion";
+    c["created"] = created;
+    c["model"] = model ? *model : json::value("");
+    c["choices"] = std::move(choices);
+    return c;
+  };
+  const json::value* choices = o.if_contains("choices");
+  for (const auto& ch : choices && choices->is_array() ? choices->get_array() : json::array()) {
+    if (!ch.is_object()) continue;
+    const auto& co = ch.get_object();
+    const json::value idx = co.contains("index") ? co.at("index") : json::value(0);
+    std::string text;
+    if (chat) {
+      if (const auto* m = co.if_contains("message"); m && m->is_object())
+        if (const auto* t = m->get_object().if_contains("content"); t && t->is_string()) text = t->get_string();
+      out.push_back(json::serialize(chunk(json::array{json::object{
+          {"index", idx}, {"delta", json::object{{"role", "assistant"}, {"content", text}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}})));
+      out.push_back(json::serialize(chunk(json::array{json::object{
+          {"index", idx}, {"delta", json::object{}}, {"logprobs", nullptr}, {"finish_reason", co.contains("finish_reason") ? co.at("finish_reason") : json::value("stop")}}})));
+    } else {
+      if (const auto* t = co.if_contains("text"); t && t->is_string()) text = t->get_string();
+      out.push_back(json::serialize(chunk(json::array{json::object{
+          {"index", idx}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", co.contains("finish_reason") ? co.at("finish_reason") : json::value("stop")}}})));
+    }
+  }
+  if (include_usage) {
+    json::object u = chunk(json::array{});
+    u["usage"] = o.contains("usage") ? o.at("usage") : json::value(nullptr);
+    out.push_back(json::serialize(u));
+  }
+  return out;
 }
 
 }  // namespace tg::api

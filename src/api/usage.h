@@ -4,7 +4,9 @@
 
 #include <boost/json/object.hpp>
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <vector>
 #include <string>
 #include <string_view>
 
@@ -32,7 +34,31 @@ std::optional<Usage> usage_of_body(std::string_view body);
 enum class ChunkVerdict { kForward, kDrop, kRewritten };
 // `generated` collects the text the chunk adds (delta content or text), so a
 // stream cut short without usage can still be counted.
+// `capture`, when given, also records each choice's text and finish reason
+// and whether any chunk carried tool calls (what the cache needs to store a
+// streamed answer).
+struct StreamCapture {
+  std::map<std::int64_t, std::string> text;    // by choice index
+  std::map<std::int64_t, std::string> finish;  // finish_reason by choice index
+  bool tool_calls = false;                     // tool or function calls, or refusals: not cacheable as text
+  std::string model;
+};
 ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage, std::string& rewritten,
-                                  std::optional<Usage>& usage, std::string& generated);
+                                  std::optional<Usage>& usage, std::string& generated,
+                                  StreamCapture* capture = nullptr);
+
+// A streamed answer as the non-streamed body an upstream would have sent
+// (chat.completion or text_completion); empty when it is not complete text
+// (tool calls, or a choice without a finish reason).
+std::string completion_from_capture(const StreamCapture& c, bool chat, const std::optional<Usage>& usage,
+                                    const std::string& id, std::int64_t created);
+
+// A stored answer served again: the body with a fresh id and created time.
+std::string restamp_completion(std::string_view body, const std::string& id, std::int64_t created);
+// The same answer as stream chunks (data payloads, "[DONE]" excluded): per
+// choice its role and whole text, then its finish reason; the usage chunk
+// last when `include_usage`.
+std::vector<std::string> chunks_from_completion(std::string_view body, bool chat, bool include_usage,
+                                                const std::string& id, std::int64_t created);
 
 }  // namespace tg::api

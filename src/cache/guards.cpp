@@ -202,6 +202,12 @@ std::multiset<std::string> extract_entities(std::string_view text) {
   return out;
 }
 
+bool has_personal_data(std::string_view text) {
+  for (const auto& e : extract_entities(text))
+    if (e.starts_with("email:") || e.starts_with("phone:") || e.starts_with("id:") || e.starts_with("name:")) return true;
+  return false;
+}
+
 GuardVerdict check_guards(std::string_view cached_prompt, std::string_view new_prompt) {
   GuardVerdict v;
   const auto a = extract_entities(cached_prompt), b = extract_entities(new_prompt);

@@ -30,6 +30,11 @@ struct GuardVerdict {
   bool pass() const { return entities_match && polarity_match; }
 };
 
+// Personal data in a text (an email, phone number, ID/account number or a
+// person's name, as the entity guard sees them): such answers are never
+// shared beyond their user.
+bool has_personal_data(std::string_view text);
+
 GuardVerdict check_guards(std::string_view cached_prompt, std::string_view new_prompt);
 
 }  // namespace tg::cache

@@ -40,7 +40,7 @@ LookupResult CacheStore::lookup(const Key& key, float threshold, double now) {
   auto serve = [&](Slot& s, bool exact, float sim, GuardVerdict g) {
     ++s.e.hits;
     touch_locked(s);
-    out.hit = Hit{s.e.id, s.e.body, s.e.origin_request_id, exact, sim, threshold, std::move(g)};
+    out.hit = Hit{s.e.id, s.e.ref, s.e.expires_s, s.e.body, s.e.origin_request_id, exact, sim, threshold, std::move(g)};
   };
   if (auto e = p.exact.find(key.exact); e != p.exact.end()) {
     Slot& s = entries_.at(e->second);
@@ -84,14 +84,18 @@ LookupResult CacheStore::lookup(const Key& key, float threshold, double now) {
 
 std::uint64_t CacheStore::insert(const Key& key, std::string body, std::string origin_request_id, double now) {
   std::lock_guard lock(mu_);
-  auto& pp = partitions_[key.partition];
-  if (!pp) pp = std::make_unique<Partition>(limits_.dims);
-  if (auto e = pp->exact.find(key.exact); e != pp->exact.end()) remove_locked(e->second);
-  auto& p = partitions_[key.partition];  // remove_locked may have dropped an emptied partition
-  if (!p) p = std::make_unique<Partition>(limits_.dims);
   const std::uint64_t id = next_id_++;
+  std::string ref = "ce_" + (origin_request_id.empty() ? std::to_string(id) : origin_request_id);
+  // Replace what this request (or this exact request) stored before; removals
+  // may drop an emptied partition, so the partition is looked up after them.
+  if (auto old = by_ref_.find(ref); old != by_ref_.end()) remove_locked(old->second);
+  if (auto pit = partitions_.find(key.partition); pit != partitions_.end())
+    if (auto e = pit->second->exact.find(key.exact); e != pit->second->exact.end()) remove_locked(e->second);
+  auto& p = partitions_[key.partition];
+  if (!p) p = std::make_unique<Partition>(limits_.dims);
   Slot s;
-  s.e = Entry{id, key, std::move(body), std::move(origin_request_id), now, now + limits_.ttl_s, 0};
+  by_ref_[ref] = id;
+  s.e = Entry{id, std::move(ref), key, std::move(body), std::move(origin_request_id), now, now + limits_.ttl_s, 0};
   s.bytes = static_cast<std::int64_t>(s.e.body.size() + s.e.key.prompt.size() + s.e.key.embedding.size() * sizeof(float) + 256);
   TenantUse& t = tenants_[key.tenant];
   t.lru.push_front(id);
@@ -134,6 +138,7 @@ void CacheStore::remove_locked(std::uint64_t id) {
     }
     if (--p.live == 0) partitions_.erase(pit);
   }
+  if (auto r = by_ref_.find(s.e.ref); r != by_ref_.end() && r->second == id) by_ref_.erase(r);
   entries_.erase(it);
   if (t.entries == 0) tenants_.erase(tenant);
 }
@@ -163,6 +168,21 @@ bool CacheStore::purge_entry(std::uint64_t id) {
   if (!entries_.count(id)) return false;
   remove_locked(id);
   return true;
+}
+
+bool CacheStore::purge_entry(const std::string& ref) {
+  std::lock_guard lock(mu_);
+  auto r = by_ref_.find(ref);
+  if (r == by_ref_.end()) return false;
+  remove_locked(r->second);
+  return true;
+}
+
+std::optional<Entry> CacheStore::entry(const std::string& ref) const {
+  std::lock_guard lock(mu_);
+  auto r = by_ref_.find(ref);
+  if (r == by_ref_.end()) return std::nullopt;
+  return entries_.at(r->second).e;
 }
 
 std::optional<Entry> CacheStore::entry(std::uint64_t id) const {

@@ -45,6 +45,7 @@ struct Key {
 
 struct Entry {
   std::uint64_t id = 0;
+  std::string ref;  // "ce_<origin request id>": unique across restarts and a fleet; what the audit trail names
   Key key;
   std::string body;  // the completion as the client received it (JSON)
   std::string origin_request_id;
@@ -54,6 +55,8 @@ struct Entry {
 
 struct Hit {
   std::uint64_t entry_id = 0;
+  std::string entry_ref;
+  double expires_s = 0;
   std::string body, origin_request_id;
   bool exact = false;
   float similarity = 1;  // 1 for exact hits
@@ -83,15 +86,18 @@ class CacheStore {
   ~CacheStore();
 
   LookupResult lookup(const Key& key, float threshold, double now);
-  // Returns the new entry's id (an existing exact entry is replaced).
+  // Returns the new entry's id (an existing exact entry is replaced); its ref
+  // is "ce_" + origin_request_id.
   std::uint64_t insert(const Key& key, std::string body, std::string origin_request_id, double now);
 
   // Purges; each returns the number of entries removed.
   std::size_t purge_tenant(const std::string& tenant);
   std::size_t purge_user(const std::string& tenant, const std::string& user);
   bool purge_entry(std::uint64_t id);
+  bool purge_entry(const std::string& ref);
 
   std::optional<Entry> entry(std::uint64_t id) const;
+  std::optional<Entry> entry(const std::string& ref) const;
   StoreStats stats() const;
   std::int64_t tenant_entries(const std::string& tenant) const;
 
@@ -114,6 +120,7 @@ class CacheStore {
   mutable std::mutex mu_;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, Slot> entries_;
+  std::unordered_map<std::string, std::uint64_t> by_ref_;
   std::map<std::string, std::unique_ptr<Partition>> partitions_;
   std::map<std::string, TenantUse> tenants_;
 };

@@ -112,6 +112,7 @@ struct TenantConfig {
   bool has_run_limits = false;
   RunLimits run_limits;  // when has_run_limits: its runs', instead of limits.runs
   double weight = 1;     // its share of contended engines (fair admission)
+  bool cache_tenant_scope = false;  // cache_scope: tenant — answers without personal data shared by its users
 };
 
 struct OrgConfig {
@@ -233,12 +234,26 @@ struct SchedulingConfig {
   std::int64_t default_output_tokens = 512;  // expected output when max_tokens is absent (before history)
 };
 
+// The response cache (src/cache/): exact and semantic tiers, partitioned by
+// construction, guarded, bounded per tenant.
+struct CacheConfig {
+  bool enabled = false;
+  bool exact = true, semantic = true;
+  double threshold = 0.9;          // cosine similarity for a semantic hit (guards must pass too)
+  std::uint32_t prior_turns = 0;   // earlier turns embedded with the last user turn
+  double ttl_s = 3600;
+  std::int64_t max_entries_per_tenant = 10'000;
+  std::int64_t max_bytes_per_tenant = 64ll << 20;
+  double max_temperature = 1.0;    // hotter requests are not cached
+};
+
 struct Config {
   std::string source;  // file name or "<embedded default>"
   ServerConfig server;
   MeteringConfig metering;
   LimitsConfig limits;
   SchedulingConfig scheduling;
+  CacheConfig cache;
   std::vector<Sha256> admin_keys;  // admin API keys (hashes); none: the admin API answers 403
   std::vector<OrgConfig> orgs;
   std::vector<TenantConfig> tenants;

@@ -488,6 +488,22 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     sf.done();
   }
 
+  {
+    Fields cf(top.get("cache"), "cache", p);
+    CacheConfig& cc = c.cache;
+    cc.enabled = top.get("cache").IsDefined() && !top.get("cache").IsNull();
+    cf.boolean("enabled", cc.enabled);
+    cf.boolean("exact", cc.exact);
+    cf.boolean("semantic", cc.semantic);
+    cf.number("threshold", cc.threshold, 0.5, 1.0);
+    cf.number("prior_turns", cc.prior_turns, 0, 64);
+    cf.number("ttl_s", cc.ttl_s, 1, 365 * 86400.0);
+    cf.number("max_entries_per_tenant", cc.max_entries_per_tenant, 1, 1e9);
+    cf.number("max_bytes_per_tenant", cc.max_bytes_per_tenant, 1024, 1e12);
+    cf.number("max_temperature", cc.max_temperature, 0, 2);
+    cf.done();
+  }
+
   std::set<std::string> org_ids;
   YAML::Node orgs = top.seq("orgs", true);
   for (std::size_t i = 0; i < orgs.size(); ++i) {
@@ -615,6 +631,11 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     load_limits(f, "limits", t.limits, p);
     load_limits(f, "user_limits", t.user_limits, p);
     f.number("weight", t.weight, 0.001, 1e6);
+    if (auto cs = f.str("cache_scope", false)) {
+      if (*cs == "tenant") t.cache_tenant_scope = true;
+      else if (*cs != "user")
+        p.add(f.get("cache_scope"), f.sub("cache_scope"), fmt::format("'{}' is not user or tenant", *cs));
+    }
     if (f.get("run_limits").IsDefined()) {
       t.has_run_limits = true;
       load_run_limits(f, "run_limits", t.run_limits, p);

@@ -18,6 +18,18 @@
 
 namespace tg::meter {
 
+// What the response cache did for a request, for its audit trail (stored
+// with the ledger, in the cache_audit table). `event` empty: nothing.
+struct CacheAudit {
+  std::string event;              // write | hit | purge
+  std::string entry;              // the entry ("ce_<origin request id>"); purge: "" when by tenant/user
+  std::string partition, scope;   // scope: user:<id> | tenant
+  std::string origin_request_id;  // the request whose answer the entry holds
+  std::int64_t expires_ms = 0;
+  double similarity = 0, threshold = 0;  // hit: 1 for exact hits
+  std::string guards;             // hit: the guard verdicts; purge: what was purged and how many
+};
+
 struct LedgerRow {
   std::int64_t ts_ms = 0;  // request start, Unix milliseconds (UTC)
   std::string request_id;
@@ -34,6 +46,8 @@ struct LedgerRow {
   std::string error_code;
   std::int64_t ttft_us = -1;  // -1: no token was sent
   std::int64_t latency_us = 0;
+  CacheAudit cache;
+  bool audit_only = false;  // an admin action (a purge): its cache_audit row only, no ledger row
 };
 
 class LedgerSink {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -68,6 +69,16 @@ std::string encode_row(const LedgerRow& r) {
   put_u32(p, static_cast<std::uint32_t>(r.status));
   put_u64(p, static_cast<std::uint64_t>(r.ttft_us));
   put_u64(p, static_cast<std::uint64_t>(r.latency_us));
+  // Optional tail (absent in journals written before the cache audit): the cache audit.
+  if (!r.cache.event.empty() || r.audit_only) {
+    p.push_back(static_cast<char>(r.audit_only ? 2 : 1));
+    for (const std::string* s : {&r.cache.event, &r.cache.entry, &r.cache.partition, &r.cache.scope,
+                                 &r.cache.origin_request_id, &r.cache.guards})
+      put_str(p, *s);
+    put_u64(p, static_cast<std::uint64_t>(r.cache.expires_ms));
+    put_u64(p, static_cast<std::uint64_t>(std::llround(r.cache.similarity * 1e6)));
+    put_u64(p, static_cast<std::uint64_t>(std::llround(r.cache.threshold * 1e6)));
+  }
   std::string frame;
   frame.reserve(p.size() + 8);
   put_u32(frame, static_cast<std::uint32_t>(p.size()));
@@ -100,6 +111,15 @@ std::vector<LedgerRow> decode_rows(std::string_view bytes) {
     r.status = static_cast<int>(p.u(4));
     r.ttft_us = static_cast<std::int64_t>(p.u(8));
     r.latency_us = static_cast<std::int64_t>(p.u(8));
+    if (p.ok && !p.in.empty()) {
+      r.audit_only = p.u(1) == 2;
+      for (std::string* s : {&r.cache.event, &r.cache.entry, &r.cache.partition, &r.cache.scope,
+                             &r.cache.origin_request_id, &r.cache.guards})
+        *s = p.s();
+      r.cache.expires_ms = static_cast<std::int64_t>(p.u(8));
+      r.cache.similarity = static_cast<double>(p.u(8)) / 1e6;
+      r.cache.threshold = static_cast<double>(p.u(8)) / 1e6;
+    }
     if (!p.ok) break;
     rows.push_back(std::move(r));
   }

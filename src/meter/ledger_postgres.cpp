@@ -32,7 +32,18 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
   requests BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
   cached_tokens BIGINT NOT NULL, cost_micros BIGINT NOT NULL,
   PRIMARY KEY (tenant, hour_ms, "user", key_id, feature, model, deployment, org));
+CREATE TABLE IF NOT EXISTS cache_audit (
+  request_id TEXT NOT NULL, event TEXT NOT NULL, ts_ms BIGINT NOT NULL,
+  entry TEXT NOT NULL, partition TEXT NOT NULL, tenant TEXT NOT NULL, "user" TEXT NOT NULL, scope TEXT NOT NULL,
+  origin_request_id TEXT NOT NULL, expires_ms BIGINT NOT NULL, similarity DOUBLE PRECISION NOT NULL,
+  threshold DOUBLE PRECISION NOT NULL, detail TEXT NOT NULL,
+  PRIMARY KEY (request_id, event));
+CREATE INDEX IF NOT EXISTS cache_audit_entry ON cache_audit (entry, ts_ms);
+CREATE INDEX IF NOT EXISTS cache_audit_user ON cache_audit (tenant, "user", ts_ms);
 )";
+
+constexpr const char* kAudit =
+    "INSERT INTO cache_audit VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT DO NOTHING";
 
 constexpr const char* kInsert =
     "INSERT INTO ledger VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22) "
@@ -62,6 +73,8 @@ class PostgresLedger final : public LedgerSink {
                std::array<std::int64_t, 5>>
           sums;
       for (const auto& r : rows) {
+        if (!r.cache.event.empty()) audit(r);
+        if (r.audit_only) continue;
         std::string v[22] = {r.request_id, std::to_string(r.ts_ms), r.org, r.tenant, r.user, r.key_id, r.run_id,
                              r.feature, r.model, r.deployment, r.endpoint, r.stream ? "true" : "false",
                              std::to_string(r.prompt_tokens), std::to_string(r.completion_tokens),
@@ -106,6 +119,20 @@ class PostgresLedger final : public LedgerSink {
   }
 
  private:
+  void audit(const LedgerRow& r) {
+    const CacheAudit& c = r.cache;
+    std::string v[13] = {r.request_id, c.event, std::to_string(r.ts_ms), c.entry, c.partition, r.tenant, r.user,
+                         c.scope, c.origin_request_id, std::to_string(c.expires_ms), std::to_string(c.similarity),
+                         std::to_string(c.threshold), c.guards};
+    const char* p[13];
+    for (int i = 0; i < 13; ++i) p[i] = v[i].c_str();
+    PGresult* res = PQexecPrepared(conn_, "tg_audit", 13, p, nullptr, nullptr, 0);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    std::string err = ok ? "" : PQresultErrorMessage(res);
+    PQclear(res);
+    if (!ok) throw std::runtime_error("PostgreSQL ledger cache audit: " + err);
+  }
+
   void connect() {
     if (conn_) PQfinish(conn_);
     conn_ = PQconnectdb(conninfo_.c_str());
@@ -115,6 +142,7 @@ class PostgresLedger final : public LedgerSink {
     exec(kSchema);
     prepare("tg_insert", kInsert, 22);
     prepare("tg_rollup", kRollup, 13);
+    prepare("tg_audit", kAudit, 13);
   }
   void prepare(const char* name, const char* sql, int n) {
     PGresult* res = PQprepare(conn_, name, sql, n, nullptr);

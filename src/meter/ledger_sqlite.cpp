@@ -30,6 +30,16 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
   cached_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL,
   PRIMARY KEY (tenant, hour_ms, user, key_id, feature, model, deployment, org)
 ) WITHOUT ROWID;
+-- The response cache's audit trail: every write, hit and purge.
+CREATE TABLE IF NOT EXISTS cache_audit (
+  request_id TEXT NOT NULL, event TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+  entry TEXT NOT NULL, partition TEXT NOT NULL, tenant TEXT NOT NULL, user TEXT NOT NULL, scope TEXT NOT NULL,
+  origin_request_id TEXT NOT NULL, expires_ms INTEGER NOT NULL, similarity REAL NOT NULL, threshold REAL NOT NULL,
+  detail TEXT NOT NULL,
+  PRIMARY KEY (request_id, event)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cache_audit_entry ON cache_audit (entry, ts_ms);
+CREATE INDEX IF NOT EXISTS cache_audit_user ON cache_audit (tenant, user, ts_ms);
 )";
 
 struct RollupKey {
@@ -64,8 +74,12 @@ class SqliteLedger final : public LedgerSink {
                            "cost_micros = cost_micros + excluded.cost_micros",
                            -1, SQLITE_PREPARE_PERSISTENT, &rollup_, nullptr) != SQLITE_OK)
       fail("prepare rollup");
+    if (sqlite3_prepare_v3(db_, "INSERT OR IGNORE INTO cache_audit VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", -1,
+                           SQLITE_PREPARE_PERSISTENT, &audit_, nullptr) != SQLITE_OK)
+      fail("prepare cache audit");
   }
   ~SqliteLedger() override {
+    sqlite3_finalize(audit_);
     sqlite3_finalize(rollup_);
     sqlite3_finalize(insert_);
     sqlite3_close_v2(db_);
@@ -76,6 +90,8 @@ class SqliteLedger final : public LedgerSink {
     try {
       std::map<RollupKey, RollupSum> sums;
       for (const auto& r : rows) {
+        if (!r.cache.event.empty()) audit(r);
+        if (r.audit_only) continue;
         int i = 0;
         auto text = [&](const std::string& s) { sqlite3_bind_text(insert_, ++i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC); };
         auto num = [&](std::int64_t v) { sqlite3_bind_int64(insert_, ++i, v); };
@@ -118,6 +134,19 @@ class SqliteLedger final : public LedgerSink {
   }
 
  private:
+  void audit(const LedgerRow& r) {
+    int i = 0;
+    auto text = [&](const std::string& s) { sqlite3_bind_text(audit_, ++i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC); };
+    auto num = [&](std::int64_t v) { sqlite3_bind_int64(audit_, ++i, v); };
+    auto real = [&](double v) { sqlite3_bind_double(audit_, ++i, v); };
+    const CacheAudit& c = r.cache;
+    text(r.request_id), text(c.event), num(r.ts_ms), text(c.entry), text(c.partition), text(r.tenant), text(r.user);
+    text(c.scope), text(c.origin_request_id), num(c.expires_ms), real(c.similarity), real(c.threshold), text(c.guards);
+    int rc = sqlite3_step(audit_);
+    sqlite3_reset(audit_);
+    if (rc != SQLITE_DONE) fail("cache audit insert");
+  }
+
   void exec(const char* sql) {
     char* err = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
@@ -133,6 +162,7 @@ class SqliteLedger final : public LedgerSink {
   sqlite3* db_ = nullptr;
   sqlite3_stmt* insert_ = nullptr;
   sqlite3_stmt* rollup_ = nullptr;
+  sqlite3_stmt* audit_ = nullptr;
 };
 
 }  // namespace

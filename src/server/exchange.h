@@ -13,6 +13,8 @@
 #include "identity/keyring.h"
 #include "limits/limit_store.h"
 #include "sched/live_pool.h"
+#include "cache/store.h"
+#include "meter/ledger.h"
 
 namespace tg::server {
 
@@ -37,7 +39,12 @@ struct Exchange {
   std::optional<meter::BudgetHold> budget_hold;  // admitted: reservations to settle
   limits::Admission admission;  // admitted by the limits: settled (or released) exactly once
   sched::Ticket pool_ticket;    // admitted to the deployment's pool: released at settle (or by its destructor)
-  std::string rate_headers;     // x-ratelimit-* and RateLimit lines for the response
+  // cache
+  std::string cache_status;  // hit | miss | bypass | refresh; empty: the cache is off or not asked
+  std::optional<cache::Key> cache_key, cache_shared_key;  // the user's partition; the tenant's when shareable
+  meter::CacheAudit cache_audit;  // what the cache did (a write or a hit), for the ledger's audit trail
+  api::StreamCapture capture;     // a streamed answer's text, for the cache write
+  std::string extra_headers;    // header lines the stages add: x-ratelimit-*, RateLimit, x-tg-cache
   std::string model;       // alias asked for
   std::string deployment;  // deployment id that served it
   bool stream = false;

@@ -85,6 +85,7 @@ struct Gateway::Impl {
   // to a worker that is gone).
   std::map<std::string, std::unique_ptr<sim::EngineHost>> engines;  // shared sim engines, by deployment id
   std::map<std::string, std::unique_ptr<sched::LivePool>> pools;     // fair admission, by deployment id
+  std::unique_ptr<cache::CacheStore> cache;  // the response cache, when configured
   std::vector<std::unique_ptr<Worker>> workers;
 
   explicit Impl(Config c)
@@ -146,6 +147,11 @@ int Gateway::run() {
   Impl& g = *impl_;
   const ServerConfig& sc = g.config.server;
   unsigned n = sc.threads ? sc.threads : std::max(1u, std::thread::hardware_concurrency());
+  if (g.config.cache.enabled) {
+    const CacheConfig& cc = g.config.cache;
+    g.cache = std::make_unique<cache::CacheStore>(
+        cache::StoreLimits{cc.ttl_s, cc.max_entries_per_tenant, cc.max_bytes_per_tenant, 512});
+  }
   for (const ModelConfig& m : g.config.models)
     for (const DeploymentConfig& d : m.deployments) {
       std::optional<sim::EngineProfile> engine;
@@ -198,6 +204,7 @@ int Gateway::run() {
         WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get(),
                       g.budgets, g.admin_pool.get_executor(), g.webhook, *g.limit_store});
     w->ctx->pools = &g.pools;
+    w->ctx->cache = g.cache.get();
     if (g.redis_policy) {
       w->redis_limits = std::make_unique<store::RedisLimitStore>(w->ioc.get_executor(), g.config.limits, w->deadlines,
                                                                  *g.redis_policy, *g.limit_store, g.redis_stats);

@@ -1,4 +1,5 @@
 #include "server/handlers.h"
+#include "server/cache_stage.h"
 
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http.hpp>
@@ -56,7 +57,8 @@ class RelaySink final : public upstream::StreamSink {
     if (!x_.ttft) x_.ttft = std::chrono::duration_cast<std::chrono::microseconds>(
                       std::chrono::steady_clock::now() - x_.start);
     x_.pool_ticket.output_so_far(++events_);  // about one token an event: VTC charges as it streams
-    switch (api::inspect_stream_chunk(data, client_wants_usage_, rewritten_, x_.usage, x_.generated)) {
+    switch (api::inspect_stream_chunk(data, client_wants_usage_, rewritten_, x_.usage, x_.generated,
+                                      x_.cache_key ? &x_.capture : nullptr)) {
       case api::ChunkVerdict::kDrop: co_return;  // the usage chunk only the gateway asked for
       case api::ChunkVerdict::kRewritten: api::append_sse_data(out_, rewritten_); break;
       case api::ChunkVerdict::kForward: api::append_sse_data(out_, data); break;
@@ -285,7 +287,7 @@ net::awaitable<std::optional<ApiError>> admit(WorkerContext& ctx, Exchange& x, c
     co_return e;
   }
   x.admission = std::move(*admitted);
-  x.rate_headers = limits::rate_limit_headers(x.admission.quota());
+  x.extra_headers = limits::rate_limit_headers(x.admission.quota());
   if (ctx.budgets.size()) {
     auto hold = ctx.budgets.reserve({x.principal->tenant, x.user, x.principal->key_id, x.feature}, est,
                                     std::chrono::system_clock::now());
@@ -323,6 +325,7 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
   if (!prep) co_return co_await s.send_error(x, prep.error());
   if (auto refused = co_await admit(ctx, x, prep->estimate)) co_return co_await s.send_error(x, *refused);
   const api::ParsedRequest& parsed = prep->parsed;
+  if (co_await serve_from_cache(s, ctx, req, x, parsed)) co_return;
   upstream::Provider& up = *prep->provider;
 
   // upstream, raced against the client going away
@@ -374,6 +377,7 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
     co_return;
   }
   if (reply->streamed) {
+    remember_stream(ctx, x, parsed);
     try {
       co_await s.end_stream(x);
     } catch (const upstream::ClientGone&) {
@@ -387,6 +391,7 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
     co_return co_await s.send_error(x, e);
   }
   x.usage = api::usage_of_body(reply->body);
+  remember_answer(ctx, x, parsed, reply->body);
   co_await s.send_json(x, reply->status, reply->body);
 }
 
@@ -661,6 +666,9 @@ meter::LedgerRow ledger_row(const WorkerContext& ctx, const Exchange& x) {
   } else {
     r.usage_source = "gateway";
   }
+  if (x.cache_status == "hit") r.usage_source = "cache";  // served from the cache: nothing reached an engine
+  if (!x.cache_status.empty()) r.cache_status = x.cache_status;
+  r.cache = x.cache_audit;
   if (x.model_config) {
     const PriceConfig& p = x.model_config->price;
     r.cost_micros = meter::cost_micros({p.input_per_1m, p.output_per_1m, p.cached_input_per_1m}, r.prompt_tokens,

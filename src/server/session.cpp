@@ -236,7 +236,7 @@ net::awaitable<void> Session::send(Exchange& x, int status, std::string_view con
   head += "\r\nContent-Length: ";
   head.append(num, std::to_chars(num, num + sizeof num, body.size()).ptr);
   head += keep_alive_ ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n";
-  head += x.rate_headers;
+  head += x.extra_headers;
   head += extra_headers;
   head += "\r\n";
   x.status = status;
@@ -273,7 +273,7 @@ net::awaitable<void> Session::begin_stream(Exchange& x) {
   std::string head = fmt::format(
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
       "x-request-id: {}\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n{}\r\n",
-      x.request_id, keep_alive_ ? "keep-alive" : "close", x.rate_headers);
+      x.request_id, keep_alive_ ? "keep-alive" : "close", x.extra_headers);
   x.status = 200;
   co_await write_raw(head);
 }

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 
+#include "cache/store.h"
 #include "sched/live_pool.h"
 
 #include <atomic>
@@ -42,6 +43,7 @@ struct WorkerContext {
   // Fair admission pools by deployment id (process-wide, thread-safe); a
   // deployment without one is never queued.
   const std::map<std::string, std::unique_ptr<sched::LivePool>>* pools = nullptr;
+  cache::CacheStore* cache = nullptr;  // process-wide, thread-safe; null when the cache is off
 };
 
 }  // namespace tg::server

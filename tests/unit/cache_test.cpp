@@ -128,25 +128,26 @@ TEST(CacheStore, EntriesExpireAndTenantsAreBoundedByLru) {
   l.ttl_s = 10;
   l.max_entries_per_tenant = 3;
   CacheStore s(l);
-  for (int i = 0; i < 3; ++i) s.insert(key("p", "e" + std::to_string(i), "q" + std::to_string(i)), "{}", "r", 0);
+  for (int i = 0; i < 3; ++i) s.insert(key("p", "e" + std::to_string(i), "q" + std::to_string(i)), "{}", "r" + std::to_string(i), 0);
   ASSERT_TRUE(s.lookup(key("p", "e0", "q0"), 0.9f, 1).hit);  // e0 is now the most recent
-  s.insert(key("p", "e3", "q3"), "{}", "r", 2);               // evicts e1, the least recently used
+  s.insert(key("p", "e3", "q3"), "{}", "r3", 2);               // evicts e1, the least recently used
   EXPECT_EQ(s.tenant_entries("t"), 3);
   EXPECT_FALSE(s.lookup(key("p", "e1", "q1"), 0.99f, 3).hit);
   EXPECT_TRUE(s.lookup(key("p", "e0", "q0"), 0.99f, 3).hit);
   EXPECT_FALSE(s.lookup(key("p", "e3", "q3"), 0.99f, 12.5).hit) << "expired";
-  s.insert(key("p", "x", "other tenant's", "t2"), "{}", "r", 0);
+  s.insert(key("p", "x", "other tenant's", "t2"), "{}", "r4", 0);
   EXPECT_EQ(s.tenant_entries("t2"), 1) << "limits are per tenant";
 }
 
 TEST(CacheStore, PurgesByTenantUserAndEntry) {
   CacheStore s({});
-  s.insert(key("pa", "1", "a", "t", "alice"), "{}", "r", 0);
-  s.insert(key("pb", "2", "b", "t", "bob"), "{}", "r", 0);
-  const auto id = s.insert(key("pb", "3", "c", "t", "bob"), "{}", "r", 0);
-  s.insert(key("pc", "4", "d", "t2", "carol"), "{}", "r", 0);
-  EXPECT_TRUE(s.purge_entry(id));
-  EXPECT_FALSE(s.purge_entry(id));
+  s.insert(key("pa", "1", "a", "t", "alice"), "{}", "r1", 0);
+  s.insert(key("pb", "2", "b", "t", "bob"), "{}", "r2", 0);
+  s.insert(key("pb", "3", "c", "t", "bob"), "{}", "r3", 0);
+  s.insert(key("pc", "4", "d", "t2", "carol"), "{}", "r4", 0);
+  EXPECT_EQ(s.entry("ce_r3")->key.user, "bob");
+  EXPECT_TRUE(s.purge_entry(std::string("ce_r3")));
+  EXPECT_FALSE(s.purge_entry(std::string("ce_r3")));
   EXPECT_EQ(s.purge_user("t", "bob"), 1u);
   EXPECT_EQ(s.purge_tenant("t"), 1u);
   EXPECT_EQ(s.stats().entries, 1);
@@ -168,7 +169,7 @@ TEST(CacheStore, ALookupNeverReturnsAnotherPartitionsEntry) {
     if (r.hit) {
       EXPECT_EQ(owner.at(r.hit->entry_id), user);
     } else {
-      owner[s.insert(k, "{}", "r", i)] = user;
+      owner[s.insert(k, "{}", "r" + std::to_string(i), i)] = user;
     }
   }
 }

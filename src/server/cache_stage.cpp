@@ -1,0 +1,157 @@
+#include "server/cache_stage.h"
+
+#include <chrono>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "api/sse.h"
+#include "api/usage.h"
+#include "cache/guards.h"
+#include "cache/local_embedder.h"
+#include "cache/request_facts.h"
+#include "server/session.h"
+
+namespace tg::server {
+namespace net = boost::asio;
+
+namespace {
+
+double cache_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+cache::Policy policy_of(const CacheConfig& c) { return {c.max_temperature, c.prior_turns}; }
+
+void set_status(Exchange& x, const char* status) {
+  x.cache_status = status;
+  x.extra_headers += "x-tg-cache: ";
+  x.extra_headers += status;
+  x.extra_headers += "\r\n";
+}
+
+// The key in the user's own partition, or in the tenant's shared one.
+cache::Key key_for(const WorkerContext& ctx, const Exchange& x, const api::ParsedRequest& parsed, bool tenant_scope) {
+  cache::Key k = cache::make_key(parsed, x.principal->tenant, x.user, tenant_scope, policy_of(ctx.config.cache));
+  if (ctx.config.cache.semantic && !k.prompt.empty()) k.embedding = cache::local_embedding(k.prompt);
+  return k;
+}
+
+}  // namespace
+
+net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Request& req, Exchange& x,
+                                      const api::ParsedRequest& parsed) {
+  if (!ctx.cache) co_return false;
+  const cache::Decision d = cache::decide(parsed, req["cache-control"], policy_of(ctx.config.cache));
+  if (d.mode == cache::Mode::kBypass) {
+    set_status(x, "bypass");
+    co_return false;
+  }
+  const TenantConfig* t = x.principal->tenant_config;
+  x.cache_key = key_for(ctx, x, parsed, false);
+  // A tenant that opted in shares answers to prompts without personal data.
+  const bool shareable = t && t->cache_tenant_scope && !cache::has_personal_data(x.cache_key->prompt);
+  if (shareable) x.cache_shared_key = key_for(ctx, x, parsed, true);
+  if (d.mode == cache::Mode::kRefresh) {
+    set_status(x, "refresh");
+    co_return false;
+  }
+  const float threshold = ctx.config.cache.semantic ? static_cast<float>(ctx.config.cache.threshold) : 2.0f;
+  const double now = cache_now();
+  std::optional<cache::Hit> hit;
+  const cache::Key* found_in = nullptr;
+  for (const auto* k : {x.cache_shared_key ? &*x.cache_shared_key : nullptr, &*x.cache_key}) {
+    if (!k) continue;
+    cache::Key probe = *k;
+    if (!ctx.config.cache.exact) probe.exact.clear();
+    cache::LookupResult r = ctx.cache->lookup(probe, threshold, now);
+    if (r.hit) {
+      hit = std::move(r.hit);
+      found_in = k;
+      break;
+    }
+  }
+  if (!hit) {
+    set_status(x, "miss");
+    co_return false;
+  }
+  set_status(x, "hit");
+  x.cache_audit = {"hit", hit->entry_ref, found_in->partition, found_in->scope, hit->origin_request_id, 0, hit->similarity, hit->threshold,
+                   hit->exact ? "exact" : fmt::format("entities={} polarity={}", hit->guards.entities_match ? "match" : "differ",
+                                                      hit->guards.polarity_match ? "match" : "differ")};
+  x.deployment.clear();  // no upstream served it
+  const bool chat = parsed.endpoint == api::Endpoint::kChatCompletions;
+  const std::string id = (chat ? "chatcmpl-" : "cmpl-") + x.request_id;
+  if (!parsed.stream) {
+    const std::string body = api::restamp_completion(hit->body, id, unix_now());
+    co_await s.send_json(x, 200, body);
+    co_return true;
+  }
+  const auto chunks = api::chunks_from_completion(hit->body, chat, parsed.client_wants_usage, id, unix_now());
+  std::string ev;
+  try {
+    co_await s.begin_stream(x);
+    for (const auto& c : chunks) {
+      ev.clear();
+      api::append_sse_data(ev, c);
+      co_await s.stream_chunk(x, ev);
+    }
+    ev.clear();
+    api::append_sse_data(ev, "[DONE]");
+    co_await s.stream_chunk(x, ev);
+    co_await s.end_stream(x);
+  } catch (const upstream::ClientGone&) {
+    x.client_gone = true;
+  }
+  co_return true;
+}
+
+namespace {
+
+void store(WorkerContext& ctx, Exchange& x, std::string body, std::string_view answer_text) {
+  // A shared (tenant) entry only when the answer holds no personal data either.
+  const bool shared = x.cache_shared_key && !cache::has_personal_data(answer_text);
+  const cache::Key& k = shared ? *x.cache_shared_key : *x.cache_key;
+  cache::Key stored = k;
+  if (!ctx.config.cache.semantic) stored.embedding.clear();
+  const double now = cache_now();
+  ctx.cache->insert(stored, std::move(body), x.request_id, now);
+  const auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
+  x.cache_audit = {"write", "ce_" + x.request_id, stored.partition, stored.scope, x.request_id,
+                   wall_ms + static_cast<std::int64_t>(ctx.config.cache.ttl_s * 1000), 0, 0, ""};
+}
+
+std::string answer_text(std::string_view body) {
+  // The answer's text, for the personal-data check (the body's JSON is enough: the guard scans text).
+  return std::string(body);
+}
+
+}  // namespace
+
+void remember_answer(WorkerContext& ctx, Exchange& x, const api::ParsedRequest& parsed, std::string_view body) {
+  if (!ctx.cache || !x.cache_key || x.cache_status == "hit") return;
+  // Tool calls may have side effects; refusals and truncated JSON are not answers to reuse.
+  if (body.find("\"tool_calls\"") != std::string_view::npos || body.find("\"function_call\"") != std::string_view::npos) {
+    if (body.find("\"tool_calls\":null") == std::string_view::npos && body.find("\"tool_calls\":[]") == std::string_view::npos)
+      return;
+  }
+  (void)parsed;
+  store(ctx, x, std::string(body), answer_text(body));
+}
+
+void remember_stream(WorkerContext& ctx, Exchange& x, const api::ParsedRequest& parsed) {
+  if (!ctx.cache || !x.cache_key || x.cache_status == "hit" || x.client_gone) return;
+  const bool chat = parsed.endpoint == api::Endpoint::kChatCompletions;
+  std::string body = api::completion_from_capture(x.capture, chat, x.usage, (chat ? "chatcmpl-" : "cmpl-") + x.request_id,
+                                                  unix_now());
+  if (body.empty()) return;
+  std::string text;
+  for (const auto& [idx, t] : x.capture.text) text += t;
+  store(ctx, x, std::move(body), text);
+}
+
+}  // namespace tg::server
