@@ -1,5 +1,6 @@
 #include "server/cache_stage.h"
 
+#include <boost/json.hpp>
 #include <chrono>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -125,9 +126,26 @@ void store(WorkerContext& ctx, Exchange& x, std::string body, std::string_view a
                    wall_ms + static_cast<std::int64_t>(ctx.config.cache.ttl_s * 1000), 0, 0, ""};
 }
 
+// The answer's text (every choice's content), for the personal-data check.
 std::string answer_text(std::string_view body) {
-  // The answer's text, for the personal-data check (the body's JSON is enough: the guard scans text).
-  return std::string(body);
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(body, ec);
+  std::string out;
+  if (ec || !v.is_object()) return std::string(body);  // unreadable: treat all of it as the answer
+  const auto* choices = v.get_object().if_contains("choices");
+  if (!choices || !choices->is_array()) return out;
+  for (const auto& c : choices->get_array()) {
+    if (!c.is_object()) continue;
+    const auto& co = c.get_object();
+    const boost::json::value* t = nullptr;
+    if (const auto* m = co.if_contains("message"); m && m->is_object()) t = m->get_object().if_contains("content");
+    else t = co.if_contains("text");
+    if (t && t->is_string()) {
+      out += t->get_string();
+      out += '\n';
+    }
+  }
+  return out;
 }
 
 }  // namespace

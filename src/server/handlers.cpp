@@ -1,4 +1,5 @@
 #include "server/handlers.h"
+#include "server/admin_cache.h"
 #include "server/cache_stage.h"
 
 #include <boost/asio/use_awaitable.hpp>
@@ -400,6 +401,8 @@ ApiError method_not_allowed(const std::string& method, const std::string& path, 
                   fmt::format("{} is not allowed on {}; use {}.", method, path, allow), allow};
 }
 
+}  // namespace
+
 // The admin API's authentication: the admin key, never a tenant key.
 std::optional<ApiError> check_admin_key(const WorkerContext& ctx, const Request& req) {
   std::string_view auth = req[http::field::authorization];
@@ -414,6 +417,8 @@ std::optional<ApiError> check_admin_key(const WorkerContext& ctx, const Request&
   if (!admin) return authentication_error("Incorrect admin key.");
   return std::nullopt;
 }
+
+namespace {
 
 // The body of PUT /admin/limits/{scope}: the fields of a `limits:` block,
 // each a number (the cap) or {"rate": R, "ceil": C}; absent fields are none.
@@ -605,6 +610,11 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* deferre
     *deferred = true;
     return {};
   }
+  if (is_admin_cache_path(p)) {
+    if (m != http::verb::get && m != http::verb::delete_) return {0, {}, {}, method_not_allowed(x.method, p, "GET, DELETE")};
+    *deferred = true;
+    return {};
+  }
   struct Route { const char* path; api::Endpoint ep; };
   static constexpr Route kRoutes[] = {{"/v1/chat/completions", api::Endpoint::kChatCompletions},
                                       {"/v1/completions", api::Endpoint::kCompletions},
@@ -630,6 +640,7 @@ net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchan
   Answer a = answer_plain(ctx, req, x, &deferred, &ep);
   if (deferred && x.path == "/admin/usage") co_return co_await serve_admin_usage(s, ctx, req, x);
   if (deferred && x.path.starts_with("/admin/limits/")) co_return co_await serve_admin_limits(s, ctx, req, x);
+  if (deferred && is_admin_cache_path(x.path)) co_return co_await serve_admin_cache(s, ctx, req, x);
   if (deferred) co_return co_await serve_inference(s, ctx, req, x, ep);
   co_await send_answer(s, x, a);
 }

@@ -18,4 +18,7 @@ boost::asio::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req
 // log line. Called exactly once per request.
 void settle(WorkerContext& ctx, Exchange& x);
 
+// The admin API's authentication: the admin key, never a tenant key.
+std::optional<ApiError> check_admin_key(const WorkerContext& ctx, const Request& req);
+
 }  // namespace tg::server

@@ -1,0 +1,188 @@
+#include "server/admin_cache.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+#include <fmt/format.h>
+
+#include <cmath>
+#include <spdlog/spdlog.h>
+
+#include "core/ids.h"
+#include "meter/cache_audit.h"
+#include "server/handlers.h"
+
+namespace tg::server {
+namespace net = boost::asio;
+namespace json = boost::json;
+namespace http = boost::beast::http;
+
+namespace {
+
+constexpr std::string_view kEntries = "/admin/cache/entries/";
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+json::object audit_json(const meter::CacheAuditRow& r) {
+  json::object o;
+  o["request_id"] = r.request_id;
+  o["ts_ms"] = r.ts_ms;
+  o["tenant"] = r.tenant;
+  o["user"] = r.user;
+  o["entry"] = r.audit.entry;
+  if (r.audit.event == "write") {
+    o["partition"] = r.audit.partition;
+    o["scope"] = r.audit.scope;
+    o["expires_ms"] = r.audit.expires_ms;
+  } else if (r.audit.event == "hit") {
+    o["partition"] = r.audit.partition;
+    o["scope"] = r.audit.scope;
+    o["created_by_request"] = r.audit.origin_request_id;
+    o["similarity"] = std::round(r.audit.similarity * 1e4) / 1e4;
+    o["threshold"] = std::round(r.audit.threshold * 1e4) / 1e4;
+    o["guards"] = r.audit.guards;
+  } else {
+    o["detail"] = r.audit.guards;
+  }
+  return o;
+}
+
+}  // namespace
+
+bool is_admin_cache_path(const std::string& path) {
+  return path == "/admin/cache" || path == "/admin/cache/served" || path.starts_with(kEntries);
+}
+
+net::awaitable<void> serve_admin_cache(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
+  x.endpoint = "admin.cache";
+  std::optional<ApiError> err = check_admin_key(ctx, req);
+  if (!err && !ctx.cache)
+    err = not_found("The response cache is off (no `cache:` section in the config).", "cache_disabled");
+  std::string tenant, user, entry;
+  auto target = boost::urls::parse_origin_form(req.target());
+  if (!err && !target) err = invalid_request("Malformed query string.", {}, "invalid_query");
+  if (!err) {
+    for (const auto& param : target->params()) {
+      const std::string k(param.key), v(param.value);
+      if (k == "tenant") tenant = v;
+      else if (k == "user") user = v;
+      else err = invalid_request(fmt::format("Unknown parameter '{}' (tenant, user).", k), k, "unknown_parameter");
+    }
+    if (x.path.starts_with(kEntries)) entry = x.path.substr(kEntries.size());
+  }
+  const bool del = req.method() == http::verb::delete_;
+  if (!err && x.path == "/admin/cache/served" && del)
+    err = ApiError{405, "invalid_request_error", "method_not_allowed", "DELETE is not allowed on /admin/cache/served; use GET.", "GET"};
+  if (!err && x.path == "/admin/cache" && !del)
+    err = ApiError{405, "invalid_request_error", "method_not_allowed",
+                   "GET is not allowed on /admin/cache; use DELETE ?tenant=T[&user=U] to purge, or GET "
+                   "/admin/cache/entries/{entry} and /admin/cache/served?tenant=T&user=U to audit.", "DELETE"};
+  if (!err && (x.path == "/admin/cache" || x.path == "/admin/cache/served") && tenant.empty())
+    err = invalid_request("Name the tenant: ?tenant=T (and &user=U for one user).", "tenant", "missing_parameter");
+  if (!err && x.path == "/admin/cache/served" && user.empty())
+    err = invalid_request("Name the user: ?tenant=T&user=U.", "user", "missing_parameter");
+  if (!err && x.path.starts_with(kEntries) && entry.empty())
+    err = invalid_request("Name the entry: /admin/cache/entries/{entry} (e.g. ce_req_...).", "entry", "missing_parameter");
+  if (err) co_return co_await s.send_error(x, *err);
+
+  if (del) {
+    if (!entry.empty())
+      if (auto e = ctx.cache->entry(entry)) {  // the purge's audit row names the entry's owner
+        tenant = e->key.tenant;
+        user = e->key.user;
+      }
+    std::size_t n = 0;
+    if (!entry.empty()) n = ctx.cache->purge_entry(entry) ? 1 : 0;
+    else if (!user.empty()) n = ctx.cache->purge_user(tenant, user);
+    else n = ctx.cache->purge_tenant(tenant);
+    if (!entry.empty() && n == 0) {
+      const ApiError e = not_found(fmt::format("No live cache entry '{}' (purged or expired already?).", entry), "entry_not_found", "entry");
+      co_return co_await s.send_error(x, e);
+    }
+    const std::string what = !entry.empty() ? "entry " + entry : !user.empty() ? fmt::format("user {}/{}", tenant, user)
+                                                                                : "tenant " + tenant;
+    spdlog::info("admin: cache purge of {}: {} entries", what, n);
+    // The purge is part of the audit trail (a row of its own, no ledger row).
+    if (ctx.ledger) {
+      meter::LedgerRow row;
+      row.ts_ms = wall_ms();
+      row.request_id = x.request_id;
+      row.tenant = tenant;
+      row.user = user;
+      row.audit_only = true;
+      row.cache.event = "purge";
+      row.cache.entry = entry;
+      row.cache.guards = fmt::format("{}: {} entries", what, n);
+      ctx.ledger->submit(std::move(row));
+    }
+    json::object out;
+    out["purged"] = n;
+    out["audited"] = ctx.ledger != nullptr;
+    const std::string body = json::serialize(out);
+    co_return co_await s.send_json(x, 200, body);
+  }
+
+  if (!ctx.ledger) {
+    const ApiError e = not_found("The ledger is off (metering.ledger_sqlite: off): the cache's audit trail lives there.",
+                                 "ledger_disabled");
+    co_return co_await s.send_error(x, e);
+  }
+  ctx.ledger->flush();  // what this process audited so far is queryable
+  meter::CacheAuditFilter f;
+  f.entry = entry;
+  if (entry.empty()) {
+    f.tenant = tenant;
+    f.user = user;
+    f.event = "hit";
+  }
+  std::vector<meter::CacheAuditRow> rows;
+  std::string failure;
+  auto work = [&]() -> net::awaitable<void> {
+    try {
+      rows = meter::query_cache_audit({ctx.config.metering.ledger_sqlite, ctx.config.metering.ledger_postgres}, f);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    co_return;
+  };
+  co_await net::co_spawn(ctx.admin_executor, work, net::use_awaitable);
+  if (!failure.empty()) {
+    const ApiError e = server_error("Cache audit query failed: " + failure, "ledger_error");
+    co_return co_await s.send_error(x, e);
+  }
+  json::object out;
+  if (!entry.empty()) {
+    out["entry"] = entry;
+    const auto live = ctx.cache->entry(entry);
+    out["live"] = live.has_value();
+    if (live) out["hits"] = live->hits;
+    json::value created = nullptr;
+    json::array served, purges;
+    for (const auto& r : rows) {
+      if (r.audit.event == "write") created = audit_json(r);
+      else if (r.audit.event == "hit") served.push_back(audit_json(r));
+      else purges.push_back(audit_json(r));
+    }
+    if (created.is_null() && served.empty() && !live) {
+      const ApiError e = not_found(fmt::format("No cache entry '{}' in the audit trail.", entry), "entry_not_found", "entry");
+      co_return co_await s.send_error(x, e);
+    }
+    out["created_by"] = std::move(created);
+    out["served"] = std::move(served);
+    out["purges"] = std::move(purges);
+  } else {
+    json::array data;
+    for (const auto& r : rows) data.push_back(audit_json(r));
+    out["object"] = "list";
+    out["tenant"] = tenant;
+    out["user"] = user;
+    out["data"] = std::move(data);
+  }
+  const std::string body = json::serialize(out);
+  co_await s.send_json(x, 200, body);
+}
+
+}  // namespace tg::server
