@@ -149,10 +149,11 @@ Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std
   auto field = [&](std::string_view name) { return canonical_of(b.if_contains(name)); };
   const double temperature = number_or(b, "temperature", 1.0), top_p = number_or(b, "top_p", 1.0);
   const std::string sampling = fmt::format(
-      "t={:.2f};p={:.2f};seed={};n={};max={};logprobs={}{};stop={}", std::round(temperature * 20) / 20,
-      std::round(top_p * 20) / 20, field("seed"), field("n"),
+      "t={:.2f};p={:.2f};seed={};n={};max={};logprobs={}{};stop={};fp={};pp={};bias={};effort={}",
+      std::round(temperature * 20) / 20, std::round(top_p * 20) / 20, field("seed"), field("n"),
       req.max_output_tokens ? std::to_string(*req.max_output_tokens) : std::string("-"), field("logprobs"),
-      field("top_logprobs"), field("stop"));
+      field("top_logprobs"), field("stop"), field("frequency_penalty"), field("presence_penalty"),
+      field("logit_bias"), field("reasoning_effort"));
   const std::string tools = field("tools") + "|" + field("tool_choice") + "|" + field("functions") + "|" +
                             field("function_call") + "|" + field("parallel_tool_calls");
   const std::string context_access;  // the context issue's ACL scope; empty until then

@@ -5,7 +5,7 @@
 // "tenant" only when the tenant opts in), model alias, the system/developer
 // messages, the tools/functions and tool choice, the response format, the
 // sampling class (temperature and top_p to 0.05, seed, n, max tokens,
-// logprobs, stop), the conversation before the embedded turns, and the
+// logprobs, stop, penalties, logit bias, reasoning effort), the conversation before the embedded turns, and the
 // context-access fingerprint (empty until multi-user context exists).
 // Exact digest = SHA-256 of the canonical request body (keys sorted, no
 // whitespace, transport-only fields dropped: stream, stream_options, user,

@@ -8,7 +8,8 @@ namespace tg::cache {
 
 // One partition: its exact map and its own HNSW index (labels are entry ids).
 struct CacheStore::Partition {
-  explicit Partition(std::uint32_t dims) : space(dims) {}
+  explicit Partition(std::uint32_t d) : dims(d), space(d) {}
+  std::uint32_t dims;  // of its vectors: the first embedding's (the embedder's) size
   hnswlib::InnerProductSpace space;
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> index;
   std::unordered_map<std::string, std::uint64_t> exact;
@@ -51,7 +52,7 @@ LookupResult CacheStore::lookup(const Key& key, float threshold, double now) {
     remove_locked(s.e.id);
     if (!partitions_.count(key.partition)) return out;
   }
-  if (key.embedding.empty() || !p.index || p.vectors == 0) return out;
+  if (key.embedding.empty() || key.embedding.size() != p.dims || !p.index || p.vectors == 0) return out;
   const std::size_t k = std::min<std::size_t>(8, p.vectors);
   p.index->setEf(std::max<std::size_t>(32, k));
   auto found = p.index->searchKnn(key.embedding.data(), k);
@@ -92,7 +93,7 @@ std::uint64_t CacheStore::insert(const Key& key, std::string body, std::string o
   if (auto pit = partitions_.find(key.partition); pit != partitions_.end())
     if (auto e = pit->second->exact.find(key.exact); e != pit->second->exact.end()) remove_locked(e->second);
   auto& p = partitions_[key.partition];
-  if (!p) p = std::make_unique<Partition>(limits_.dims);
+  if (!p) p = std::make_unique<Partition>(key.embedding.empty() ? limits_.dims : static_cast<std::uint32_t>(key.embedding.size()));
   Slot s;
   by_ref_[ref] = id;
   s.e = Entry{id, std::move(ref), key, std::move(body), std::move(origin_request_id), now, now + limits_.ttl_s, 0};
@@ -104,7 +105,7 @@ std::uint64_t CacheStore::insert(const Key& key, std::string body, std::string o
   t.bytes += s.bytes;
   p->exact[key.exact] = id;
   ++p->live;
-  if (!key.embedding.empty() && key.embedding.size() == limits_.dims) p->add_vector(key.embedding, id);
+  if (!key.embedding.empty() && key.embedding.size() == p->dims) p->add_vector(key.embedding, id);
   entries_.emplace(id, std::move(s));
   evict_locked(key.tenant);
   return id;

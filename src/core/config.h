@@ -245,6 +245,7 @@ struct CacheConfig {
   std::int64_t max_entries_per_tenant = 10'000;
   std::int64_t max_bytes_per_tenant = 64ll << 20;
   double max_temperature = 1.0;    // hotter requests are not cached
+  std::string embedder = "local";  // local (built in), or a model alias served by an OpenAI-compatible /v1/embeddings
 };
 
 struct Config {

@@ -488,6 +488,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     sf.done();
   }
 
+  YAML::Node cache_embedder_at;  // checked against the models below
   {
     Fields cf(top.get("cache"), "cache", p);
     CacheConfig& cc = c.cache;
@@ -501,6 +502,10 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     cf.number("max_entries_per_tenant", cc.max_entries_per_tenant, 1, 1e9);
     cf.number("max_bytes_per_tenant", cc.max_bytes_per_tenant, 1024, 1e12);
     cf.number("max_temperature", cc.max_temperature, 0, 2);
+    if (auto e = cf.str("embedder", false)) {
+      cc.embedder = *e;
+      cache_embedder_at = cf.get("embedder");
+    }
     cf.done();
   }
 
@@ -519,6 +524,12 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
 
   // Models first: tenants may name them in their allow-lists.
   std::set<std::string> aliases, deployment_ids;
+  auto check_embedder = [&] {
+    if (c.cache.embedder != "local" && !aliases.count(c.cache.embedder))
+      p.add(cache_embedder_at, "cache.embedder",
+            fmt::format("'{}' is neither 'local' nor a model alias of this config (an OpenAI-compatible "
+                        "/v1/embeddings model)", c.cache.embedder));
+  };
   YAML::Node models = top.seq("models", true);
   for (std::size_t i = 0; i < models.size(); ++i) {
     Fields f(models[i], idx("models", i), p);
@@ -564,6 +575,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
 
   std::set<std::string> tenant_ids, key_ids;
   std::set<Sha256> key_hashes;
+  check_embedder();
   YAML::Node tenants = top.seq("tenants", true);
   for (std::size_t i = 0; i < tenants.size(); ++i) {
     Fields f(tenants[i], idx("tenants", i), p);

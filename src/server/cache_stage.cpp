@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <chrono>
+#include <cmath>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -27,18 +28,66 @@ std::int64_t unix_now() {
 
 cache::Policy policy_of(const CacheConfig& c) { return {c.max_temperature, c.prior_turns}; }
 
-void set_status(Exchange& x, const char* status) {
+void set_status(WorkerContext& ctx, Exchange& x, const char* status) {
+  const std::string_view st(status);
+  auto& m = ctx.metrics.stats;
+  (st == "hit" ? m.cache_hits_total : st == "miss" ? m.cache_misses_total : st == "bypass" ? m.cache_bypasses_total
+                                                                                           : m.cache_refreshes_total)
+      .fetch_add(1);
   x.cache_status = status;
   x.extra_headers += "x-tg-cache: ";
   x.extra_headers += status;
   x.extra_headers += "\r\n";
 }
 
-// The key in the user's own partition, or in the tenant's shared one.
+// The key in the user's own partition, or in the tenant's shared one (the embedding comes later).
 cache::Key key_for(const WorkerContext& ctx, const Exchange& x, const api::ParsedRequest& parsed, bool tenant_scope) {
-  cache::Key k = cache::make_key(parsed, x.principal->tenant, x.user, tenant_scope, policy_of(ctx.config.cache));
-  if (ctx.config.cache.semantic && !k.prompt.empty()) k.embedding = cache::local_embedding(k.prompt);
-  return k;
+  return cache::make_key(parsed, x.principal->tenant, x.user, tenant_scope, policy_of(ctx.config.cache));
+}
+
+// Collects a non-streamed reply; an embeddings call never streams.
+struct NoStream final : upstream::StreamSink {
+  net::awaitable<void> open() override { co_return; }
+  net::awaitable<void> event(std::string_view) override { co_return; }
+};
+
+// The prompt's embedding: the built-in embedder, or the configured model's
+// /v1/embeddings (L2-normalised here). Empty when the upstream fails: the
+// request then uses the exact tier only (logged).
+net::awaitable<std::vector<float>> embed(WorkerContext& ctx, const Exchange& x, const std::string& prompt) {
+  const std::string& embedder = ctx.config.cache.embedder;
+  if (embedder == "local") co_return cache::local_embedding(prompt);
+  std::vector<float> out;
+  auto provider = ctx.router.route(embedder, nullptr);
+  if (!provider) co_return out;
+  boost::json::object body;
+  body["model"] = embedder;
+  body["input"] = prompt;
+  const std::string text = boost::json::serialize(body);
+  auto parsed = api::parse_request(api::Endpoint::kEmbeddings, text);
+  if (!parsed) co_return out;
+  const upstream::UpstreamRequest ureq{&*parsed, x.request_id + "-embed", {}};
+  NoStream sink;
+  upstream::UpstreamReply reply = co_await (*provider)->send(ureq, sink);
+  boost::system::error_code ec;
+  boost::json::value v = reply.status == 200 ? boost::json::parse(reply.body, ec) : boost::json::value();
+  const boost::json::value* data = v.is_object() ? v.get_object().if_contains("data") : nullptr;
+  if (data && data->is_array() && !data->get_array().empty() && data->get_array()[0].is_object())
+    if (const auto* e = data->get_array()[0].get_object().if_contains("embedding"); e && e->is_array()) {
+      double norm = 0;
+      for (const auto& f : e->get_array()) {
+        const float x = static_cast<float>(f.is_double() ? f.get_double() : f.is_int64() ? static_cast<double>(f.get_int64()) : 0.0);
+        out.push_back(x);
+        norm += static_cast<double>(x) * x;
+      }
+      if (norm > 0)
+        for (float& f : out) f = static_cast<float>(f / std::sqrt(norm));
+    }
+  if (out.empty())
+    spdlog::warn("cache: embedder '{}' gave no embedding (status {}): exact tier only for {}", embedder, reply.status,
+                 x.request_id);
+  ctx.metrics.stats.cache_embeddings_total.fetch_add(1);
+  co_return out;
 }
 
 }  // namespace
@@ -48,7 +97,7 @@ net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Requ
   if (!ctx.cache) co_return false;
   const cache::Decision d = cache::decide(parsed, req["cache-control"], policy_of(ctx.config.cache));
   if (d.mode == cache::Mode::kBypass) {
-    set_status(x, "bypass");
+    set_status(ctx, x, "bypass");
     co_return false;
   }
   const TenantConfig* t = x.principal->tenant_config;
@@ -56,8 +105,13 @@ net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Requ
   // A tenant that opted in shares answers to prompts without personal data.
   const bool shareable = t && t->cache_tenant_scope && !cache::has_personal_data(x.cache_key->prompt);
   if (shareable) x.cache_shared_key = key_for(ctx, x, parsed, true);
+  if (ctx.config.cache.semantic && !x.cache_key->prompt.empty()) {
+    std::vector<float> v = co_await embed(ctx, x, x.cache_key->prompt);
+    if (x.cache_shared_key) x.cache_shared_key->embedding = v;
+    x.cache_key->embedding = std::move(v);
+  }
   if (d.mode == cache::Mode::kRefresh) {
-    set_status(x, "refresh");
+    set_status(ctx, x, "refresh");
     co_return false;
   }
   const float threshold = ctx.config.cache.semantic ? static_cast<float>(ctx.config.cache.threshold) : 2.0f;
@@ -69,6 +123,8 @@ net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Requ
     cache::Key probe = *k;
     if (!ctx.config.cache.exact) probe.exact.clear();
     cache::LookupResult r = ctx.cache->lookup(probe, threshold, now);
+    if (r.near_miss && r.near_miss->similarity >= threshold && !r.near_miss->guards.pass())
+      ctx.metrics.stats.cache_guard_rejections_total.fetch_add(1);
     if (r.hit) {
       hit = std::move(r.hit);
       found_in = k;
@@ -76,10 +132,10 @@ net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Requ
     }
   }
   if (!hit) {
-    set_status(x, "miss");
+    set_status(ctx, x, "miss");
     co_return false;
   }
-  set_status(x, "hit");
+  set_status(ctx, x, "hit");
   x.cache_audit = {"hit", hit->entry_ref, found_in->partition, found_in->scope, hit->origin_request_id, 0, hit->similarity, hit->threshold,
                    hit->exact ? "exact" : fmt::format("entities={} polarity={}", hit->guards.entities_match ? "match" : "differ",
                                                       hit->guards.polarity_match ? "match" : "differ")};
@@ -120,6 +176,7 @@ void store(WorkerContext& ctx, Exchange& x, std::string body, std::string_view a
   if (!ctx.config.cache.semantic) stored.embedding.clear();
   const double now = cache_now();
   ctx.cache->insert(stored, std::move(body), x.request_id, now);
+  ctx.metrics.stats.cache_writes_total.fetch_add(1);
   const auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::system_clock::now().time_since_epoch()).count();
   x.cache_audit = {"write", "ce_" + x.request_id, stored.partition, stored.scope, x.request_id,

@@ -24,6 +24,13 @@ namespace tg::server {
   COUNTER(upstream_cancelled_total, "Upstream requests cancelled because the client went away")    \
   COUNTER(budget_rejections_total, "Requests refused with 429 budget_exceeded")                     \
   COUNTER(budget_soft_alerts_total, "Budgets whose spend crossed their soft threshold this period")  \
+  COUNTER(cache_hits_total, "Requests answered from the response cache")                          \
+  COUNTER(cache_misses_total, "Cache lookups that found nothing (or nothing the guards let through)") \
+  COUNTER(cache_bypasses_total, "Requests the cache did not touch (no-store, temperature, embeddings)") \
+  COUNTER(cache_refreshes_total, "Requests with Cache-Control: no-cache (answer rewritten)")      \
+  COUNTER(cache_writes_total, "Answers stored in the response cache")                           \
+  COUNTER(cache_guard_rejections_total, "Semantic candidates above the threshold turned away by the guards") \
+  COUNTER(cache_embeddings_total, "Prompt embeddings asked of an upstream embedder")             \
   GAUGE(requests_in_flight, "Requests being processed now")                                       \
   GAUGE(connections_open, "Client connections open now")
 

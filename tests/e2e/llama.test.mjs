@@ -56,3 +56,42 @@ ${ACME_TENANT_YAML}`;
     teardown: async () => { await gw.stop(); await llama.stop(); },
   };
 });
+
+// The cache's upstream embedder: prompts embedded by llama-server's
+// /v1/embeddings (random weights: the vectors mean nothing, the protocol is real).
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { metric } from './harness.mjs';
+
+describe('cache with an upstream embedder (llama-server /v1/embeddings)', () => {
+  it('embeds prompts upstream and serves exact and semantic hits from them', async () => {
+    const llama = await startLlama();
+    const yaml = `
+orgs: [{ id: demo }]
+models:
+  - alias: tiny-llama
+    deployments:
+      - { id: llama-local, provider: openai, model: tiny-gpt2, base_url: "http://127.0.0.1:${llama.port}/v1" }
+cache: { embedder: tiny-llama, threshold: 0.6 }
+${ACME_TENANT_YAML}`;
+    const gw = await startGateway({ yaml });
+    try {
+      const ask = async (content) => {
+        const r = await fetch(`${gw.base}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${DEMO_KEYS.alice}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'tiny-llama', messages: [{ role: 'user', content }], max_tokens: 4, temperature: 0, seed: 7 }),
+        });
+        await r.text();
+        return r.headers.get('x-tg-cache');
+      };
+      assert.equal(await ask('What is the tallest mountain on Earth?'), 'miss');
+      assert.equal(await ask('What is the tallest mountain on Earth?'), 'hit');
+      assert.equal(await ask('What is the tallest mountain on Earth ?'), 'hit', 'a near-identical prompt, through the vectors');
+      assert.ok(await metric(gw.base, 'tg_cache_embeddings_total') >= 3);
+    } finally {
+      await gw.stop();
+      await llama.stop();
+    }
+  });
+});
