@@ -83,7 +83,8 @@ LookupResult CacheStore::lookup(const Key& key, float threshold, double now) {
   return out;
 }
 
-std::uint64_t CacheStore::insert(const Key& key, std::string body, std::string origin_request_id, double now) {
+std::uint64_t CacheStore::insert(const Key& key, std::string body, std::string origin_request_id, double now,
+                                 double ttl_s) {
   std::lock_guard lock(mu_);
   const std::uint64_t id = next_id_++;
   std::string ref = "ce_" + (origin_request_id.empty() ? std::to_string(id) : origin_request_id);
@@ -96,7 +97,8 @@ std::uint64_t CacheStore::insert(const Key& key, std::string body, std::string o
   if (!p) p = std::make_unique<Partition>(key.embedding.empty() ? limits_.dims : static_cast<std::uint32_t>(key.embedding.size()));
   Slot s;
   by_ref_[ref] = id;
-  s.e = Entry{id, std::move(ref), key, std::move(body), std::move(origin_request_id), now, now + limits_.ttl_s, 0};
+  s.e = Entry{id, std::move(ref), key, std::move(body), std::move(origin_request_id), now,
+              now + (ttl_s < 0 ? limits_.ttl_s : ttl_s), 0};
   s.bytes = static_cast<std::int64_t>(s.e.body.size() + s.e.key.prompt.size() + s.e.key.embedding.size() * sizeof(float) + 256);
   TenantUse& t = tenants_[key.tenant];
   t.lru.push_front(id);

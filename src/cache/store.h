@@ -88,7 +88,8 @@ class CacheStore {
   LookupResult lookup(const Key& key, float threshold, double now);
   // Returns the new entry's id (an existing exact entry is replaced); its ref
   // is "ce_" + origin_request_id.
-  std::uint64_t insert(const Key& key, std::string body, std::string origin_request_id, double now);
+  // `ttl_s` < 0: the configured TTL (a replica passes what is left of the origin's).
+  std::uint64_t insert(const Key& key, std::string body, std::string origin_request_id, double now, double ttl_s = -1);
 
   // Purges; each returns the number of entries removed.
   std::size_t purge_tenant(const std::string& tenant);

@@ -246,6 +246,10 @@ struct CacheConfig {
   std::int64_t max_bytes_per_tenant = 64ll << 20;
   double max_temperature = 1.0;    // hotter requests are not cached
   std::string embedder = "local";  // local (built in), or a model alias served by an OpenAI-compatible /v1/embeddings
+  // Fleet mode: entries in Redis, every gateway's store a replica (empty host: per process).
+  std::string redis_host;
+  std::uint16_t redis_port = 0;
+  std::string redis_prefix = "tgc";
 };
 
 struct Config {

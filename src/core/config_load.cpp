@@ -502,6 +502,20 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     cf.number("max_entries_per_tenant", cc.max_entries_per_tenant, 1, 1e9);
     cf.number("max_bytes_per_tenant", cc.max_bytes_per_tenant, 1024, 1e12);
     cf.number("max_temperature", cc.max_temperature, 0, 2);
+    {
+      Fields rf(cf.get("redis"), cf.sub("redis"), p);
+      if (auto a = rf.str("address", cf.get("redis").IsDefined())) {
+        std::string why;
+        if (auto hp = parse_host_port(*a, &why)) {
+          cc.redis_host = hp->host;
+          cc.redis_port = hp->port;
+        } else {
+          p.add(rf.get("address"), rf.sub("address"), why);
+        }
+      }
+      if (auto k = rf.str("key_prefix", false)) cc.redis_prefix = *k;
+      rf.done();
+    }
     if (auto e = cf.str("embedder", false)) {
       cc.embedder = *e;
       cache_embedder_at = cf.get("embedder");

@@ -98,6 +98,12 @@ net::awaitable<void> serve_admin_cache(Session& s, WorkerContext& ctx, Request& 
     if (!entry.empty()) n = ctx.cache->purge_entry(entry) ? 1 : 0;
     else if (!user.empty()) n = ctx.cache->purge_user(tenant, user);
     else n = ctx.cache->purge_tenant(tenant);
+    // Fleet mode: the same purge in Redis and on every other node.
+    if (ctx.cache_replica) {
+      if (!entry.empty() && n) ctx.cache_replica->purge_entry(entry);
+      else if (entry.empty() && !user.empty()) ctx.cache_replica->purge_user(tenant, user);
+      else if (entry.empty()) ctx.cache_replica->purge_tenant(tenant);
+    }
     if (!entry.empty() && n == 0) {
       const ApiError e = not_found(fmt::format("No live cache entry '{}' (purged or expired already?).", entry), "entry_not_found", "entry");
       co_return co_await s.send_error(x, e);

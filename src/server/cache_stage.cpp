@@ -175,8 +175,10 @@ void store(WorkerContext& ctx, Exchange& x, std::string body, std::string_view a
   cache::Key stored = k;
   if (!ctx.config.cache.semantic) stored.embedding.clear();
   const double now = cache_now();
-  ctx.cache->insert(stored, std::move(body), x.request_id, now);
+  const std::uint64_t id = ctx.cache->insert(stored, std::move(body), x.request_id, now);
   ctx.metrics.stats.cache_writes_total.fetch_add(1);
+  if (ctx.cache_replica)
+    if (auto e = ctx.cache->entry(id)) ctx.cache_replica->put(*e);
   const auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::system_clock::now().time_since_epoch()).count();
   x.cache_audit = {"write", "ce_" + x.request_id, stored.partition, stored.scope, x.request_id,

@@ -86,6 +86,7 @@ struct Gateway::Impl {
   std::map<std::string, std::unique_ptr<sim::EngineHost>> engines;  // shared sim engines, by deployment id
   std::map<std::string, std::unique_ptr<sched::LivePool>> pools;     // fair admission, by deployment id
   std::unique_ptr<cache::CacheStore> cache;  // the response cache, when configured
+  std::unique_ptr<store::CacheReplica> cache_replica;  // its fleet mode
   std::vector<std::unique_ptr<Worker>> workers;
 
   explicit Impl(Config c)
@@ -151,6 +152,11 @@ int Gateway::run() {
     const CacheConfig& cc = g.config.cache;
     g.cache = std::make_unique<cache::CacheStore>(
         cache::StoreLimits{cc.ttl_s, cc.max_entries_per_tenant, cc.max_bytes_per_tenant, 512});
+    if (!cc.redis_host.empty()) {
+      g.cache_replica = std::make_unique<store::CacheReplica>(*g.cache, cc.redis_host, cc.redis_port, cc.redis_prefix, cc.ttl_s);
+      if (!g.cache_replica->wait_loaded(2000))
+        spdlog::warn("cache: redis {}:{} not reachable yet; the replica loads when it is", cc.redis_host, cc.redis_port);
+    }
   }
   for (const ModelConfig& m : g.config.models)
     for (const DeploymentConfig& d : m.deployments) {
@@ -205,6 +211,7 @@ int Gateway::run() {
                       g.budgets, g.admin_pool.get_executor(), g.webhook, *g.limit_store});
     w->ctx->pools = &g.pools;
     w->ctx->cache = g.cache.get();
+    w->ctx->cache_replica = g.cache_replica.get();
     if (g.redis_policy) {
       w->redis_limits = std::make_unique<store::RedisLimitStore>(w->ioc.get_executor(), g.config.limits, w->deadlines,
                                                                  *g.redis_policy, *g.limit_store, g.redis_stats);

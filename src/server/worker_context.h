@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "cache/store.h"
+#include "store/cache_replica.h"
 #include "sched/live_pool.h"
 
 #include <atomic>
@@ -44,6 +45,7 @@ struct WorkerContext {
   // deployment without one is never queued.
   const std::map<std::string, std::unique_ptr<sched::LivePool>>* pools = nullptr;
   cache::CacheStore* cache = nullptr;  // process-wide, thread-safe; null when the cache is off
+  store::CacheReplica* cache_replica = nullptr;  // fleet mode: the cache's entries in Redis
 };
 
 }  // namespace tg::server

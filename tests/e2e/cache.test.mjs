@@ -6,15 +6,15 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startGateway, tempDir, limitsConfig, DEMO_KEYS, ADMIN_KEY } from './harness.mjs';
+import { startGateway, tempDir, limitsConfig, waitFor, freePort, startRedis, DEMO_KEYS, ADMIN_KEY } from './harness.mjs';
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` };
 
-function cacheConfig(dir, { threshold = 0.8, acmeScope = 'user' } = {}) {
+function cacheConfig(dir, { threshold = 0.8, acmeScope = 'user', redis = '' } = {}) {
   return limitsConfig()
     .replace('metering: { ledger_sqlite: "off" }', `metering: { ledger_sqlite: "${join(dir, 'ledger.db')}" }`)
     .replace('  - id: acme\n    org: demo\n', `  - id: acme\n    org: demo\n    cache_scope: ${acmeScope}\n`) +
-    `cache: { threshold: ${threshold}, ttl_s: 600, max_temperature: 1.0 }\n`;
+    `cache: { threshold: ${threshold}, ttl_s: 600, max_temperature: 1.0${redis ? `, redis: { ${redis} }` : ''} }\n`;
 }
 
 async function ask(base, key, content, { stream = false, headers = {}, extra = {} } = {}) {
@@ -143,6 +143,44 @@ describe('cache with tenant scope', () => {
       assert.equal(bob2.cache, 'miss', 'personal data stays in its user\'s partition');
     } finally {
       await gw.stop();
+    }
+  });
+});
+
+describe('cache fleet mode (entries in Redis, every gateway a replica)', () => {
+  it('serves on one gateway what another stored, loads entries at start, and purges everywhere', async () => {
+    const redis = await startRedis(await freePort());
+    const redisCfg = `address: "127.0.0.1:${redis.port}", key_prefix: "c${Date.now()}"`;
+    const a = await startGateway({ yaml: cacheConfig(tempDir(), { redis: redisCfg }) });
+    const b = await startGateway({ yaml: cacheConfig(tempDir(), { redis: redisCfg }) });
+    const live = async (gw, entry) => (await (await fetch(`${gw.base}/admin/cache/entries/${entry}`, { headers: admin })).json()).live;
+    try {
+      const first = await ask(a.base, DEMO_KEYS.alice, 'Which planet is the largest?');
+      assert.equal(first.cache, 'miss');
+      const entry = `ce_${first.id}`;
+      await waitFor(async () => (await live(b, entry)) === true, 3000, 'gateway b holding a\'s entry');
+      const onB = await ask(b.base, DEMO_KEYS.alice, 'Which planet is the largest?');
+      assert.equal(onB.cache, 'hit');
+      assert.equal(onB.answer, first.answer);
+      assert.equal((await ask(b.base, DEMO_KEYS.alice, 'which planet is the largest')).cache, 'hit', 'semantically too: b\'s index holds the vector');
+      assert.equal((await ask(b.base, DEMO_KEYS.carol, 'Which planet is the largest?')).cache, 'miss', 'partitions hold across the fleet');
+      // A gateway started later loads what Redis holds.
+      const c = await startGateway({ yaml: cacheConfig(tempDir(), { redis: redisCfg }) });
+      try {
+        assert.equal(await live(c, entry), true);
+        assert.equal((await ask(c.base, DEMO_KEYS.alice, 'Which planet is the largest?')).cache, 'hit');
+        // A purge on b reaches a and c.
+        const p = await (await fetch(`${b.base}/admin/cache?tenant=acme&user=alice`, { method: 'DELETE', headers: admin })).json();
+        assert.ok(p.purged >= 1);
+        for (const gw of [a, c]) await waitFor(async () => (await live(gw, entry)) === false, 3000, 'the purge on every node');
+        assert.equal((await ask(c.base, DEMO_KEYS.alice, 'Which planet is the largest?')).cache, 'miss');
+      } finally {
+        await c.stop();
+      }
+    } finally {
+      await a.stop();
+      await b.stop();
+      await redis.kill();
     }
   });
 });

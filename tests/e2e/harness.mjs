@@ -170,3 +170,24 @@ export function rawExchange(port, chunks, { timeoutMs = 5000 } = {}) {
     });
   });
 }
+
+export function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+// Debian's redis-server on a loopback port, no persistence, killed with the test process.
+export async function startRedis(port) {
+  const dir = tempDir();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  await waitFor(() => /Ready to accept connections/.test(out), 10000, 'redis-server ready');
+  const exited = new Promise((r) => child.on('exit', r));
+  process.on('exit', () => { try { child.kill('SIGKILL'); } catch {} });
+  return { port, kill: async () => { child.kill('SIGKILL'); await exited; } };
+}
+

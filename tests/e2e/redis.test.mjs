@@ -4,28 +4,7 @@
 // load (local share, fail closed, reconnect).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import net from 'node:net';
-import { startGateway, tempDir, waitFor, metric, chat, limitsConfig, DEMO_KEYS, ADMIN_KEY } from './harness.mjs';
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-async function startRedis(port) {
-  const dir = tempDir();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-    '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d) => { out += d; });
-  await waitFor(() => /Ready to accept connections/.test(out), 10000, 'redis-server ready');
-  const exited = new Promise((r) => child.on('exit', r));
-  process.on('exit', () => { try { child.kill('SIGKILL'); } catch {} });
-  return { port, kill: async () => { child.kill('SIGKILL'); await exited; } };
-}
+import { startGateway, tempDir, waitFor, metric, chat, limitsConfig, freePort, startRedis, DEMO_KEYS, ADMIN_KEY } from './harness.mjs';
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` };
 
