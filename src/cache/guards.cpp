@@ -204,8 +204,24 @@ std::multiset<std::string> extract_entities(std::string_view text) {
 
 bool has_personal_data(std::string_view text) {
   for (const auto& e : extract_entities(text))
-    if (e.starts_with("email:") || e.starts_with("phone:") || e.starts_with("id:") || e.starts_with("name:")) return true;
-  return false;
+    if (e.starts_with("email:") || e.starts_with("phone:") || e.starts_with("id:")) return true;
+  // A person's name: introduced as one ("my name is", "I'm", "Mr."...), or a
+  // first and last name (two capitalised words inside a sentence). A single
+  // capitalised word ("Canada", "Python") is not taken for one.
+  static const pcre2_code* person = [] {
+    int err = 0;
+    PCRE2_SIZE off = 0;
+    const char* re =
+        R"re((?i:\bmy name is|\bi am|\bi'm|\bthis is|\bcall me|\bdear|\bmr\.?|\bmrs\.?|\bms\.?|\bdr\.?)\s+[A-Z][a-z]+)re"
+        R"re(|(?<=[a-z,;] )[A-Z][a-z]+ [A-Z][a-z]+\b)re";
+    pcre2_code* c = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(re), PCRE2_ZERO_TERMINATED, PCRE2_UTF, &err, &off, nullptr);
+    if (!c) throw std::logic_error("cache personal-name pattern does not compile");
+    pcre2_jit_compile(c, PCRE2_JIT_COMPLETE);
+    return c;
+  }();
+  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
+      pcre2_match_data_create_from_pattern(person, nullptr), &pcre2_match_data_free);
+  return pcre2_match(person, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, 0, md.get(), nullptr) >= 0;
 }
 
 GuardVerdict check_guards(std::string_view cached_prompt, std::string_view new_prompt) {

@@ -30,9 +30,12 @@ struct GuardVerdict {
   bool pass() const { return entities_match && polarity_match; }
 };
 
-// Personal data in a text (an email, phone number, ID/account number or a
-// person's name, as the entity guard sees them): such answers are never
-// shared beyond their user.
+// Personal data in a text: an email, phone number or ID/account number (as the
+// entity guard sees them), or a person's name (introduced as one, "my name is
+// Jane", "Mr. Smith", or a first and last name inside a sentence). Such
+// prompts and answers are never shared beyond their user. A single capitalised
+// word (a place, a product) is not taken for a name here; the entity guard
+// still tells such words apart when matching.
 bool has_personal_data(std::string_view text);
 
 GuardVerdict check_guards(std::string_view cached_prompt, std::string_view new_prompt);

@@ -112,11 +112,12 @@ Decision decide(const api::ParsedRequest& req, std::string_view cache_control, c
 }
 
 Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std::string& user, bool tenant_scope,
-             const Policy& policy) {
+             const Policy& policy, const std::string& public_namespace) {
   Key k;
-  k.tenant = tenant;
+  k.tenant = tenant;  // the owner for limits and purges; not part of a public partition
   k.user = user;
-  k.scope = tenant_scope ? "tenant" : "user:" + user;
+  k.scope = !public_namespace.empty() ? "public:" + public_namespace : tenant_scope ? "tenant" : "user:" + user;
+  const std::string partition_tenant = public_namespace.empty() ? tenant : std::string();
   const json::object& b = req.body;
   // Messages: system/developer apart; the last user turn (plus prior_turns
   // before it) embedded; everything before that fingerprinted.
@@ -159,7 +160,7 @@ Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std
   const std::string context_access;  // the context issue's ACL scope; empty until then
   std::string parts;
   for (const std::string& part :
-       {std::string(api::endpoint_name(req.endpoint)), tenant, k.scope, req.model, sha256_hex(system),
+       {std::string(api::endpoint_name(req.endpoint)), partition_tenant, k.scope, req.model, sha256_hex(system),
         sha256_hex(tools), sha256_hex(field("response_format")), sampling, sha256_hex(history),
         sha256_hex(context_access)}) {
     parts += std::to_string(part.size());

@@ -36,8 +36,10 @@ struct Policy {
 Decision decide(const api::ParsedRequest& req, std::string_view cache_control, const Policy& policy);
 
 // The key, without the embedding (the caller embeds key.prompt).
+// `public_namespace` non-empty: the operator-defined public namespace's
+// partition instead (no tenant, scope "public:<name>").
 Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std::string& user, bool tenant_scope,
-             const Policy& policy);
+             const Policy& policy, const std::string& public_namespace = {});
 
 // A body's JSON with keys sorted and no whitespace (for digests).
 std::string canonical_json(std::string_view json_text);

@@ -4,6 +4,10 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
+#include "cache/local_embedder.h"
+
 namespace tg::cache {
 
 // One partition: its exact map and its own HNSW index (labels are entry ids).
@@ -32,7 +36,7 @@ void CacheStore::touch_locked(Slot& s) {
   t.lru.splice(t.lru.begin(), t.lru, s.lru);
 }
 
-LookupResult CacheStore::lookup(const Key& key, float threshold, double now) {
+LookupResult CacheStore::lookup(const Key& key, float threshold, double now, float verify_lexical) {
   std::lock_guard lock(mu_);
   LookupResult out;
   auto pit = partitions_.find(key.partition);
@@ -72,8 +76,18 @@ LookupResult CacheStore::lookup(const Key& key, float threshold, double now) {
       continue;
     }
     GuardVerdict g = check_guards(s.e.key.prompt, key.prompt);
+    float lexical = 0;
+    if (sim >= threshold && g.pass() && verify_lexical > 0) {
+      lexical = cosine(local_embedding(s.e.key.prompt), local_embedding(key.prompt));
+      if (lexical < verify_lexical) {
+        g.why = fmt::format("verification: lexical similarity {:.3f} under {:.3f}", lexical, verify_lexical);
+        if (!out.near_miss) out.near_miss = NearMiss{id, sim, std::move(g)};
+        continue;
+      }
+    }
     if (sim >= threshold && g.pass()) {
       serve(s, false, sim, std::move(g));
+      out.hit->lexical = lexical;
       break;
     }
     if (!out.near_miss) out.near_miss = NearMiss{id, sim, std::move(g)};

@@ -62,6 +62,7 @@ struct Hit {
   float similarity = 1;  // 1 for exact hits
   float threshold = 0;
   GuardVerdict guards;   // of the semantic candidate (pass() when served)
+  float lexical = 0;     // the verification's similarity, when it ran
 };
 
 // A semantic candidate that the guards (or the threshold) turned away.
@@ -85,7 +86,11 @@ class CacheStore {
   explicit CacheStore(StoreLimits limits);
   ~CacheStore();
 
-  LookupResult lookup(const Key& key, float threshold, double now);
+  // A semantic candidate is served when its similarity reaches `threshold`,
+  // both guards pass and, when `verify_lexical` > 0, the built-in lexical
+  // embedder also puts the two prompts at or above it (the verification step,
+  // for upstream embedders that rate loosely related prompts close).
+  LookupResult lookup(const Key& key, float threshold, double now, float verify_lexical = 0);
   // Returns the new entry's id (an existing exact entry is replaced); its ref
   // is "ce_" + origin_request_id.
   // `ttl_s` < 0: the configured TTL (a replica passes what is left of the origin's).

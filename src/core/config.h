@@ -113,6 +113,7 @@ struct TenantConfig {
   RunLimits run_limits;  // when has_run_limits: its runs', instead of limits.runs
   double weight = 1;     // its share of contended engines (fair admission)
   bool cache_tenant_scope = false;  // cache_scope: tenant — answers without personal data shared by its users
+  double cache_threshold = 0;       // its namespace's similarity threshold; 0: the cache's
 };
 
 struct OrgConfig {
@@ -234,12 +235,23 @@ struct SchedulingConfig {
   std::int64_t default_output_tokens = 512;  // expected output when max_tokens is absent (before history)
 };
 
+// An operator-defined public cache namespace: shared across tenants, written
+// only by requests marked `X-TG-Cache-Namespace: <name>` from its writers,
+// never with personal data.
+struct PublicNamespace {
+  std::string name;
+  double threshold = 0;  // 0: the cache's
+  std::vector<std::string> writers;  // tenants that may write it (any tenant may read)
+};
+
 // The response cache (src/cache/): exact and semantic tiers, partitioned by
 // construction, guarded, bounded per tenant.
 struct CacheConfig {
   bool enabled = false;
   bool exact = true, semantic = true;
   double threshold = 0.9;          // cosine similarity for a semantic hit (guards must pass too)
+  double verify_lexical = 0;       // > 0: a semantic hit must also reach this lexical similarity
+  std::vector<PublicNamespace> public_namespaces;
   std::uint32_t prior_turns = 0;   // earlier turns embedded with the last user turn
   double ttl_s = 3600;
   std::int64_t max_entries_per_tenant = 10'000;

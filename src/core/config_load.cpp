@@ -502,6 +502,20 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     cf.number("max_entries_per_tenant", cc.max_entries_per_tenant, 1, 1e9);
     cf.number("max_bytes_per_tenant", cc.max_bytes_per_tenant, 1024, 1e12);
     cf.number("max_temperature", cc.max_temperature, 0, 2);
+    cf.number("verify_lexical", cc.verify_lexical, 0, 1);
+    YAML::Node pubs = cf.seq("public_namespaces", false);
+    for (std::size_t i = 0; i < pubs.size(); ++i) {
+      Fields nf(pubs[i], idx(cf.sub("public_namespaces"), i), p);
+      PublicNamespace ns;
+      ns.name = nf.id("name", true).value_or("");
+      nf.number("threshold", ns.threshold, 0.5, 1.0);
+      YAML::Node ws = nf.seq("writers", false);
+      for (std::size_t j = 0; j < ws.size(); ++j) ns.writers.push_back(ws[j].IsScalar() ? ws[j].Scalar() : "");
+      nf.done();
+      for (const auto& other : cc.public_namespaces)
+        if (other.name == ns.name) p.add(pubs[i], nf.sub("name"), fmt::format("duplicate namespace '{}'", ns.name));
+      cc.public_namespaces.push_back(std::move(ns));
+    }
     {
       Fields rf(cf.get("redis"), cf.sub("redis"), p);
       if (auto a = rf.str("address", cf.get("redis").IsDefined())) {
@@ -657,6 +671,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     load_limits(f, "limits", t.limits, p);
     load_limits(f, "user_limits", t.user_limits, p);
     f.number("weight", t.weight, 0.001, 1e6);
+    f.number("cache_threshold", t.cache_threshold, 0.5, 1.0);
     if (auto cs = f.str("cache_scope", false)) {
       if (*cs == "tenant") t.cache_tenant_scope = true;
       else if (*cs != "user")
@@ -682,6 +697,13 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     }
     af.done();
   }
+
+  for (std::size_t i = 0; i < c.cache.public_namespaces.size(); ++i)
+    for (std::size_t j = 0; j < c.cache.public_namespaces[i].writers.size(); ++j)
+      if (!tenant_ids.count(c.cache.public_namespaces[i].writers[j]))
+        p.add(root["cache"]["public_namespaces"][i]["writers"][j],
+              fmt::format("cache.public_namespaces[{}].writers[{}]", i, j),
+              fmt::format("unknown tenant '{}'", c.cache.public_namespaces[i].writers[j]));
 
   // Budgets last: they name tenants, users and keys.
   YAML::Node budgets = top.seq("budgets", false);

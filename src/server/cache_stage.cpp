@@ -1,6 +1,7 @@
 #include "server/cache_stage.h"
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fmt/format.h>
@@ -101,28 +102,58 @@ net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Requ
     co_return false;
   }
   const TenantConfig* t = x.principal->tenant_config;
+  // X-TG-Cache-Namespace: an operator-defined public namespace.
+  const PublicNamespace* ns = nullptr;
+  if (std::string_view name = req["x-tg-cache-namespace"]; !name.empty()) {
+    for (const auto& n : ctx.config.cache.public_namespaces)
+      if (n.name == name) ns = &n;
+    if (!ns) {
+      std::string known;
+      for (const auto& n : ctx.config.cache.public_namespaces) known += (known.empty() ? "" : ", ") + n.name;
+      const ApiError e = invalid_request(
+          fmt::format("Unknown X-TG-Cache-Namespace '{}' ({}).", std::string(name),
+                      known.empty() ? "this gateway defines no public cache namespace" : "defined: " + known),
+          "X-TG-Cache-Namespace", "invalid_header");
+      co_await s.send_error(x, e);
+      co_return true;
+    }
+  }
   x.cache_key = key_for(ctx, x, parsed, false);
+  const bool personal = cache::has_personal_data(x.cache_key->prompt);
   // A tenant that opted in shares answers to prompts without personal data.
-  const bool shareable = t && t->cache_tenant_scope && !cache::has_personal_data(x.cache_key->prompt);
-  if (shareable) x.cache_shared_key = key_for(ctx, x, parsed, true);
+  if (t && t->cache_tenant_scope && !personal) x.cache_shared_key = key_for(ctx, x, parsed, true);
+  if (ns && !personal) {
+    x.cache_public_key = cache::make_key(parsed, x.principal->tenant, x.user, false, policy_of(ctx.config.cache), ns->name);
+    x.cache_public_writer = std::find(ns->writers.begin(), ns->writers.end(), x.principal->tenant) != ns->writers.end();
+  }
   if (ctx.config.cache.semantic && !x.cache_key->prompt.empty()) {
     std::vector<float> v = co_await embed(ctx, x, x.cache_key->prompt);
     if (x.cache_shared_key) x.cache_shared_key->embedding = v;
+    if (x.cache_public_key) x.cache_public_key->embedding = v;
     x.cache_key->embedding = std::move(v);
   }
   if (d.mode == cache::Mode::kRefresh) {
     set_status(ctx, x, "refresh");
     co_return false;
   }
-  const float threshold = ctx.config.cache.semantic ? static_cast<float>(ctx.config.cache.threshold) : 2.0f;
+  // Each namespace's threshold: the public namespace's, the tenant's, or the cache's.
+  auto threshold_of = [&](const cache::Key* k) {
+    if (!ctx.config.cache.semantic) return 2.0f;  // no semantic hits
+    const bool in_public = x.cache_public_key && k == &*x.cache_public_key;
+    if (in_public && ns->threshold > 0) return static_cast<float>(ns->threshold);
+    if (!in_public && t && t->cache_threshold > 0) return static_cast<float>(t->cache_threshold);
+    return static_cast<float>(ctx.config.cache.threshold);
+  };
   const double now = cache_now();
   std::optional<cache::Hit> hit;
   const cache::Key* found_in = nullptr;
-  for (const auto* k : {x.cache_shared_key ? &*x.cache_shared_key : nullptr, &*x.cache_key}) {
+  for (const auto* k : {x.cache_public_key ? &*x.cache_public_key : nullptr,
+                        x.cache_shared_key ? &*x.cache_shared_key : nullptr, &*x.cache_key}) {
     if (!k) continue;
     cache::Key probe = *k;
     if (!ctx.config.cache.exact) probe.exact.clear();
-    cache::LookupResult r = ctx.cache->lookup(probe, threshold, now);
+    const float threshold = threshold_of(k);
+    cache::LookupResult r = ctx.cache->lookup(probe, threshold, now, static_cast<float>(ctx.config.cache.verify_lexical));
     if (r.near_miss && r.near_miss->similarity >= threshold && !r.near_miss->guards.pass())
       ctx.metrics.stats.cache_guard_rejections_total.fetch_add(1);
     if (r.hit) {
@@ -169,9 +200,11 @@ net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Requ
 namespace {
 
 void store(WorkerContext& ctx, Exchange& x, std::string body, std::string_view answer_text) {
-  // A shared (tenant) entry only when the answer holds no personal data either.
-  const bool shared = x.cache_shared_key && !cache::has_personal_data(answer_text);
-  const cache::Key& k = shared ? *x.cache_shared_key : *x.cache_key;
+  // A public or shared (tenant) entry only when the answer holds no personal data either.
+  const bool personal = cache::has_personal_data(answer_text);
+  const bool in_public = x.cache_public_key && x.cache_public_writer && !personal;
+  const bool shared = x.cache_shared_key && !personal;
+  const cache::Key& k = in_public ? *x.cache_public_key : shared ? *x.cache_shared_key : *x.cache_key;
   cache::Key stored = k;
   if (!ctx.config.cache.semantic) stored.embedding.clear();
   const double now = cache_now();

@@ -42,6 +42,8 @@ struct Exchange {
   // cache
   std::string cache_status;  // hit | miss | bypass | refresh; empty: the cache is off or not asked
   std::optional<cache::Key> cache_key, cache_shared_key;  // the user's partition; the tenant's when shareable
+  std::optional<cache::Key> cache_public_key;  // X-TG-Cache-Namespace: the public namespace's partition
+  bool cache_public_writer = false;             // this tenant may write that namespace
   meter::CacheAudit cache_audit;  // what the cache did (a write or a hit), for the ledger's audit trail
   api::StreamCapture capture;     // a streamed answer's text, for the cache write
   std::string extra_headers;    // header lines the stages add: x-ratelimit-*, RateLimit, x-tg-cache

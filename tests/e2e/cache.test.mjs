@@ -10,11 +10,11 @@ import { startGateway, tempDir, limitsConfig, waitFor, freePort, startRedis, DEM
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` };
 
-function cacheConfig(dir, { threshold = 0.8, acmeScope = 'user', redis = '' } = {}) {
+function cacheConfig(dir, { threshold = 0.8, acmeScope = 'user', redis = '', extra = '' } = {}) {
   return limitsConfig()
     .replace('metering: { ledger_sqlite: "off" }', `metering: { ledger_sqlite: "${join(dir, 'ledger.db')}" }`)
     .replace('  - id: acme\n    org: demo\n', `  - id: acme\n    org: demo\n    cache_scope: ${acmeScope}\n`) +
-    `cache: { threshold: ${threshold}, ttl_s: 600, max_temperature: 1.0${redis ? `, redis: { ${redis} }` : ''} }\n`;
+    `cache: { threshold: ${threshold}, ttl_s: 600, max_temperature: 1.0${redis ? `, redis: { ${redis} }` : ''}${extra} }\n`;
 }
 
 async function ask(base, key, content, { stream = false, headers = {}, extra = {} } = {}) {
@@ -141,6 +141,37 @@ describe('cache with tenant scope', () => {
       assert.equal((await ask(gw.base, DEMO_KEYS.alice, 'Where is my order? My email is jane@example.com')).cache, 'miss');
       const bob2 = await ask(gw.base, DEMO_KEYS.acmeService, 'Where is my order? My email is jane@example.com', { headers: { 'x-tg-user': 'bob' } });
       assert.equal(bob2.cache, 'miss', 'personal data stays in its user\'s partition');
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
+describe('cache public namespace and per-namespace thresholds', () => {
+  it('shares an operator-defined namespace across tenants, written only by its writers, never with personal data', async () => {
+    const gw = await startGateway({ yaml: cacheConfig(tempDir(), {
+      extra: ', public_namespaces: [{ name: faq, threshold: 0.85, writers: [acme] }]' }).replace('  - id: globex\n    org: demo\n', '  - id: globex\n    org: demo\n    cache_threshold: 0.99\n') });
+    try {
+      const faq = { 'x-tg-cache-namespace': 'faq' };
+      assert.equal((await ask(gw.base, DEMO_KEYS.alice, 'What are the shipping costs to Canada?', { headers: faq })).cache, 'miss');
+      assert.equal((await ask(gw.base, DEMO_KEYS.carol, 'What are the shipping costs to Canada?', { headers: faq })).cache, 'hit', 'another tenant reads it');
+      assert.equal((await ask(gw.base, DEMO_KEYS.carol, 'What are the shipping costs to Canada?')).cache, 'miss', 'only when asking the namespace');
+      // globex is not a writer: its answers stay in its own partitions.
+      assert.equal((await ask(gw.base, DEMO_KEYS.carol, 'Do you ship on Sundays?', { headers: faq })).cache, 'miss');
+      assert.equal((await ask(gw.base, DEMO_KEYS.alice, 'Do you ship on Sundays?', { headers: faq })).cache, 'miss');
+      // Personal data never enters it.
+      assert.equal((await ask(gw.base, DEMO_KEYS.alice, 'Ship my order to jane@example.com', { headers: faq })).cache, 'miss');
+      assert.equal((await ask(gw.base, DEMO_KEYS.carol, 'Ship my order to jane@example.com', { headers: faq })).cache, 'miss');
+      // globex's own namespace threshold (0.99) refuses a paraphrase acme's (0.8) accepts.
+      await ask(gw.base, DEMO_KEYS.carol, 'How do I change my billing address?');
+      assert.equal((await ask(gw.base, DEMO_KEYS.carol, 'how do I change my billing address please')).cache, 'miss');
+      await ask(gw.base, DEMO_KEYS.alice, 'How do I change my billing address?');
+      assert.equal((await ask(gw.base, DEMO_KEYS.alice, 'how do I change my billing address please')).cache, 'hit');
+      const bad = await ask(gw.base, DEMO_KEYS.alice, 'x', { headers: { 'x-tg-cache-namespace': 'secret' } });
+      assert.equal(bad.status, 400);
+      const e = JSON.parse(bad.text).error;
+      assert.equal(e.param, 'X-TG-Cache-Namespace');
+      assert.match(e.message, /Unknown X-TG-Cache-Namespace 'secret' \(defined: faq\)/);
     } finally {
       await gw.stop();
     }

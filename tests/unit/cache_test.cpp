@@ -36,6 +36,15 @@ TEST(CacheGuards, AnyEntityDifferenceIsAMiss) {
   EXPECT_TRUE(check_guards("What is the capital of France?", "what's the capital of France").pass());
 }
 
+TEST(CacheGuards, PersonalDataIsWhatIdentifiesSomeone) {
+  for (const char* yes : {"my email is jane@example.com", "call +1 415 555 0100", "account AB-12345 is locked",
+                          "My name is Priya and I need help", "Please tell Mr. Smith", "I met with Jane Doe yesterday"})
+    EXPECT_TRUE(has_personal_data(yes)) << yes;
+  for (const char* no : {"What are the shipping costs to Canada?", "How do I install Python on Windows?",
+                         "Long answers are fine.", "The capital of France is Paris."})
+    EXPECT_FALSE(has_personal_data(no)) << no;
+}
+
 TEST(CacheGuards, NegationAndReversalAreMisses) {
   EXPECT_FALSE(check_guards("Should I take ibuprofen?", "Should I not take ibuprofen?").polarity_match);
   EXPECT_FALSE(check_guards("How do I increase the dose?", "How do I decrease the dose?").polarity_match);
@@ -75,6 +84,12 @@ TEST(CacheKeys, PartitionsSeparateWhatMustNeverMeet) {
            R"({"model":"m","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"hi"}]})"})
     EXPECT_NE(alice.partition, make_key(parse(other), "acme", "alice", false, {}).partition) << other;
   EXPECT_EQ(alice.prompt, "hi");
+  // A public namespace is one partition for every tenant and user, apart from theirs.
+  const Key pub = make_key(parse(chat), "acme", "alice", false, {}, "faq");
+  EXPECT_EQ(pub.partition, make_key(parse(chat), "globex", "carol", false, {}, "faq").partition);
+  EXPECT_NE(pub.partition, alice.partition);
+  EXPECT_NE(pub.partition, make_key(parse(chat), "acme", "alice", false, {}, "other").partition);
+  EXPECT_EQ(pub.scope, "public:faq");
 }
 
 TEST(CacheKeys, TheExactDigestIgnoresKeyOrderWhitespaceAndTransportFields) {
@@ -121,6 +136,21 @@ TEST(CacheStore, ExactThenSemanticHitsWithGuardsAndThreshold) {
   ASSERT_TRUE(guarded.near_miss);
   EXPECT_FALSE(guarded.near_miss->guards.entities_match);
   EXPECT_EQ(s.entry(id)->hits, 2u);
+}
+
+TEST(CacheStore, TheVerificationStepTurnsAwayLooselyRelatedPrompts) {
+  CacheStore s({});
+  Key stored = key("p", "e1", "How do I reset my password?");
+  stored.embedding = std::vector<float>(512, 0.0f);
+  stored.embedding[0] = 1;  // an upstream embedder that rates these two as the same
+  s.insert(stored, "{}", "r1", 0);
+  Key probe = key("p", "e2", "Where can I buy cheap shoes?");
+  probe.embedding = stored.embedding;
+  EXPECT_TRUE(s.lookup(probe, 0.9f, 1).hit) << "the vectors alone";
+  auto verified = s.lookup(probe, 0.9f, 1, 0.5f);
+  EXPECT_FALSE(verified.hit);
+  ASSERT_TRUE(verified.near_miss);
+  EXPECT_TRUE(verified.near_miss->guards.why.starts_with("verification: lexical similarity")) << verified.near_miss->guards.why;
 }
 
 TEST(CacheStore, EntriesExpireAndTenantsAreBoundedByLru) {
