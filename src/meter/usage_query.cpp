@@ -94,74 +94,89 @@ UsageRow decode_row(const UsageQuery& q, bool bucketed, Text text, Int num) {
   return r;
 }
 
-std::vector<UsageRow> query_sqlite(const std::string& path, const UsageQuery& q) {
+void read_sqlite(const std::string& path, const std::string& sql, const std::vector<std::string>& params,
+                 const std::function<void(const LedgerCell&)>& row) {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close_v2(db);
     throw std::runtime_error("cannot open ledger " + path + ": " + msg);
   }
-  const UsageSql u = usage_sql(q);
   sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, u.text.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
     std::string msg = sqlite3_errmsg(db);
     sqlite3_close_v2(db);
     throw std::runtime_error("ledger " + path + ": " + msg);
   }
-  sqlite3_bind_int64(st, 1, q.from_ms.value_or(std::numeric_limits<std::int64_t>::min()));
-  sqlite3_bind_int64(st, 2, q.to_ms.value_or(std::numeric_limits<std::int64_t>::max()));
-  if (!q.tenant.empty()) sqlite3_bind_text(st, 3, q.tenant.c_str(), -1, SQLITE_TRANSIENT);
-  std::vector<UsageRow> rows;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const std::string name = "$" + std::to_string(i + 1);
+    if (int at = sqlite3_bind_parameter_index(st, name.c_str()))
+      sqlite3_bind_text(st, at, params[i].c_str(), -1, SQLITE_TRANSIENT);
+  }
   int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    auto r = decode_row(q, u.bucketed,
-                        [&](int c) {
-                          auto* t = sqlite3_column_text(st, c);
-                          return std::string(t ? reinterpret_cast<const char*>(t) : "");
-                        },
-                        [&](int c) { return static_cast<std::int64_t>(sqlite3_column_int64(st, c)); });
-    if (r.requests) rows.push_back(std::move(r));
+  const LedgerCell cell = [&](int c) {
+    auto* t = sqlite3_column_text(st, c);
+    return std::string(t ? reinterpret_cast<const char*>(t) : "");
+  };
+  try {
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) row(cell);
+  } catch (...) {
+    sqlite3_finalize(st);
+    sqlite3_close_v2(db);
+    throw;
   }
   std::string err = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db);
   sqlite3_finalize(st);
   sqlite3_close_v2(db);
   if (!err.empty()) throw std::runtime_error("ledger " + path + ": " + err);
-  return rows;
 }
 
-std::vector<UsageRow> query_postgres(const std::string& conninfo, const UsageQuery& q) {
+void read_postgres(const std::string& conninfo, const std::string& sql, const std::vector<std::string>& params,
+                   const std::function<void(const LedgerCell&)>& row) {
   PGconn* conn = PQconnectdb(conninfo.c_str());
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string msg = PQerrorMessage(conn);
     PQfinish(conn);
     throw std::runtime_error("cannot connect to the PostgreSQL ledger: " + msg);
   }
-  const UsageSql u = usage_sql(q);
-  std::string from = std::to_string(q.from_ms.value_or(std::numeric_limits<std::int64_t>::min()));
-  std::string to = std::to_string(q.to_ms.value_or(std::numeric_limits<std::int64_t>::max()));
-  const char* params[3] = {from.c_str(), to.c_str(), q.tenant.c_str()};
-  PGresult* res = PQexecParams(conn, u.text.c_str(), q.tenant.empty() ? 2 : 3, nullptr, params, nullptr, nullptr, 0);
+  std::vector<const char*> p;
+  for (const auto& v : params) p.push_back(v.c_str());
+  PGresult* res = PQexecParams(conn, sql.c_str(), static_cast<int>(p.size()), nullptr, p.data(), nullptr, nullptr, 0);
   if (PQresultStatus(res) != PGRES_TUPLES_OK) {
     std::string msg = PQresultErrorMessage(res);
     PQclear(res);
     PQfinish(conn);
     throw std::runtime_error("PostgreSQL ledger: " + msg);
   }
-  std::vector<UsageRow> rows;
   for (int i = 0; i < PQntuples(res); ++i) {
-    auto r = decode_row(q, u.bucketed, [&](int c) { return std::string(PQgetvalue(res, i, c)); },
-                        [&](int c) -> std::int64_t { return PQgetisnull(res, i, c) ? 0 : std::stoll(PQgetvalue(res, i, c)); });
-    if (r.requests) rows.push_back(std::move(r));
+    const LedgerCell cell = [&](int c) { return PQgetisnull(res, i, c) ? std::string() : std::string(PQgetvalue(res, i, c)); };
+    row(cell);
   }
   PQclear(res);
   PQfinish(conn);
-  return rows;
 }
+
+std::int64_t as_int(const std::string& s) { return s.empty() ? 0 : std::stoll(s); }
 
 }  // namespace
 
+void read_ledger(const LedgerSource& src, const std::string& sql, const std::vector<std::string>& params,
+                 const std::function<void(const LedgerCell&)>& row) {
+  if (src.postgres_conninfo.empty()) read_sqlite(src.sqlite_path, sql, params, row);
+  else read_postgres(src.postgres_conninfo, sql, params, row);
+}
+
 std::vector<UsageRow> query_usage(const LedgerSource& src, const UsageQuery& q) {
-  return src.postgres_conninfo.empty() ? query_sqlite(src.sqlite_path, q) : query_postgres(src.postgres_conninfo, q);
+  const UsageSql u = usage_sql(q);
+  std::vector<std::string> params = {std::to_string(q.from_ms.value_or(std::numeric_limits<std::int64_t>::min())),
+                                     std::to_string(q.to_ms.value_or(std::numeric_limits<std::int64_t>::max()))};
+  if (!q.tenant.empty()) params.push_back(q.tenant);
+  std::vector<UsageRow> rows;
+  read_ledger(src, u.text, params, [&](const LedgerCell& cell) {
+    auto r = decode_row(q, u.bucketed, cell, [&](int c) { return as_int(cell(c)); });
+    if (r.requests) rows.push_back(std::move(r));
+  });
+  return rows;
 }
 
 void preload_budgets(BudgetBook& book, const LedgerSource& src, std::chrono::system_clock::time_point now) {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +36,13 @@ struct LedgerSource {
   std::string sqlite_path;
   std::string postgres_conninfo;
 };
+
+// Runs one read-only statement with $1..$n text parameters against the
+// ledger (the same SQL for both stores) and hands each row to `row`; a cell
+// reads "" for NULL. Throws std::runtime_error on database errors.
+using LedgerCell = std::function<std::string(int column)>;
+void read_ledger(const LedgerSource& src, const std::string& sql, const std::vector<std::string>& params,
+                 const std::function<void(const LedgerCell&)>& row);
 
 // REQUIRES: validate(q) passed. Throws std::runtime_error on database errors.
 std::vector<UsageRow> query_usage(const LedgerSource& src, const UsageQuery& q);

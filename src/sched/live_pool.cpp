@@ -81,14 +81,17 @@ void LivePool::wake_admitted(const std::vector<std::uint64_t>& ids, std::uint64_
       ++m.admitted;
       m.wait_s += t - in->second.arrived;
     }
-    if (id == self) continue;
-    auto it = waiters_.find(id);
-    if (it == waiters_.end()) continue;
-    std::shared_ptr<Waiter> w = std::move(it->second);
-    waiters_.erase(it);
-    w->state = Waiter::State::kAdmitted;
-    if (!closed_) net::post(w->wake.get_executor(), [w] { w->wake.cancel(); });
+    if (id != self) wake(id, Waiter::State::kAdmitted);
   }
+}
+
+void LivePool::wake(std::uint64_t id, Waiter::State state) {
+  auto it = waiters_.find(id);
+  if (it == waiters_.end()) return;
+  std::shared_ptr<Waiter> w = std::move(it->second);
+  waiters_.erase(it);
+  w->state = state;
+  if (!closed_) net::post(w->wake.get_executor(), [w] { w->wake.cancel(); });
 }
 
 void LivePool::wake_shed(const std::vector<std::uint64_t>& ids) {
@@ -97,12 +100,7 @@ void LivePool::wake_shed(const std::vector<std::uint64_t>& ids) {
       ++metrics_[in->second.tenant].shed;
       info_.erase(in);
     }
-    auto it = waiters_.find(id);
-    if (it == waiters_.end()) continue;
-    std::shared_ptr<Waiter> w = std::move(it->second);
-    waiters_.erase(it);
-    w->state = Waiter::State::kShed;
-    if (!closed_) net::post(w->wake.get_executor(), [w] { w->wake.cancel(); });
+    wake(id, Waiter::State::kShed);
   }
 }
 

@@ -103,6 +103,7 @@ class LivePool {
   // REQUIRES mu_: hands out `ids` (admitted) and wakes their waiters.
   void wake_admitted(const std::vector<std::uint64_t>& ids, std::uint64_t self);
   void wake_shed(const std::vector<std::uint64_t>& ids);
+  void wake(std::uint64_t id, Waiter::State state);  // REQUIRES mu_: hands the waiter its verdict
 
   const std::string deployment_;
   const SchedulingConfig sched_;

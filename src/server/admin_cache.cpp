@@ -145,16 +145,10 @@ net::awaitable<void> serve_admin_cache(Session& s, WorkerContext& ctx, Request& 
     f.event = "hit";
   }
   std::vector<meter::CacheAuditRow> rows;
-  std::string failure;
-  auto work = [&]() -> net::awaitable<void> {
-    try {
-      rows = meter::query_cache_audit({ctx.config.metering.ledger_sqlite, ctx.config.metering.ledger_postgres}, f);
-    } catch (const std::exception& e) {
-      failure = e.what();
-    }
-    co_return;
+  const std::function<void()> query = [&] {
+    rows = meter::query_cache_audit({ctx.config.metering.ledger_sqlite, ctx.config.metering.ledger_postgres}, f);
   };
-  co_await net::co_spawn(ctx.admin_executor, work, net::use_awaitable);
+  const std::string failure = co_await on_admin_thread(ctx, query);
   if (!failure.empty()) {
     const ApiError e = server_error("Cache audit query failed: " + failure, "ledger_error");
     co_return co_await s.send_error(x, e);

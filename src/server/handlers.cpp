@@ -403,6 +403,20 @@ ApiError method_not_allowed(const std::string& method, const std::string& path, 
 
 }  // namespace
 
+net::awaitable<std::string> on_admin_thread(WorkerContext& ctx, const std::function<void()>& query) {
+  std::string failure;
+  auto work = [&]() -> net::awaitable<void> {
+    try {
+      query();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    co_return;
+  };
+  co_await net::co_spawn(ctx.admin_executor, work, net::use_awaitable);
+  co_return failure;
+}
+
 // The admin API's authentication: the admin key, never a tenant key.
 std::optional<ApiError> check_admin_key(const WorkerContext& ctx, const Request& req) {
   std::string_view auth = req[http::field::authorization];
@@ -519,19 +533,11 @@ net::awaitable<void> serve_admin_usage(Session& s, WorkerContext& ctx, Request& 
       err = not_found("The ledger is off (metering.ledger_sqlite: off): there is no usage to query.", "ledger_disabled");
   }
   if (err) co_return co_await s.send_error(x, *err);
-  // The query runs as its own coroutine on the admin thread; this one resumes
-  // on its worker when it completes.
   std::vector<meter::UsageRow> rows;
-  std::string failure;
-  auto work = [&]() -> net::awaitable<void> {
-    try {
-      rows = meter::query_usage({ctx.config.metering.ledger_sqlite, ctx.config.metering.ledger_postgres}, q);
-    } catch (const std::exception& e) {
-      failure = e.what();
-    }
-    co_return;
+  const std::function<void()> query = [&] {
+    rows = meter::query_usage({ctx.config.metering.ledger_sqlite, ctx.config.metering.ledger_postgres}, q);
   };
-  co_await net::co_spawn(ctx.admin_executor, work, net::use_awaitable);
+  const std::string failure = co_await on_admin_thread(ctx, query);
   if (!failure.empty()) {
     const ApiError e = server_error("Usage query failed: " + failure, "ledger_error");
     co_return co_await s.send_error(x, e);

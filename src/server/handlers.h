@@ -5,6 +5,9 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <functional>
+#include <optional>
+#include <string>
 
 #include "server/exchange.h"
 #include "server/session.h"
@@ -17,6 +20,10 @@ boost::asio::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req
 // The last stage for every request, answered or not: metrics and the access
 // log line. Called exactly once per request.
 void settle(WorkerContext& ctx, Exchange& x);
+
+// Runs `query` (a blocking ledger query) as a coroutine on the admin thread;
+// the caller resumes on its worker. Returns what it threw, or "".
+boost::asio::awaitable<std::string> on_admin_thread(WorkerContext& ctx, const std::function<void()>& query);
 
 // The admin API's authentication: the admin key, never a tenant key.
 std::optional<ApiError> check_admin_key(const WorkerContext& ctx, const Request& req);

@@ -38,16 +38,21 @@ async function startLlama() {
   return { port, stop: () => new Promise((r) => { child.on('exit', r); child.kill('SIGTERM'); }) };
 }
 
-defineClientSuite('llama.cpp llama-server', async () => {
-  const llama = await startLlama();
-  const yaml = `
+// A gateway config with model 'tiny-llama' served by the llama-server on `port`.
+function llamaYaml(port, extra = '') {
+  return `
 orgs: [{ id: demo }]
 models:
   - alias: tiny-llama
     deployments:
-      - { id: llama-local, provider: openai, model: tiny-gpt2, base_url: "http://127.0.0.1:${llama.port}/v1" }
+      - { id: llama-local, provider: openai, model: tiny-gpt2, base_url: "http://127.0.0.1:${port}/v1" }
+${extra}
 ${ACME_TENANT_YAML}`;
-  const gw = await startGateway({ yaml });
+}
+
+defineClientSuite('llama.cpp llama-server', async () => {
+  const llama = await startLlama();
+  const gw = await startGateway({ yaml: llamaYaml(llama.port) });
   return {
     base: gw.base, key: DEMO_KEYS.alice, chatModel: 'tiny-llama', embedModel: 'tiny-llama',
     // Random weights: sampled text now and then trips llama-server's own
@@ -66,15 +71,7 @@ import { metric } from './harness.mjs';
 describe('cache with an upstream embedder (llama-server /v1/embeddings)', () => {
   it('embeds prompts upstream and serves exact and semantic hits from them', async () => {
     const llama = await startLlama();
-    const yaml = `
-orgs: [{ id: demo }]
-models:
-  - alias: tiny-llama
-    deployments:
-      - { id: llama-local, provider: openai, model: tiny-gpt2, base_url: "http://127.0.0.1:${llama.port}/v1" }
-cache: { embedder: tiny-llama, threshold: 0.6 }
-${ACME_TENANT_YAML}`;
-    const gw = await startGateway({ yaml });
+    const gw = await startGateway({ yaml: llamaYaml(llama.port, 'cache: { embedder: tiny-llama, threshold: 0.6 }') });
     try {
       const ask = async (content) => {
         const r = await fetch(`${gw.base}/v1/chat/completions`, {
