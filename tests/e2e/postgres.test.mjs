@@ -100,4 +100,27 @@ describe('PostgreSQL ledger (fleet)', () => {
     assert.equal(pg.sql('SELECT COUNT(*) - COUNT(DISTINCT request_id) FROM ledger'), '0');
     assert.equal(pg.sql('SELECT SUM(requests) FROM usage_hourly'), String(stored.size));
   });
+
+  it('keeps the cache\'s audit trail in PostgreSQL: writes, hits, purges, and the admin API reads it', async () => {
+    const yaml = config(pg.conninfo).replace('orgs:', `admin: { key_sha256: [${ADMIN_HASH}] }\ncache: { threshold: 0.9 }\norgs:`);
+    const gw = await startGateway({ yaml });
+    const statuses = [];
+    let first;
+    for (let i = 0; i < 3; i++) {
+      const r = await ask(gw.base);
+      await r.text();
+      statuses.push(r.headers.get('x-tg-cache'));
+      first ??= r.headers.get('x-request-id');
+    }
+    assert.deepEqual(statuses, ['miss', 'hit', 'hit']);
+    const entry = `ce_${first}`;
+    const admin = { authorization: `Bearer ${ADMIN_KEY}` };
+    const info = await (await fetch(`${gw.base}/admin/cache/entries/${entry}`, { headers: admin })).json();
+    assert.equal(info.created_by.request_id, first);
+    assert.equal(info.served.length, 2);
+    assert.deepEqual(await (await fetch(`${gw.base}/admin/cache/entries/${entry}`, { method: 'DELETE', headers: admin })).json(), { purged: 1, audited: true });
+    await gw.stop();
+    assert.equal(pg.sql(`SELECT event, COUNT(*) FROM cache_audit WHERE entry = '${entry}' GROUP BY event ORDER BY event`), 'hit|2\npurge|1\nwrite|1');
+    assert.equal(pg.sql(`SELECT cache_status, usage_source, cost_micros FROM ledger WHERE request_id <> '${first}' AND cache_status = 'hit' LIMIT 1`), 'hit|cache|0');
+  });
 });
