@@ -224,29 +224,44 @@ bool has_personal_data(std::string_view text) {
   return pcre2_match(person, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, 0, md.get(), nullptr) >= 0;
 }
 
-GuardVerdict check_guards(std::string_view cached_prompt, std::string_view new_prompt) {
+GuardFacts guard_facts(std::string_view prompt) {
+  GuardFacts f;
+  f.entities = extract_entities(prompt);
+  const auto ws = words(prompt);
+  f.negated = negations(ws) % 2 == 1;
+  for (std::size_t i = 0; i < kAntonyms.size(); ++i) {
+    if (has_stem(ws, kAntonyms[i].first)) f.stems_a |= 1ull << i;
+    if (has_stem(ws, kAntonyms[i].second)) f.stems_b |= 1ull << i;
+  }
+  return f;
+}
+
+GuardVerdict check_guards(const GuardFacts& a, const GuardFacts& b) {
   GuardVerdict v;
-  const auto a = extract_entities(cached_prompt), b = extract_entities(new_prompt);
-  if (a != b) {
+  if (a.entities != b.entities) {
     v.entities_match = false;
     std::vector<std::string> diff;
-    std::set_symmetric_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(diff));
+    std::set_symmetric_difference(a.entities.begin(), a.entities.end(), b.entities.begin(), b.entities.end(),
+                                  std::back_inserter(diff));
     v.why = "entity " + diff.front() + " on one side only";
   }
-  const auto wa = words(cached_prompt), wb = words(new_prompt);
-  if (negations(wa) % 2 != negations(wb) % 2) {
+  if (a.negated != b.negated) {
     v.polarity_match = false;
     if (v.why.empty()) v.why = "negated on one side only";
   }
-  for (const auto& [x, y] : kAntonyms) {
-    const bool ax = has_stem(wa, x), ay = has_stem(wa, y), bx = has_stem(wb, x), by = has_stem(wb, y);
-    if ((ax && !ay && by && !bx) || (ay && !ax && bx && !by)) {
-      v.polarity_match = false;
-      if (v.why.empty()) v.why = std::string("reversed: ") + x + "/" + y;
-      break;
-    }
+  // A pair reversed: one side holds only its first stem, the other only its second.
+  const std::uint64_t a_only_x = a.stems_a & ~a.stems_b, a_only_y = a.stems_b & ~a.stems_a;
+  const std::uint64_t b_only_x = b.stems_a & ~b.stems_b, b_only_y = b.stems_b & ~b.stems_a;
+  if (const std::uint64_t rev = (a_only_x & b_only_y) | (a_only_y & b_only_x)) {
+    v.polarity_match = false;
+    const auto i = static_cast<std::size_t>(__builtin_ctzll(rev));
+    if (v.why.empty()) v.why = std::string("reversed: ") + kAntonyms[i].first + "/" + kAntonyms[i].second;
   }
   return v;
+}
+
+GuardVerdict check_guards(std::string_view cached_prompt, std::string_view new_prompt) {
+  return check_guards(guard_facts(cached_prompt), guard_facts(new_prompt));
 }
 
 }  // namespace tg::cache

@@ -13,6 +13,7 @@
 // per call).
 #pragma once
 
+#include <cstdint>
 #include <set>
 #include <string>
 #include <string_view>
@@ -39,5 +40,15 @@ struct GuardVerdict {
 bool has_personal_data(std::string_view text);
 
 GuardVerdict check_guards(std::string_view cached_prompt, std::string_view new_prompt);
+
+// What the guards need of one prompt, computed once (an entry keeps its own):
+// its entities, its negation parity and which antonym stems it holds.
+struct GuardFacts {
+  std::multiset<std::string> entities;
+  bool negated = false;
+  std::uint64_t stems_a = 0, stems_b = 0;  // bit i: the prompt holds the first / second stem of antonym pair i
+};
+GuardFacts guard_facts(std::string_view prompt);
+GuardVerdict check_guards(const GuardFacts& cached, const GuardFacts& fresh);
 
 }  // namespace tg::cache

@@ -15,7 +15,7 @@
 
 namespace tg::cache {
 
-std::vector<float> local_embedding(std::string_view text, std::uint32_t dims = 512);
+std::vector<float> local_embedding(std::string_view text, std::uint32_t dims = 256);
 float cosine(const std::vector<float>& a, const std::vector<float>& b);  // of two L2-normalised vectors
 
 }  // namespace tg::cache

@@ -21,8 +21,9 @@ struct CacheStore::Partition {
   std::size_t vectors = 0;  // live vectors in the index
 
   void add_vector(const std::vector<float>& v, std::uint64_t id) {
-    if (!index) index = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, 64, 16, 100, 42);
+    if (!index) index = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, 64, 16, 64, 42);
     if (index->cur_element_count >= index->max_elements_) index->resizeIndex(index->max_elements_ * 2);
+    // (M 16, ef_construction 64: build cost matters here, recall stays high at these sizes.)
     index->addPoint(v.data(), id);
     ++vectors;
   }
@@ -58,7 +59,7 @@ LookupResult CacheStore::lookup(const Key& key, float threshold, double now, flo
   }
   if (key.embedding.empty() || key.embedding.size() != p.dims || !p.index || p.vectors == 0) return out;
   const std::size_t k = std::min<std::size_t>(8, p.vectors);
-  p.index->setEf(std::max<std::size_t>(32, k));
+  p.index->setEf(std::max<std::size_t>(16, k));
   auto found = p.index->searchKnn(key.embedding.data(), k);
   std::vector<std::pair<float, std::uint64_t>> cands;  // (similarity, id), best first
   while (!found.empty()) {
@@ -67,6 +68,7 @@ LookupResult CacheStore::lookup(const Key& key, float threshold, double now, flo
   }
   std::sort(cands.begin(), cands.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::vector<std::uint64_t> expired;
+  std::optional<GuardFacts> fresh;  // the new prompt's, computed once if a candidate qualifies
   for (const auto& [sim, id] : cands) {
     auto it = entries_.find(id);
     if (it == entries_.end()) continue;
@@ -75,7 +77,12 @@ LookupResult CacheStore::lookup(const Key& key, float threshold, double now, flo
       expired.push_back(id);
       continue;
     }
-    GuardVerdict g = check_guards(s.e.key.prompt, key.prompt);
+    if (sim < threshold) {  // best first: nothing further can qualify
+      if (!out.near_miss) out.near_miss = NearMiss{id, sim, {}};
+      break;
+    }
+    if (!fresh) fresh = guard_facts(key.prompt);
+    GuardVerdict g = check_guards(s.facts, *fresh);
     float lexical = 0;
     if (sim >= threshold && g.pass() && verify_lexical > 0) {
       lexical = cosine(local_embedding(s.e.key.prompt), local_embedding(key.prompt));
@@ -110,6 +117,7 @@ std::uint64_t CacheStore::insert(const Key& key, std::string body, std::string o
   auto& p = partitions_[key.partition];
   if (!p) p = std::make_unique<Partition>(key.embedding.empty() ? limits_.dims : static_cast<std::uint32_t>(key.embedding.size()));
   Slot s;
+  s.facts = guard_facts(key.prompt);
   by_ref_[ref] = id;
   s.e = Entry{id, std::move(ref), key, std::move(body), std::move(origin_request_id), now,
               now + (ttl_s < 0 ? limits_.ttl_s : ttl_s), 0};

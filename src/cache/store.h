@@ -31,7 +31,7 @@ struct StoreLimits {
   double ttl_s = 3600;
   std::int64_t max_entries_per_tenant = 10'000;
   std::int64_t max_bytes_per_tenant = 64ll << 20;
-  std::uint32_t dims = 512;  // a partition's vector size when its first entry has none
+  std::uint32_t dims = 256;  // a partition's vector size when its first entry has none
 };
 
 // What a request contributes to the cache (see request_facts.h).
@@ -115,6 +115,7 @@ class CacheStore {
   };
   struct Slot {
     Entry e;
+    GuardFacts facts;  // of its prompt, for the guards
     std::list<std::uint64_t>::iterator lru;
     std::int64_t bytes = 0;
   };
