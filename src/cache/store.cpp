@@ -19,6 +19,7 @@ struct CacheStore::Partition {
   std::unordered_map<std::string, std::uint64_t> exact;
   std::size_t live = 0;  // entries in this partition
   std::size_t vectors = 0;  // live vectors in the index
+  std::size_t deleted = 0;  // vectors marked deleted (hnswlib 0.6 never reuses their slots)
 
   void add_vector(const std::vector<float>& v, std::uint64_t id) {
     if (!index) index = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, 64, 16, 64, 42);
@@ -158,10 +159,20 @@ void CacheStore::remove_locked(std::uint64_t id) {
       try {
         p.index->markDelete(id);
         --p.vectors;
+        ++p.deleted;
       } catch (const std::exception&) {
       }
     }
-    if (--p.live == 0) partitions_.erase(pit);
+    if (--p.live == 0) {
+      partitions_.erase(pit);
+    } else if (p.deleted > 64 && p.deleted > p.vectors) {
+      // Churn (TTL, LRU, purges) would grow the index forever: rebuild it from the live vectors.
+      p.index.reset();
+      p.vectors = p.deleted = 0;
+      for (const auto& [exact, eid] : p.exact)
+        if (eid != id)
+          if (const Slot& live = entries_.at(eid); live.e.key.embedding.size() == p.dims) p.add_vector(live.e.key.embedding, eid);
+    }
   }
   if (auto r = by_ref_.find(s.e.ref); r != by_ref_.end() && r->second == id) by_ref_.erase(r);
   entries_.erase(it);
@@ -223,6 +234,8 @@ StoreStats CacheStore::stats() const {
   s.entries = static_cast<std::int64_t>(entries_.size());
   for (const auto& [name, t] : tenants_) s.bytes += t.bytes;
   s.partitions = static_cast<std::int64_t>(partitions_.size());
+  for (const auto& [name, p] : partitions_)
+    if (p->index) s.index_slots += static_cast<std::int64_t>(p->index->cur_element_count);
   return s;
 }
 

@@ -79,6 +79,7 @@ struct LookupResult {
 
 struct StoreStats {
   std::int64_t entries = 0, bytes = 0, partitions = 0;
+  std::int64_t index_slots = 0;  // vectors held by the HNSW indexes, deleted ones included
 };
 
 class CacheStore {

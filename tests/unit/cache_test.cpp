@@ -169,6 +169,19 @@ TEST(CacheStore, EntriesExpireAndTenantsAreBoundedByLru) {
   EXPECT_EQ(s.tenant_entries("t2"), 1) << "limits are per tenant";
 }
 
+TEST(CacheStore, ChurnDoesNotGrowThePartitionIndexForever) {
+  StoreLimits l;
+  l.max_entries_per_tenant = 50;
+  CacheStore s(l);
+  for (int i = 0; i < 5000; ++i) s.insert(key("p", "e" + std::to_string(i), "question number " + std::to_string(i)), "{}", "r" + std::to_string(i), 0);
+  EXPECT_EQ(s.tenant_entries("t"), 50);
+  EXPECT_LE(s.stats().index_slots, 2 * 50 + 65) << "deleted vectors are dropped by rebuilds";
+  // The newest entries are still found through the (rebuilt) index.
+  auto r = s.lookup(key("p", "none", "question number 4999"), 0.99f, 1);
+  ASSERT_TRUE(r.hit);
+  EXPECT_EQ(s.entry(r.hit->entry_id)->origin_request_id, "r4999");
+}
+
 TEST(CacheStore, PurgesByTenantUserAndEntry) {
   CacheStore s({});
   s.insert(key("pa", "1", "a", "t", "alice"), "{}", "r1", 0);
