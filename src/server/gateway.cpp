@@ -219,6 +219,9 @@ int Gateway::run() {
     }
     g.workers.push_back(std::move(w));
   }
+  // With limits in Redis, one worker follows the fleet's admin overrides.
+  if (!g.workers.empty() && g.workers[0]->redis_limits)
+    net::co_spawn(g.workers[0]->ioc, g.workers[0]->redis_limits->follow_policy(g.draining), net::detached);
   for (auto& w : g.workers) {
     Worker* wp = w.get();
     net::co_spawn(w->ioc, g.accept_loop(*wp), net::detached);

@@ -491,7 +491,8 @@ net::awaitable<void> serve_admin_limits(Session& s, WorkerContext& ctx, Request&
   } else {
     auto l = parse_scope_limits(req.body());
     if (!l) co_return co_await s.send_error(x, l.error());
-    r = ctx.redis_limits ? ctx.redis_limits->set_limits(scope, *l, 0) : ctx.limits.set_limits(scope, *l, limits_now());
+    if (ctx.redis_limits) r = co_await ctx.redis_limits->set_limits_async(scope, *l);
+    else r = ctx.limits.set_limits(scope, *l, limits_now());
     if (r) spdlog::info("admin: limits of {} set to {}", scope, req.body());
   }
   if (!r) co_return co_await s.send_error(x, r.error());

@@ -1,7 +1,12 @@
 #include "store/redis_limit_store.h"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cstdio>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -181,6 +186,78 @@ Expected<std::string> RedisLimitStore::report(std::string_view, limits::Micros) 
   return server_error("internal: the Redis limit store is asynchronous; use report_async");
 }
 
+namespace {
+
+// An override as stored in Redis: "rpm_rate rpm_ceil tpm_rate tpm_ceil concurrency".
+std::string encode_limits(const ScopeLimits& l) {
+  return fmt::format("{} {} {} {} {}", l.requests_per_min.rate, l.requests_per_min.ceil, l.tokens_per_min.rate,
+                     l.tokens_per_min.ceil, l.concurrency);
+}
+
+std::optional<ScopeLimits> decode_limits(const std::string& s) {
+  ScopeLimits l;
+  long long v[5];
+  if (std::sscanf(s.c_str(), "%lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3], &v[4]) != 5) return std::nullopt;
+  l.requests_per_min.rate = v[0];
+  l.requests_per_min.ceil = v[1];
+  l.tokens_per_min.rate = v[2];
+  l.tokens_per_min.ceil = v[3];
+  l.concurrency = v[4];
+  return l;
+}
+
+}  // namespace
+
+net::awaitable<Expected<std::string>> RedisLimitStore::set_limits_async(std::string_view scope, const ScopeLimits& l) {
+  {
+    std::lock_guard lock(policy_.mu);
+    if (!limits::LimitPolicy::valid_scope(scope) || scope.starts_with("run:"))
+      co_return not_found(fmt::format("Scope '{}' cannot carry limits.", scope), "scope_not_found", "scope");
+  }
+  const std::vector<std::string> hset{"HSET", opts_.prefix + ":policy", std::string(scope), encode_limits(l)};
+  const std::vector<std::string> incr{"INCR", opts_.prefix + ":policy:v"};
+  auto h = co_await client_.command(hset);
+  std::optional<RedisValue> v;
+  if (h && h->type != RedisValue::Type::kError) v = co_await client_.command(incr);
+  if (!v || v->type == RedisValue::Type::kError)
+    co_return ApiError{503, "server_error", "limits_unavailable",
+                       fmt::format("Not applied: the shared limit store is unreachable ({}), so the fleet cannot take "
+                                   "the change; retry in a moment.", h && h->type == RedisValue::Type::kError ? h->str : client_.last_error()),
+                       {}, 1};
+  {
+    std::lock_guard lock(policy_.mu);
+    policy_.policy.set(scope, l);
+  }
+  co_return fmt::format(R"j({{"scope":"{}","store":"redis","applied":"fleet","version":{}}})j", scope, v->integer);
+}
+
+net::awaitable<void> RedisLimitStore::follow_policy(const std::atomic<bool>& stop) {
+  auto ex = co_await net::this_coro::executor;
+  net::steady_timer timer(ex);
+  while (!stop.load()) {
+    const std::vector<std::string> get{"GET", opts_.prefix + ":policy:v"};
+    std::optional<RedisValue> v;
+    if (!client_.down()) v = co_await client_.command(get);
+    if (v && v->type == RedisValue::Type::kString) {
+      const std::int64_t version = std::stoll(v->str);
+      if (version != policy_.applied_version.load()) {
+        const std::vector<std::string> all{"HGETALL", opts_.prefix + ":policy"};
+        auto h = co_await client_.command(all);
+        if (h && h->type == RedisValue::Type::kArray) {
+          std::lock_guard lock(policy_.mu);
+          for (std::size_t i = 0; i + 1 < h->array.size(); i += 2)
+            if (auto l = decode_limits(h->array[i + 1].str)) policy_.policy.set(h->array[i].str, *l);
+          policy_.applied_version = version;
+          spdlog::info("limits: {} admin override(s) applied from redis (version {})", h->array.size() / 2, version);
+        }
+      }
+    }
+    timer.expires_after(std::chrono::seconds(1));
+    auto [ec] = co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+    if (ec) co_return;
+  }
+}
+
 Expected<std::string> RedisLimitStore::set_limits(std::string_view scope, const ScopeLimits& limits, limits::Micros) {
   std::lock_guard lock(policy_.mu);
   if (!policy_.policy.set(scope, limits))
@@ -191,6 +268,7 @@ Expected<std::string> RedisLimitStore::set_limits(std::string_view scope, const 
 void RedisLimitStore::reload(const Config& config) {
   std::lock_guard lock(policy_.mu);
   policy_.load(config);
+  policy_.applied_version = -1;  // the fleet's overrides go back on top at the next poll
 }
 
 }  // namespace tg::store

@@ -14,6 +14,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <atomic>
 #include <memory>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
 
@@ -39,6 +40,9 @@ struct SharedPolicy {
   }
   std::mutex mu;
   limits::LimitPolicy policy;
+  // The fleet's admin overrides (PUT /admin/limits) last applied from Redis;
+  // -1: apply them all again (after a config reload).
+  std::atomic<std::int64_t> applied_version{-1};
   std::unordered_map<std::string, std::string> key_tenant;  // key id → its tenant (for key tags)
 };
 
@@ -57,6 +61,13 @@ class RedisLimitStore final : public limits::LimitStore {
 
   boost::asio::awaitable<Expected<limits::Admission>> admit_async(const limits::Ask& ask);
   boost::asio::awaitable<Expected<std::string>> report_async(std::string_view scope);
+  // PUT /admin/limits for the whole fleet: stored in Redis (a hash of
+  // overrides and a version), applied here, and by every other gateway within
+  // a second (follow_policy). Refused when Redis is unreachable.
+  boost::asio::awaitable<Expected<std::string>> set_limits_async(std::string_view scope, const ScopeLimits& limits);
+  // Runs on one worker per process: polls the overrides' version every second
+  // and applies the overrides when it changed. Returns when `stop` is set.
+  boost::asio::awaitable<void> follow_policy(const std::atomic<bool>& stop);
   const RedisLimitStats& stats() const { return stats_; }
 
   // The synchronous interface is for the in-process store; this one is async.

@@ -66,6 +66,33 @@ describe('limits shared through Redis', () => {
     await gw.stop();
   });
 
+  it('PUT /admin/limits on one gateway changes the limit on every gateway of the fleet', async () => {
+    const yaml = config(redis.port, { prefix: prefix(), userLimits: 'requests_per_min: 100' });
+    const a = await startGateway({ yaml });
+    const b = await startGateway({ yaml });
+    try {
+      const put = await fetch(`${a.base}/admin/limits/user:acme%2Fcarol2`, {
+        method: 'PUT', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ requests_per_min: 2 }) });
+      const body = await put.json();
+      assert.equal(put.status, 200, JSON.stringify(body));
+      assert.equal(body.applied, 'fleet');
+      // b learns it within its next poll (1 s).
+      await waitFor(async () => (await (await fetch(`${b.base}/admin/limits/user:acme%2Fcarol2`, { headers: admin })).json()).limits?.requests_per_min?.ceil === 2,
+        3000, 'gateway b applying the override');
+      const codes = [];
+      for (let i = 0; i < 4; i++) codes.push(await status(await chat((i % 2 ? a : b).base, DEMO_KEYS.acmeService, { headers: { 'X-TG-User': 'carol2' } })));
+      assert.deepEqual(codes, [200, 200, 429, 429], 'two a minute, across both gateways');
+      // A gateway started later picks the override up too.
+      const c = await startGateway({ yaml });
+      await waitFor(async () => (await (await fetch(`${c.base}/admin/limits/user:acme%2Fcarol2`, { headers: admin })).json()).limits?.requests_per_min?.ceil === 2,
+        3000, 'gateway c applying the override');
+      await c.stop();
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+
   it('four gateways sharing one Redis admit no more than the limit in a burst', async () => {
     // n concurrent requests spread over 4 gateways. Streams stay open (their
     // reservations held) until every status is in.
