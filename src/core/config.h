@@ -188,6 +188,7 @@ struct ModelConfig {
   std::string encoding;  // cl100k_base | o200k_base; empty: metering.default_encoding
   PriceConfig price;     // all zero when the model has no price
   ScopeLimits limits;
+  bool reasoning = false;  // a reasoning model: fair admission expects longer outputs of it
   std::vector<DeploymentConfig> deployments;
 };
 

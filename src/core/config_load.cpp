@@ -571,6 +571,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
         p.add(f.get("encoding"), f.sub("encoding"), fmt::format("unknown encoding '{}' (known: cl100k_base, o200k_base)", *e));
       m.encoding = *e;
     }
+    f.boolean("reasoning", m.reasoning);
     {
       Fields pf(f.get("price"), f.sub("price"), p);
       auto usd = [&](const char* key, std::int64_t& out) {

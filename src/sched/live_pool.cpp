@@ -67,7 +67,8 @@ std::int64_t LivePool::expected_output(const AdmissionAsk& ask) {
   // Before any history, a request's max_tokens is the prediction (the safe
   // side for KV); after, the tenant's average, never above max_tokens.
   if (!avg && ask.max_output_tokens) return std::max<std::int64_t>(1, *ask.max_output_tokens);
-  const double factor = ask.reasoning_effort == "high" ? 4 : ask.reasoning_effort == "medium" ? 2 : 1;
+  const std::string_view effort = ask.reasoning_effort.empty() && ask.reasoning_model ? "medium" : ask.reasoning_effort;
+  const double factor = effort == "high" ? 4 : effort == "medium" ? 2 : 1;
   auto predicted = static_cast<std::int64_t>(std::ceil(avg.value_or(static_cast<double>(sched_.default_output_tokens)) * factor));
   if (ask.max_output_tokens) predicted = std::min<std::int64_t>(predicted, *ask.max_output_tokens);
   return std::max<std::int64_t>(1, predicted);

@@ -10,8 +10,9 @@
 //
 // Expected output (the pool's token budget and the lane): a per-tenant moving
 // average of what its requests really produced on this deployment, times 2 / 4
-// for reasoning_effort medium / high, never above max_tokens; before the
-// tenant has history, max_tokens (or scheduling.default_output_tokens).
+// for reasoning_effort medium / high (a reasoning model without an effort
+// counts as medium), never above max_tokens; before the tenant has history,
+// max_tokens (or scheduling.default_output_tokens, with the same factors).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -58,6 +59,7 @@ struct AdmissionAsk {
   std::int64_t prompt_tokens = 0;
   std::optional<std::uint32_t> max_output_tokens;
   std::string reasoning_effort;  // "", minimal, low, medium, high
+  bool reasoning_model = false;  // the model is configured `reasoning: true`
   Priority priority = Priority::kInteractive;
 };
 

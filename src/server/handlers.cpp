@@ -309,9 +309,10 @@ net::awaitable<std::optional<ApiError>> enter_pool(WorkerContext& ctx, Exchange&
   auto it = ctx.pools->find(x.deployment);
   if (it == ctx.pools->end()) co_return std::nullopt;
   sched::AdmissionAsk ask{x.principal->tenant, x.user, static_cast<std::int64_t>(x.prompt_tokens_est),
-                          parsed.max_output_tokens, std::string(),
+                          parsed.max_output_tokens, std::string(), false,
                           x.batch ? sched::Priority::kBatch : sched::Priority::kInteractive};
   if (auto e = parsed.body.if_contains("reasoning_effort"); e && e->is_string()) ask.reasoning_effort = e->as_string();
+  ask.reasoning_model = x.model_config && x.model_config->reasoning;
   Expected<sched::Ticket> t = co_await it->second->acquire(ask);
   if (!t) co_return t.error();
   x.pool_ticket = std::move(*t);

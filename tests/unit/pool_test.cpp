@@ -162,3 +162,25 @@ TEST(Pool, CancelledWaitersLeaveNoTraceAndAbandonedAdmissionsFreeCapacity) {
 
 }  // namespace
 }  // namespace tg::sched
+
+#include "sched/live_pool.h"
+
+namespace tg::sched {
+namespace {
+
+TEST(LivePool, ExpectedOutputBeforeHistory) {
+  SchedulingConfig sc;
+  sc.default_output_tokens = 500;
+  LivePool pool("d", PoolSettings{}, sc, {});
+  AdmissionAsk ask{"t", "u", 100, std::nullopt, "", false, Priority::kInteractive};
+  EXPECT_EQ(pool.expected_output(ask), 500);
+  ask.reasoning_model = true;
+  EXPECT_EQ(pool.expected_output(ask), 1000) << "a reasoning model counts as medium effort";
+  ask.reasoning_effort = "high";
+  EXPECT_EQ(pool.expected_output(ask), 2000);
+  ask.max_output_tokens = 1200;
+  EXPECT_EQ(pool.expected_output(ask), 1200) << "max_tokens is the prediction until the tenant has history";
+}
+
+}  // namespace
+}  // namespace tg::sched
