@@ -26,6 +26,10 @@ void Pool::arrive(const PoolRequest& r, double now) {
   Entry& en = it->second;
   queue_of(en).push({r.id, r.tenant, r.user, r.prompt_tokens, r.expected_output});
   if (r.priority == Priority::kBatch) batch_order_.emplace_back(now, r.id);
+  if (r.deadline_s > 0) {
+    en.deadline = deadlines_.emplace(r.deadline_s, r.id);
+    en.has_deadline = true;
+  }
   if (!en.long_request) last_short_s_ = now;
   ++waiting_[r.tenant];
   ++waiting_total_;
@@ -89,6 +93,7 @@ std::vector<std::uint64_t> Pool::dispatch(double now) {
     for (auto& row : queues_)
       if (&row[cls] != q) row[cls].charge_input(e.req.tenant, e.req.user, e.req.prompt_tokens);
     e.admitted = true;
+    drop_deadline(e);
     ++seqs_;
     tokens_ += e.need;
     if (e.long_request) {
@@ -125,6 +130,7 @@ void Pool::finish(std::uint64_t id, double now) {
 }
 
 void Pool::remove_waiting(Entry& e) {
+  drop_deadline(e);
   queue_of(e).remove(e.req.id, e.req.tenant, e.req.user);
   --waiting_[e.req.tenant];
   --waiting_total_;
@@ -139,11 +145,14 @@ bool Pool::cancel(std::uint64_t id) {
 }
 
 std::vector<std::uint64_t> Pool::expire(double now) {
+  // Deadline order: only waiting requests are in deadlines_.
   std::vector<std::uint64_t> out;
-  for (const auto& [id, e] : entries_)
-    if (!e.admitted && e.req.deadline_s > 0 && e.req.deadline_s <= now) out.push_back(id);
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const std::uint64_t id = deadlines_.begin()->second;
+    if (!cancel(id)) deadlines_.erase(deadlines_.begin());  // (cancel() drops it otherwise)
+    else out.push_back(id);
+  }
   std::sort(out.begin(), out.end());
-  for (std::uint64_t id : out) cancel(id);
   return out;
 }
 

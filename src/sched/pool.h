@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -92,6 +93,8 @@ class Pool {
  private:
   struct Entry {
     PoolRequest req;
+    std::multimap<double, std::uint64_t>::iterator deadline;  // valid while waiting with a deadline
+    bool has_deadline = false;
     double arrived_s = 0;
     bool long_request = false, admitted = false, promoted = false;
     std::int64_t need = 0;
@@ -111,6 +114,11 @@ class Pool {
   FairQueue queues_[2][2];
   std::unordered_map<std::uint64_t, Entry> entries_;
   std::deque<std::pair<double, std::uint64_t>> batch_order_;  // (arrival, id) of batch requests, oldest first
+  std::multimap<double, std::uint64_t> deadlines_;             // (deadline, id) of waiting requests that have one
+  void drop_deadline(Entry& e) {
+    if (e.has_deadline) deadlines_.erase(e.deadline);
+    e.has_deadline = false;
+  }
   std::int64_t seqs_ = 0, tokens_ = 0, long_tokens_ = 0, long_inflight_ = 0, short_inflight_ = 0;
   double last_short_s_ = -1e300;  // when short work was last seen arriving or finishing
   std::unordered_map<std::string, std::size_t> waiting_;  // per tenant
