@@ -89,6 +89,37 @@ std::string_view role_of(const json::value& m) {
 
 }  // namespace
 
+Answer read_answer(std::string_view body) {
+  Answer a;
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object()) return a;
+  const auto* choices = v.get_object().if_contains("choices");
+  if (!choices || !choices->is_array() || choices->get_array().empty()) return a;
+  auto present = [](const json::object& o, std::string_view k) {
+    const auto* f = o.if_contains(k);
+    return f && !f->is_null() && !(f->is_array() && f->get_array().empty());
+  };
+  for (const auto& c : choices->get_array()) {
+    if (!c.is_object()) return a;
+    const auto& co = c.get_object();
+    if (!present(co, "finish_reason")) return a;
+    const json::value* t = nullptr;
+    if (const auto* m = co.if_contains("message"); m && m->is_object()) {
+      const auto& mo = m->get_object();
+      if (present(mo, "tool_calls") || present(mo, "function_call") || present(mo, "refusal")) return a;
+      t = mo.if_contains("content");
+    } else {
+      t = co.if_contains("text");
+    }
+    if (!t || !t->is_string()) return a;
+    a.text += t->get_string();
+    a.text += '\n';
+  }
+  a.storable = true;
+  return a;
+}
+
 std::string canonical_json(std::string_view text) {
   boost::system::error_code ec;
   json::value v = json::parse(text, ec);

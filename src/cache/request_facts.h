@@ -41,6 +41,17 @@ Decision decide(const api::ParsedRequest& req, std::string_view cache_control, c
 Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std::string& user, bool tenant_scope,
              const Policy& policy, const std::string& public_namespace = {});
 
+// A completion body as the cache sees it: every choice's text (for the
+// personal-data check), and whether it may be stored at all: only complete
+// text answers (no tool or function calls, which may have side effects; no
+// refusal; every choice finished).
+struct Answer {
+  std::string text;
+  bool storable = false;
+};
+
+Answer read_answer(std::string_view body);
+
 // A body's JSON with keys sorted and no whitespace (for digests).
 std::string canonical_json(std::string_view json_text);
 

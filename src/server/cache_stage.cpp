@@ -218,39 +218,13 @@ void store(WorkerContext& ctx, Exchange& x, std::string body, std::string_view a
                    wall_ms + static_cast<std::int64_t>(ctx.config.cache.ttl_s * 1000), 0, 0, ""};
 }
 
-// The answer's text (every choice's content), for the personal-data check.
-std::string answer_text(std::string_view body) {
-  boost::system::error_code ec;
-  boost::json::value v = boost::json::parse(body, ec);
-  std::string out;
-  if (ec || !v.is_object()) return std::string(body);  // unreadable: treat all of it as the answer
-  const auto* choices = v.get_object().if_contains("choices");
-  if (!choices || !choices->is_array()) return out;
-  for (const auto& c : choices->get_array()) {
-    if (!c.is_object()) continue;
-    const auto& co = c.get_object();
-    const boost::json::value* t = nullptr;
-    if (const auto* m = co.if_contains("message"); m && m->is_object()) t = m->get_object().if_contains("content");
-    else t = co.if_contains("text");
-    if (t && t->is_string()) {
-      out += t->get_string();
-      out += '\n';
-    }
-  }
-  return out;
-}
 
 }  // namespace
 
-void remember_answer(WorkerContext& ctx, Exchange& x, const api::ParsedRequest& parsed, std::string_view body) {
+void remember_answer(WorkerContext& ctx, Exchange& x, const api::ParsedRequest&, std::string_view body) {
   if (!ctx.cache || !x.cache_key || x.cache_status == "hit") return;
-  // Tool calls may have side effects; refusals and truncated JSON are not answers to reuse.
-  if (body.find("\"tool_calls\"") != std::string_view::npos || body.find("\"function_call\"") != std::string_view::npos) {
-    if (body.find("\"tool_calls\":null") == std::string_view::npos && body.find("\"tool_calls\":[]") == std::string_view::npos)
-      return;
-  }
-  (void)parsed;
-  store(ctx, x, std::string(body), answer_text(body));
+  const cache::Answer a = cache::read_answer(body);
+  if (a.storable) store(ctx, x, std::string(body), a.text);
 }
 
 void remember_stream(WorkerContext& ctx, Exchange& x, const api::ParsedRequest& parsed) {

@@ -100,6 +100,19 @@ TEST(CacheKeys, TheExactDigestIgnoresKeyOrderWhitespaceAndTransportFields) {
   EXPECT_EQ(a.partition, b.partition);
 }
 
+TEST(CacheKeys, OnlyCompleteTextAnswersAreStored) {
+  const auto ok = read_answer(R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Hi Jane","refusal":null,"tool_calls":[]},"finish_reason":"stop"}]})");
+  EXPECT_TRUE(ok.storable);
+  EXPECT_EQ(ok.text, "Hi Jane\n");
+  for (const char* no : {
+           R"({"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"refund","arguments":"{}"}}]},"finish_reason":"tool_calls"}]})",
+           R"({"choices":[{"index":0,"message":{"role":"assistant","content":"x","function_call":{"name":"f"}},"finish_reason":"function_call"}]})",
+           R"({"choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"I can't"},"finish_reason":"stop"}]})",
+           R"({"choices":[{"index":0,"message":{"role":"assistant","content":"cut"},"finish_reason":null}]})",
+           R"({"choices":[]})", "not json"})
+    EXPECT_FALSE(read_answer(no).storable) << no;
+}
+
 TEST(CacheKeys, CacheControlAndTemperatureDecide) {
   const auto r = parse(R"({"model":"m","messages":[{"role":"user","content":"hi"}]})");
   EXPECT_EQ(decide(r, "", {}).mode, Mode::kLookup);
