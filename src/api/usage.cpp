@@ -117,6 +117,8 @@ ChunkVerdict inspect_stream_chunk(std::string_view data, bool client_wants_usage
 std::string completion_from_capture(const StreamCapture& c, bool chat, const std::optional<Usage>& usage,
                                     const std::string& id, std::int64_t created) {
   if (c.tool_calls || c.finish.empty()) return {};
+  for (const auto& [idx, text] : c.text)
+    if (!c.finish.count(idx)) return {};  // a choice that never finished: not a complete answer
   json::array choices;
   for (const auto& [idx, reason] : c.finish) {
     auto t = c.text.find(idx);
