@@ -22,7 +22,10 @@ struct CacheStore::Partition {
   std::size_t deleted = 0;  // vectors marked deleted (hnswlib 0.6 never reuses their slots)
 
   void add_vector(const std::vector<float>& v, std::uint64_t id) {
-    if (!index) index = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, 64, 16, 64, 42);
+    if (!index) {
+      index = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, 64, 16, 64, 42);
+      index->setEf(16);  // search breadth, set once: concurrent searches must not write it
+    }
     if (index->cur_element_count >= index->max_elements_) index->resizeIndex(index->max_elements_ * 2);
     // (M 16, ef_construction 64: build cost matters here, recall stays high at these sizes.)
     index->addPoint(v.data(), id);
@@ -38,76 +41,90 @@ void CacheStore::touch_locked(Slot& s) {
   t.lru.splice(t.lru.begin(), t.lru, s.lru);
 }
 
+// Two phases: the search (exact map, HNSW, guards) under a shared lock, so
+// workers search in parallel; then, under the exclusive lock, the chosen
+// entry's hit is counted (if it is still there) and expired ones are dropped.
 LookupResult CacheStore::lookup(const Key& key, float threshold, double now, float verify_lexical) {
-  std::lock_guard lock(mu_);
   LookupResult out;
-  auto pit = partitions_.find(key.partition);
-  if (pit == partitions_.end()) return out;
-  Partition& p = *pit->second;
-  auto serve = [&](Slot& s, bool exact, float sim, GuardVerdict g) {
-    ++s.e.hits;
-    touch_locked(s);
-    out.hit = Hit{s.e.id, s.e.ref, s.e.expires_s, s.e.body, s.e.origin_request_id, exact, sim, threshold, std::move(g)};
+  struct Chosen {
+    std::uint64_t id = 0;
+    bool exact = false;
+    float sim = 0, lexical = 0;
+    GuardVerdict guards;
   };
-  if (auto e = p.exact.find(key.exact); e != p.exact.end()) {
-    Slot& s = entries_.at(e->second);
-    if (s.e.expires_s > now) {
-      serve(s, true, 1.0f, {});
-      return out;
-    }
-    remove_locked(s.e.id);
-    if (!partitions_.count(key.partition)) return out;
-  }
-  if (key.embedding.empty() || key.embedding.size() != p.dims || !p.index || p.vectors == 0) return out;
-  const std::size_t k = std::min<std::size_t>(8, p.vectors);
-  p.index->setEf(std::max<std::size_t>(16, k));
-  auto found = p.index->searchKnn(key.embedding.data(), k);
-  std::vector<std::pair<float, std::uint64_t>> cands;  // (similarity, id), best first
-  while (!found.empty()) {
-    cands.emplace_back(1.0f - found.top().first, static_cast<std::uint64_t>(found.top().second));
-    found.pop();
-  }
-  std::sort(cands.begin(), cands.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::optional<Chosen> chosen;
   std::vector<std::uint64_t> expired;
-  std::optional<GuardFacts> fresh;  // the new prompt's, computed once if a candidate qualifies
-  for (const auto& [sim, id] : cands) {
-    auto it = entries_.find(id);
-    if (it == entries_.end()) continue;
-    Slot& s = it->second;
-    if (s.e.expires_s <= now) {
-      expired.push_back(id);
-      continue;
+  {
+    std::shared_lock lock(mu_);
+    auto pit = partitions_.find(key.partition);
+    if (pit == partitions_.end()) return out;
+    const Partition& p = *pit->second;
+    if (auto e = p.exact.find(key.exact); e != p.exact.end()) {
+      if (entries_.at(e->second).e.expires_s > now) chosen = Chosen{e->second, true, 1.0f, 0, {}};
+      else expired.push_back(e->second);
     }
-    if (sim < threshold) {  // best first: nothing further can qualify
-      if (!out.near_miss) out.near_miss = NearMiss{id, sim, {}};
-      break;
-    }
-    if (!fresh) fresh = guard_facts(key.prompt);
-    GuardVerdict g = check_guards(s.facts, *fresh);
-    float lexical = 0;
-    if (sim >= threshold && g.pass() && verify_lexical > 0) {
-      lexical = cosine(local_embedding(s.e.key.prompt), local_embedding(key.prompt));
-      if (lexical < verify_lexical) {
-        g.why = fmt::format("verification: lexical similarity {:.3f} under {:.3f}", lexical, verify_lexical);
+    if (!chosen && !key.embedding.empty() && key.embedding.size() == p.dims && p.index && p.vectors > 0) {
+      const std::size_t k = std::min<std::size_t>(8, p.vectors);
+      auto found = p.index->searchKnn(key.embedding.data(), k);
+      std::vector<std::pair<float, std::uint64_t>> cands;  // (similarity, id), best first
+      while (!found.empty()) {
+        cands.emplace_back(1.0f - found.top().first, static_cast<std::uint64_t>(found.top().second));
+        found.pop();
+      }
+      std::sort(cands.begin(), cands.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+      std::optional<GuardFacts> fresh;  // the new prompt's, computed once if a candidate qualifies
+      for (const auto& [sim, id] : cands) {
+        auto it = entries_.find(id);
+        if (it == entries_.end()) continue;
+        const Slot& s = it->second;
+        if (s.e.expires_s <= now) {
+          expired.push_back(id);
+          continue;
+        }
+        if (sim < threshold) {  // best first: nothing further can qualify
+          if (!out.near_miss) out.near_miss = NearMiss{id, sim, {}};
+          break;
+        }
+        if (!fresh) fresh = guard_facts(key.prompt);
+        GuardVerdict g = check_guards(s.facts, *fresh);
+        float lexical = 0;
+        if (g.pass() && verify_lexical > 0) {
+          lexical = cosine(local_embedding(s.e.key.prompt), local_embedding(key.prompt));
+          if (lexical < verify_lexical) {
+            g.why = fmt::format("verification: lexical similarity {:.3f} under {:.3f}", lexical, verify_lexical);
+            if (!out.near_miss) out.near_miss = NearMiss{id, sim, std::move(g)};
+            continue;
+          }
+        }
+        if (g.pass()) {
+          chosen = Chosen{id, false, sim, lexical, std::move(g)};
+          break;
+        }
         if (!out.near_miss) out.near_miss = NearMiss{id, sim, std::move(g)};
-        continue;
       }
     }
-    if (sim >= threshold && g.pass()) {
-      serve(s, false, sim, std::move(g));
-      out.hit->lexical = lexical;
-      break;
-    }
-    if (!out.near_miss) out.near_miss = NearMiss{id, sim, std::move(g)};
   }
-  for (std::uint64_t id : expired) remove_locked(id);
-  if (out.hit) out.near_miss.reset();
+  if (!chosen && expired.empty()) return out;
+  std::unique_lock lock(mu_);
+  for (std::uint64_t id : expired)
+    if (auto it = entries_.find(id); it != entries_.end() && it->second.e.expires_s <= now) remove_locked(id);
+  if (chosen) {
+    auto it = entries_.find(chosen->id);
+    if (it != entries_.end() && it->second.e.expires_s > now) {  // (purged meanwhile: a miss)
+      Slot& s = it->second;
+      ++s.e.hits;
+      touch_locked(s);
+      out.hit = Hit{s.e.id, s.e.ref, s.e.expires_s, s.e.body, s.e.origin_request_id, chosen->exact, chosen->sim,
+                    threshold, std::move(chosen->guards), chosen->lexical};
+      out.near_miss.reset();
+    }
+  }
   return out;
 }
 
 std::uint64_t CacheStore::insert(const Key& key, std::string body, std::string origin_request_id, double now,
                                  double ttl_s) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   const std::uint64_t id = next_id_++;
   std::string ref = "ce_" + (origin_request_id.empty() ? std::to_string(id) : origin_request_id);
   // Replace what this request (or this exact request) stored before; removals
@@ -180,7 +197,7 @@ void CacheStore::remove_locked(std::uint64_t id) {
 }
 
 std::size_t CacheStore::purge_tenant(const std::string& tenant) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   auto t = tenants_.find(tenant);
   if (t == tenants_.end()) return 0;
   std::vector<std::uint64_t> ids(t->second.lru.begin(), t->second.lru.end());
@@ -189,7 +206,7 @@ std::size_t CacheStore::purge_tenant(const std::string& tenant) {
 }
 
 std::size_t CacheStore::purge_user(const std::string& tenant, const std::string& user) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   auto t = tenants_.find(tenant);
   if (t == tenants_.end()) return 0;
   std::vector<std::uint64_t> ids;
@@ -200,14 +217,14 @@ std::size_t CacheStore::purge_user(const std::string& tenant, const std::string&
 }
 
 bool CacheStore::purge_entry(std::uint64_t id) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (!entries_.count(id)) return false;
   remove_locked(id);
   return true;
 }
 
 bool CacheStore::purge_entry(const std::string& ref) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   auto r = by_ref_.find(ref);
   if (r == by_ref_.end()) return false;
   remove_locked(r->second);
@@ -215,21 +232,21 @@ bool CacheStore::purge_entry(const std::string& ref) {
 }
 
 std::optional<Entry> CacheStore::entry(const std::string& ref) const {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   auto r = by_ref_.find(ref);
   if (r == by_ref_.end()) return std::nullopt;
   return entries_.at(r->second).e;
 }
 
 std::optional<Entry> CacheStore::entry(std::uint64_t id) const {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   auto it = entries_.find(id);
   if (it == entries_.end()) return std::nullopt;
   return it->second.e;
 }
 
 StoreStats CacheStore::stats() const {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   StoreStats s;
   s.entries = static_cast<std::int64_t>(entries_.size());
   for (const auto& [name, t] : tenants_) s.bytes += t.bytes;
@@ -240,7 +257,7 @@ StoreStats CacheStore::stats() const {
 }
 
 std::int64_t CacheStore::tenant_entries(const std::string& tenant) const {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   auto t = tenants_.find(tenant);
   return t == tenants_.end() ? 0 : t->second.entries;
 }

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -125,7 +126,7 @@ class CacheStore {
   void evict_locked(const std::string& tenant);
 
   StoreLimits limits_;
-  mutable std::mutex mu_;
+  mutable std::shared_mutex mu_;  // searches share it; writes, hits and purges hold it alone
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, Slot> entries_;
   std::unordered_map<std::string, std::uint64_t> by_ref_;

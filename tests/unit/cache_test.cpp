@@ -3,7 +3,9 @@
 // most: a lookup never returns another partition's entry.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "cache/guards.h"
 #include "cache/local_embedder.h"
@@ -193,6 +195,46 @@ TEST(CacheStore, ChurnDoesNotGrowThePartitionIndexForever) {
   auto r = s.lookup(key("p", "none", "question number 4999"), 0.99f, 1);
   ASSERT_TRUE(r.hit);
   EXPECT_EQ(s.entry(r.hit->entry_id)->origin_request_id, "r4999");
+}
+
+TEST(CacheStore, WorkersSearchWriteAndPurgeConcurrently) {
+  // Two searchers, a writer and a purger on one store: every hit is from the
+  // searcher's own partition and the store stays consistent.
+  StoreLimits l;
+  l.max_entries_per_tenant = 300;
+  CacheStore s(l);
+  std::atomic<bool> stop{false};
+  std::atomic<int> hits{0}, wrong{0};
+  auto searcher = [&](std::string user) {
+    for (int i = 0; !stop; ++i) {
+      Key k = key("p-" + user, "none", "question number " + std::to_string(i % 200), "t", user);
+      if (auto r = s.lookup(k, 0.9f, 1); r.hit) {
+        ++hits;
+        if (s.entry(r.hit->entry_id) && s.entry(r.hit->entry_id)->key.user != user) ++wrong;
+      }
+    }
+  };
+  std::thread a(searcher, "alice"), b(searcher, "bob");
+  std::thread writer([&] {
+    for (int i = 0; i < 3000; ++i)
+      for (const char* u : {"alice", "bob"})
+        s.insert(key(std::string("p-") + u, "e" + std::to_string(i), "question number " + std::to_string(i % 200), "t", u),
+                 "{}", std::string(u) + std::to_string(i), 0);
+  });
+  std::thread purger([&] {
+    for (int i = 0; i < 50; ++i) {
+      s.purge_user("t", i % 2 ? "alice" : "bob");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  writer.join();
+  purger.join();
+  stop = true;
+  a.join();
+  b.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(hits.load(), 0);
+  EXPECT_LE(s.tenant_entries("t"), 300);
 }
 
 TEST(CacheStore, PurgesByTenantUserAndEntry) {
