@@ -73,6 +73,7 @@ struct RedisLimitsConfig {
   std::int64_t fleet_size = 1;     // gateways sharing the limits, for local_share
   bool local_share = true;         // on_outage: local_share | fail_closed (scope limits)
   bool runs_local_share = false;   // runs_on_outage: fail_closed (default) | local_share
+  bool cluster = false;            // a Redis Cluster (the address is a seed node); docs/limits-cluster.md
 };
 
 struct LimitsConfig {

@@ -460,6 +460,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     if (auto k = rf.str("key_prefix", false)) r.key_prefix = *k;
     rf.millis("timeout_ms", r.timeout, 1, 60'000);
     rf.number("fleet_size", r.fleet_size, 1, 10'000);
+    rf.boolean("cluster", r.cluster);
     for (auto [key, out] : {std::pair{"on_outage", &r.local_share}, std::pair{"runs_on_outage", &r.runs_local_share}}) {
       if (auto v = rf.str(key, false)) {
         if (*v == "local_share") *out = true;

@@ -34,15 +34,21 @@ namespace {
 std::string num(std::int64_t v) { return std::to_string(v); }
 }  // namespace
 
-RedisScriptCall admit_call(const LimitPolicy& policy, const Ask& ask, const RedisOptions& o, RedisPath& path) {
-  path = RedisPath{};
-  path.hold = std::string(ask.request_id);
-  path.run_id = std::string(ask.run_id);
-  path.parent_id = std::string(ask.parent_id);
-  path.tokens = ask.tokens;
-  path.cost_micros = ask.cost_micros;
-  const std::string tenant_tag = fmt::format("{}:{{{}}}", o.prefix, ask.tenant);
-  // The tree, root first, then reversed to leaf first; flat scopes after.
+namespace {
+
+// One scope of a request's path as it goes to Redis.
+struct Sent {
+  std::string kind, id, name;
+  ScopeLimits limits;
+  int parent = 0;  // 1-based index in the sent list of its fair-share parent; 0: none
+  bool tenant_owned = false;
+};
+
+// The scopes of the path that go to Redis, leaf first: only those that carry
+// a limit, or whose tree parent does (they count as its active children);
+// each one costs the script reads and writes, and most scopes of a path
+// usually have no limit at all.
+std::vector<Sent> sent_scopes(const LimitPolicy& policy, const Ask& ask) {
   struct Entry {
     std::string kind, id;
     int tree_pos;  // position in the tree (0 = global), -1 for flat scopes
@@ -59,67 +65,202 @@ RedisScriptCall admit_call(const LimitPolicy& policy, const Ask& ask, const Redi
   for (int i = depth - 1; i >= 0; --i) order.push_back({tree[i].kind, tree[i].id, i});
   if (!ask.model.empty()) order.push_back({"model", std::string(ask.model), -1});
   if (!ask.deployment.empty()) order.push_back({"deployment", std::string(ask.deployment), -1});
-
-  // Only scopes that carry a limit, or whose tree parent does (they count as
-  // its active children), go to Redis: each one costs the script reads and
-  // writes, and most scopes of a path usually have no limit at all.
   auto name_of = [](const Entry& e) { return e.kind == "global" ? std::string("global") : e.kind + ":" + e.id; };
   auto limited = [](const ScopeLimits& l) { return l.requests_per_min.ceil || l.tokens_per_min.ceil || l.concurrency; };
   auto has_rate = [](const ScopeLimits& l) { return l.requests_per_min.ceil || l.tokens_per_min.ceil; };
   std::vector<int> new_index(order.size() + 1, 0);  // 1-based position in `order` → 1-based position sent
-  std::vector<int> sent;
+  std::vector<int> chosen;
   for (int i = 0; i < static_cast<int>(order.size()); ++i) {
     const Entry& e = order[i];
     bool parent_limits = false;
     if (e.tree_pos > 0 && e.tree_pos <= tree_edges) parent_limits = has_rate(policy.of(name_of(tree[e.tree_pos - 1])));
     if (limited(policy.of(name_of(e))) || parent_limits) {
-      sent.push_back(i);
-      new_index[i + 1] = static_cast<int>(sent.size());
+      chosen.push_back(i);
+      new_index[i + 1] = static_cast<int>(chosen.size());
     }
   }
-  RedisScriptCall call;
-  const int n = static_cast<int>(sent.size());
-  call.args = {num(n), num(ask.tokens), num(ask.cost_micros), num(policy.burst_us()), num(policy.window_us()),
-               policy.fair_share() ? "1" : "0", path.hold, num(o.hold_ttl_us), num(o.key_ttl_ms)};
-  for (int i : sent) {
+  std::vector<Sent> out;
+  for (int i : chosen) {
     const Entry& e = order[i];
-    const std::string name = name_of(e);
-    const ScopeLimits& l = policy.of(name);
-    // Index (1-based, as sent) of the tree parent when this scope is a fair-share child of a limited parent.
-    int parent = 0;
+    Sent s{e.kind, e.kind == "global" ? std::string("global") : e.id, name_of(e), policy.of(name_of(e)), 0,
+           e.kind == "tenant" || e.kind == "user" || e.kind == "key"};
+    // The tree parent, when this scope is a fair-share child of a limited parent.
     if (e.tree_pos > 0 && e.tree_pos <= tree_edges && has_rate(policy.of(name_of(tree[e.tree_pos - 1]))))
-      parent = new_index[depth - e.tree_pos + 1];
-    const bool tenant_owned = e.kind == "tenant" || e.kind == "user" || e.kind == "key";
-    const std::string base = tenant_owned ? fmt::format("{}:{}", tenant_tag, name) : fmt::format("{}:{{{}}}", o.prefix, name);
-    for (const std::string& v : {e.kind, e.kind == "global" ? std::string("global") : e.id,
-                                 num(l.requests_per_min.rate), num(l.requests_per_min.ceil),
-                                 num(l.tokens_per_min.rate), num(l.tokens_per_min.ceil), num(l.concurrency),
-                                 num(parent)})
-      call.args.push_back(v);
-    call.keys.push_back(base + ":b");
-    call.keys.push_back(base + ":c");
-    call.keys.push_back(base + ":a");
-    path.scopes.push_back({e.kind, e.kind == "global" ? "" : e.id, base + ":b", base + ":c", l.tokens_per_min.ceil,
-                           l.concurrency});
+      s.parent = new_index[depth - e.tree_pos + 1];
+    out.push_back(std::move(s));
   }
+  return out;
+}
+
+std::string tenant_tag(const RedisOptions& o, std::string_view tenant) { return fmt::format("{}:{{{}}}", o.prefix, tenant); }
+
+// The fixed head of an admit call's arguments.
+RedisScriptCall head(const LimitPolicy& policy, const Ask& ask, const RedisOptions& o, int n, const std::string& hold) {
+  RedisScriptCall call;
+  call.args = {num(n), num(ask.tokens), num(ask.cost_micros), num(policy.burst_us()), num(policy.window_us()),
+               policy.fair_share() ? "1" : "0", hold, num(o.hold_ttl_us), num(o.key_ttl_ms)};
+  return call;
+}
+
+void add_scope(RedisScriptCall& call, RedisPath& path, const RedisOptions& o, const Ask& ask, const Sent& s, int parent) {
+  const std::string base = scope_base(o, ask.tenant, s.name, s.tenant_owned);
+  const ScopeLimits& l = s.limits;
+  for (const std::string& v : {s.kind, s.id, num(l.requests_per_min.rate), num(l.requests_per_min.ceil),
+                               num(l.tokens_per_min.rate), num(l.tokens_per_min.ceil), num(l.concurrency), num(parent)})
+    call.args.push_back(v);
+  call.keys.push_back(base + ":b");
+  call.keys.push_back(base + ":c");
+  call.keys.push_back(base + ":a");
+  path.scopes.push_back({s.kind, s.kind == "global" ? "" : s.id, base + ":b", base + ":c", l.tokens_per_min.ceil,
+                         l.concurrency});
+}
+
+void add_run_args(RedisScriptCall& call, const LimitPolicy& policy, const Ask& ask, const RedisOptions& o) {
   const RunLimits& rl = policy.run_limits(ask.tenant);
   for (const std::string& v : {std::string(ask.run_id), std::string(ask.tenant), std::string(ask.parent_id),
                                num(rl.tokens), num(rl.cost_micros), num(rl.concurrency), num(rl.depth),
                                num(rl.fanout), num(rl.calls_per_min), num(rl.wall_s),
                                num(std::max<std::int64_t>(o.run_ttl_ms, 2 * rl.wall_s * 1000))})
     call.args.push_back(v);
-  const std::string run_base = fmt::format("{}:run:{}", tenant_tag, ask.run_id);
+}
+
+RedisPath base_path(const Ask& ask) {
+  RedisPath path;
+  path.hold = std::string(ask.request_id);
+  path.run_id = std::string(ask.run_id);
+  path.parent_id = std::string(ask.parent_id);
+  path.tokens = ask.tokens;
+  path.cost_micros = ask.cost_micros;
+  return path;
+}
+
+std::string run_owner_key(const RedisOptions& o, std::string_view run_id) {
+  // Run ids are fleet-wide names: the owner record is not under the tenant's
+  // tag, so another tenant's use of the id is seen (and refused).
+  return o.cluster ? fmt::format("{}:{{shared}}:run-owner:{}", o.prefix, run_id)
+                   : fmt::format("{}:run-owner:{}", o.prefix, run_id);
+}
+
+}  // namespace
+
+std::string scope_base(const RedisOptions& o, std::string_view tenant, std::string_view scope_name, bool tenant_owned) {
+  if (tenant_owned) return fmt::format("{}:{}", tenant_tag(o, tenant), scope_name);
+  // Shared scopes: each its own tag on a single primary; all one tag on a
+  // Cluster, so the tree above the tenant stays in one slot.
+  return o.cluster ? fmt::format("{}:{{shared}}:{}", o.prefix, scope_name) : fmt::format("{}:{{{}}}", o.prefix, scope_name);
+}
+
+RedisScriptCall admit_call(const LimitPolicy& policy, const Ask& ask, const RedisOptions& o, RedisPath& path) {
+  path = base_path(ask);
+  const std::vector<Sent> sent = sent_scopes(policy, ask);
+  RedisScriptCall call = head(policy, ask, o, static_cast<int>(sent.size()), path.hold);
+  for (const Sent& s : sent) add_scope(call, path, o, ask, s, s.parent);
+  add_run_args(call, policy, ask, o);
+  const std::string run_base = fmt::format("{}:run:{}", tenant_tag(o, ask.tenant), ask.run_id);
   call.keys.push_back(run_base);
   call.keys.push_back(run_base + ":calls");
   call.keys.push_back(run_base + ":inflight");
-  // Run ids are fleet-wide names: the owner record is not under the tenant's
-  // tag, so another tenant's use of the id is seen (and refused).
-  call.keys.push_back(fmt::format("{}:run-owner:{}", o.prefix, ask.run_id));
+  call.keys.push_back(run_owner_key(o, ask.run_id));
   if (!ask.run_id.empty()) {
     path.run_key = run_base;
     path.run_inflight_key = run_base + ":inflight";
   }
   return call;
+}
+
+std::vector<AdmitPart> admit_parts(const LimitPolicy& policy, const Ask& ask, const RedisOptions& o) {
+  std::vector<AdmitPart> parts;
+  if (!o.cluster) {
+    AdmitPart p;
+    p.call = admit_call(policy, ask, o, p.path);
+    parts.push_back(std::move(p));
+    return parts;
+  }
+  const std::vector<Sent> sent = sent_scopes(policy, ask);
+  std::vector<int> shared, own;  // indices into `sent`, leaf first
+  for (int i = 0; i < static_cast<int>(sent.size()); ++i) (sent[i].tenant_owned ? own : shared).push_back(i);
+  const bool run = !ask.run_id.empty();
+  // Local 1-based positions of each sent scope inside its own call.
+  std::vector<int> local(sent.size() + 1, 0);
+  for (std::size_t k = 0; k < shared.size(); ++k) local[shared[k] + 1] = static_cast<int>(k + 1);
+  for (std::size_t k = 0; k < own.size(); ++k) local[own[k] + 1] = static_cast<int>(k + 1);
+  // The edge that crosses: an own scope whose parent is shared.
+  int crossing_child = -1, crossing_parent = -1;
+  for (int i : own)
+    if (sent[i].parent > 0 && !sent[sent[i].parent - 1].tenant_owned) {
+      crossing_child = i;
+      crossing_parent = sent[i].parent - 1;
+    }
+  auto cluster_block = [&](RedisScriptCall& call, int child_of, const std::string& child_name, int handoff,
+                           const char* run_mode) {
+    for (int k = 0; k < 7; ++k) call.args.push_back("0");  // the external parent's facts (filled later when used)
+    call.args.push_back(num(child_of));
+    call.args.push_back(child_name);
+    call.args.push_back(num(handoff));
+    call.args.push_back(run_mode);
+  };
+  if (!shared.empty() || run) {
+    AdmitPart p;
+    p.path = base_path(ask);
+    p.path.run_id.clear();  // the run's state and its settling live in the tenant's part
+    p.call = head(policy, ask, o, static_cast<int>(shared.size()), p.path.hold);
+    for (int i : shared) {
+      const int parent = sent[i].parent > 0 ? local[sent[i].parent] : 0;  // shared scopes' parents are shared
+      add_scope(p.call, p.path, o, ask, sent[i], parent);
+    }
+    add_run_args(p.call, policy, ask, o);
+    if (run) p.call.keys.push_back(run_owner_key(o, ask.run_id));
+    const int parent_local = crossing_parent >= 0 ? local[crossing_parent + 1] : 0;
+    cluster_block(p.call, parent_local, crossing_child >= 0 ? sent[crossing_child].kind + ":" + sent[crossing_child].id : "",
+                  parent_local, run ? "owner_only" : "all");
+    parts.push_back(std::move(p));
+  }
+  if (!own.empty() || run || parts.empty()) {
+    AdmitPart p;
+    p.path = base_path(ask);
+    p.call = head(policy, ask, o, static_cast<int>(own.size()), p.path.hold);
+    for (int i : own) {
+      int parent = 0;
+      if (sent[i].parent > 0) parent = sent[sent[i].parent - 1].tenant_owned ? local[sent[i].parent] : -1;
+      add_scope(p.call, p.path, o, ask, sent[i], parent);
+    }
+    add_run_args(p.call, policy, ask, o);
+    if (run) {
+      const std::string run_base = fmt::format("{}:run:{}", tenant_tag(o, ask.tenant), ask.run_id);
+      p.call.keys.push_back(run_base);
+      p.call.keys.push_back(run_base + ":calls");
+      p.call.keys.push_back(run_base + ":inflight");
+      p.path.run_key = run_base;
+      p.path.run_inflight_key = run_base + ":inflight";
+    }
+    if (crossing_child >= 0) {
+      p.ext_at = static_cast<int>(p.call.args.size());
+      const Sent& parent = sent[crossing_parent];
+      p.path.ext_parent_kind = parent.kind;
+      p.path.ext_parent_id = parent.kind == "global" ? "" : parent.id;
+    }
+    cluster_block(p.call, 0, "", 0, run ? "no_owner" : "all");
+    parts.push_back(std::move(p));
+  }
+  return parts;
+}
+
+std::vector<std::int64_t> handoff_facts(const RedisValue& reply) {
+  std::vector<std::int64_t> out;
+  if (reply.type != RedisValue::Type::kArray || reply.array.size() < 16 || reply.array[0].integer != 0) return out;
+  for (std::size_t k = 9; k < 16; ++k) out.push_back(reply.array[k].integer);
+  return out;
+}
+
+Quota merge_quota(Quota a, const Quota& b) {
+  auto tighter = [](const auto& x, const auto& y) {
+    if (!y.limit) return x;
+    if (!x.limit) return y;
+    return y.remaining * x.limit < x.remaining * y.limit ? y : x;
+  };
+  a.requests = tighter(a.requests, b.requests);
+  a.tokens = tighter(a.tokens, b.tokens);
+  return a;
 }
 
 Expected<Quota> decode_admit(const RedisValue& reply, const RedisPath& path) {
@@ -131,8 +272,10 @@ Expected<Quota> decode_admit(const RedisValue& reply, const RedisPath& path) {
   if (reply.type != RedisValue::Type::kArray || reply.array.empty()) return unreadable();
   const auto& a = reply.array;
   auto i = [&](std::size_t k) -> std::int64_t { return k < a.size() ? a[k].integer : 0; };
+  const RedisPath::Scope ext{path.ext_parent_kind, path.ext_parent_id, "", "", 0, 0};
   auto scope = [&](std::int64_t idx) -> const RedisPath::Scope& {
     static const RedisPath::Scope kNone{};
+    if (idx == -1) return ext;  // the parent in the other slot
     return idx >= 1 && idx <= static_cast<std::int64_t>(path.scopes.size()) ? path.scopes[idx - 1] : kNone;
   };
   if (i(0) == 0) {
@@ -165,7 +308,7 @@ Expected<Quota> decode_admit(const RedisValue& reply, const RedisPath& path) {
   return unreadable();
 }
 
-RedisScriptCall settle_call(const RedisPath& path, std::int64_t tokens, std::int64_t cost_micros) {
+RedisScriptCall settle_call(const RedisPath& path, std::int64_t tokens, std::int64_t cost_micros, bool undo) {
   RedisScriptCall call;
   call.args = {num(static_cast<std::int64_t>(path.scopes.size())), num(path.tokens), num(tokens),
                num(path.cost_micros), num(cost_micros), path.hold};
@@ -175,6 +318,7 @@ RedisScriptCall settle_call(const RedisPath& path, std::int64_t tokens, std::int
     call.args.push_back(num(s.tok_ceil));
     call.args.push_back(num(s.concurrency));
   }
+  if (undo) call.args.push_back("1");
   if (!path.run_key.empty()) {
     call.keys.push_back(path.run_key);
     call.keys.push_back(path.run_inflight_key);

@@ -37,6 +37,7 @@ struct RedisOptions {
   std::int64_t hold_ttl_us = 30LL * 60 * 1'000'000;  // a lease outlives any request, then frees itself
   std::int64_t key_ttl_ms = 15LL * 60 * 1000;        // idle scope state is forgotten (it would be full again)
   std::int64_t run_ttl_ms = 60LL * 60 * 1000;        // runs are kept an hour after their last call
+  bool cluster = false;  // Redis Cluster: shared scopes under one tag, paths split over two slots
 };
 
 std::string_view admit_script();
@@ -52,14 +53,36 @@ struct RedisPath {
   };
   std::vector<Scope> scopes;  // leaf first, as sent to the admit script
   std::string run_key, run_inflight_key;  // empty when not part of a run
+  std::string ext_parent_kind, ext_parent_id;  // a split path's tenant part: the parent in the shared slot
   std::string hold;  // the request id
   std::string run_id, parent_id;
   std::int64_t tokens = 0, cost_micros = 0;
 };
 
 RedisScriptCall admit_call(const LimitPolicy& policy, const Ask& ask, const RedisOptions& o, RedisPath& path);
+
+// The admit calls a request takes: one (a single primary, or a path inside
+// one slot), or with `cluster` the shared slot's call (shared scopes, the run's
+// owner record, the tenant registered as its org's active child, the org's
+// facts handed off) then the tenant slot's (its scopes and the run, the
+// tenant's fair share judged on the handed-off facts placed at `ext_at`).
+// See docs/limits-cluster.md.
+struct AdmitPart {
+  RedisScriptCall call;
+  RedisPath path;
+  int ext_at = -1;  // where the previous part's 7 handoff facts go in call.args; -1: none
+};
+std::vector<AdmitPart> admit_parts(const LimitPolicy& policy, const Ask& ask, const RedisOptions& o);
+// The 7 handoff facts a successful part's reply carries (empty when none).
+std::vector<std::int64_t> handoff_facts(const RedisValue& reply);
+// The tighter of two parts' quotas, per dimension.
+Quota merge_quota(Quota a, const Quota& b);
+// The key base of a scope ("<prefix>:{tenant}:user:acme/alice", ...).
+std::string scope_base(const RedisOptions& o, std::string_view tenant, std::string_view scope_name, bool tenant_owned);
 // Quota when admitted; the refusal otherwise; a 503 for a reply it cannot read.
 Expected<Quota> decode_admit(const RedisValue& reply, const RedisPath& path);
-RedisScriptCall settle_call(const RedisPath& path, std::int64_t tokens, std::int64_t cost_micros);
+// `undo`: the admission is being taken back (the other part refused): the
+// request count is given back too.
+RedisScriptCall settle_call(const RedisPath& path, std::int64_t tokens, std::int64_t cost_micros, bool undo = false);
 
 }  // namespace tg::limits

@@ -155,3 +155,100 @@ net::awaitable<std::optional<limits::RedisValue>> RedisClient::eval(std::string_
 }
 
 }  // namespace tg::store
+
+namespace tg::store {
+
+std::uint16_t RedisClusterClient::slot_of(std::string_view key) {
+  // The hash tag: the part between the first '{' and the next '}', when not empty.
+  if (auto open = key.find('{'); open != std::string_view::npos)
+    if (auto close = key.find('}', open + 1); close != std::string_view::npos && close > open + 1)
+      key = key.substr(open + 1, close - open - 1);
+  std::uint16_t crc = 0;  // CRC16-CCITT (XMODEM), as Redis Cluster uses
+  for (unsigned char c : key) {
+    crc ^= static_cast<std::uint16_t>(c) << 8;
+    for (int i = 0; i < 8; ++i) crc = (crc & 0x8000) ? static_cast<std::uint16_t>((crc << 1) ^ 0x1021) : static_cast<std::uint16_t>(crc << 1);
+  }
+  return crc % 16384;
+}
+
+RedisClusterClient::RedisClusterClient(net::any_io_executor ex, std::string seed_host, std::uint16_t seed_port,
+                                       io::DeadlineSweeper& deadlines, std::chrono::milliseconds timeout)
+    : ex_(std::move(ex)), deadlines_(deadlines), timeout_(timeout) {
+  seed_ = fmt::format("{}:{}", seed_host, seed_port);
+  node(seed_host, seed_port);
+}
+
+RedisClient& RedisClusterClient::node(const std::string& host, std::uint16_t port) {
+  auto& slot = nodes_[fmt::format("{}:{}", host, port)];
+  if (!slot) slot = std::make_unique<RedisClient>(ex_, host, port, deadlines_, timeout_);
+  return *slot;
+}
+
+bool RedisClusterClient::down() const {
+  // Down when every known primary is inside its back-off.
+  for (const auto& [name, c] : nodes_)
+    if (!c->down()) return false;
+  return true;
+}
+
+net::awaitable<bool> RedisClusterClient::refresh() {
+  const std::vector<std::string> argv{"CLUSTER", "SLOTS"};
+  for (auto& [name, c] : nodes_) {
+    auto r = co_await c->command(argv);
+    if (!r || r->type != limits::RedisValue::Type::kArray) {
+      last_error_ = r ? fmt::format("CLUSTER SLOTS on {}: {}", name, r->str) : c->last_error();
+      continue;
+    }
+    std::vector<RedisClient*> map(16384, nullptr);
+    for (const auto& range : r->array) {
+      if (range.array.size() < 3 || range.array[2].array.size() < 2) continue;
+      std::string host = range.array[2].array[0].str;
+      if (host.empty()) host = name.substr(0, name.rfind(':'));  // "": the node we asked
+      RedisClient& owner = node(host, static_cast<std::uint16_t>(range.array[2].array[1].integer));
+      for (std::int64_t s = range.array[0].integer; s <= range.array[1].integer && s < 16384; ++s) map[s] = &owner;
+    }
+    slots_ = std::move(map);
+    co_return true;
+  }
+  co_return false;
+}
+
+RedisClient& RedisClusterClient::for_key(std::string_view key) {
+  RedisClient* c = slots_.empty() ? nullptr : slots_[slot_of(key)];
+  return c ? *c : *nodes_.at(seed_);
+}
+
+net::awaitable<std::optional<limits::RedisValue>> RedisClusterClient::routed(
+    std::string_view key, const std::function<net::awaitable<std::optional<limits::RedisValue>>(RedisClient&)>& send) {
+  if (slots_.empty()) co_await refresh();
+  std::optional<limits::RedisValue> r;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    RedisClient& c = for_key(key);
+    r = co_await send(c);
+    if (!r) last_error_ = c.last_error();
+    // MOVED <slot> <host>:<port>: the slot has another owner; read the map again.
+    if (r && r->type == limits::RedisValue::Type::kError && r->str.starts_with("MOVED ")) {
+      co_await refresh();
+      continue;
+    }
+    break;
+  }
+  co_return r;
+}
+
+net::awaitable<std::optional<limits::RedisValue>> RedisClusterClient::command(const std::vector<std::string>& argv) {
+  const std::string key = argv.size() > 1 ? argv[1] : std::string();
+  const std::function<net::awaitable<std::optional<limits::RedisValue>>(RedisClient&)> send =
+      [&argv](RedisClient& c) { return c.command(argv); };
+  co_return co_await routed(key, send);
+}
+
+net::awaitable<std::optional<limits::RedisValue>> RedisClusterClient::eval(std::string_view script, const std::string& sha,
+                                                                           const limits::RedisScriptCall& call) {
+  const std::string key = call.keys.empty() ? std::string() : call.keys.front();
+  const std::function<net::awaitable<std::optional<limits::RedisValue>>(RedisClient&)> send =
+      [&](RedisClient& c) { return c.eval(script, sha, call); };
+  co_return co_await routed(key, send);
+}
+
+}  // namespace tg::store

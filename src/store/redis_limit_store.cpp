@@ -65,32 +65,73 @@ RedisLimitStore::RedisLimitStore(net::any_io_executor ex, const LimitsConfig& cf
                                  SharedPolicy& policy, limits::LimitStore& local, RedisLimitStats& stats)
     : ex_(ex),
       cfg_(cfg),
-      client_(ex, cfg.redis.host, cfg.redis.port, deadlines, cfg.redis.timeout),
+      client_(cfg.redis.cluster ? std::unique_ptr<RedisCaller>(std::make_unique<RedisClusterClient>(
+                                      ex, cfg.redis.host, cfg.redis.port, deadlines, cfg.redis.timeout))
+                                : std::make_unique<RedisClient>(ex, cfg.redis.host, cfg.redis.port, deadlines,
+                                                                cfg.redis.timeout)),
       policy_(policy),
       local_(local),
       stats_(stats),
       admit_sha_(limits::script_sha1(limits::admit_script())),
       settle_sha_(limits::script_sha1(limits::settle_script())) {
   opts_.prefix = cfg.redis.key_prefix;
+  opts_.cluster = cfg.redis.cluster;
+}
+
+namespace {
+// What an admission holds in Redis: one path per slot it was admitted in.
+struct RedisHold {
+  std::vector<limits::RedisPath> parts;
+};
+}  // namespace
+
+void RedisLimitStore::undo(std::vector<limits::RedisPath> parts) {
+  for (auto& path : parts) {
+    auto call = std::make_shared<limits::RedisScriptCall>(limits::settle_call(path, 0, 0, /*undo=*/true));
+    net::co_spawn(
+        ex_,
+        [this, call]() -> net::awaitable<void> {
+          auto r = co_await client_->eval(limits::settle_script(), settle_sha_, *call);
+          if (!r) spdlog::debug("limits: undo not recorded in redis: {}", client_->last_error());
+        },
+        net::detached);
+  }
 }
 
 net::awaitable<Expected<Admission>> RedisLimitStore::admit_async(const limits::Ask& ask) {
-  auto path = std::make_unique<limits::RedisPath>();
-  limits::RedisScriptCall call;
+  std::vector<limits::AdmitPart> parts;
   {
     std::lock_guard lock(policy_.mu);
-    call = limits::admit_call(policy_.policy, ask, opts_, *path);
+    parts = limits::admit_parts(policy_.policy, ask, opts_);
   }
+  // One part on a single primary; on a Cluster the shared slot's, then the
+  // tenant slot's with the facts the first handed off (docs/limits-cluster.md).
+  auto hold = std::make_unique<RedisHold>();
+  std::optional<limits::Quota> quota;
+  std::vector<std::int64_t> facts;
   std::optional<RedisValue> reply;
-  if (!client_.down()) reply = co_await client_.eval(limits::admit_script(), admit_sha_, call);
-  if (reply && reply->type != RedisValue::Type::kError) {
-    if (!stats_.up.exchange(true)) spdlog::warn("limits: redis at {}:{} answers again; fleet limits restored", cfg_.redis.host, cfg_.redis.port);
-    auto quota = limits::decode_admit(*reply, *path);
-    if (!quota) co_return quota.error();
-    co_return Admission(this, path.release(), std::move(*quota));
+  for (auto& part : parts) {
+    if (part.ext_at >= 0 && facts.size() == 7)
+      for (std::size_t k = 0; k < 7; ++k) part.call.args[static_cast<std::size_t>(part.ext_at) + k] = std::to_string(facts[k]);
+    reply.reset();
+    if (!client_->down()) reply = co_await client_->eval(limits::admit_script(), admit_sha_, part.call);
+    if (!reply || reply->type == RedisValue::Type::kError) break;
+    auto decoded = limits::decode_admit(*reply, part.path);
+    if (!decoded) {
+      undo(std::move(hold->parts));
+      co_return decoded.error();
+    }
+    quota = quota ? limits::merge_quota(*quota, *decoded) : *decoded;
+    facts = limits::handoff_facts(*reply);
+    hold->parts.push_back(std::move(part.path));
   }
+  if (reply && reply->type != RedisValue::Type::kError && quota) {
+    if (!stats_.up.exchange(true)) spdlog::warn("limits: redis at {}:{} answers again; fleet limits restored", cfg_.redis.host, cfg_.redis.port);
+    co_return Admission(this, hold.release(), std::move(*quota));
+  }
+  undo(std::move(hold->parts));  // a part admitted before the store failed
   // Redis is unreachable (or refused the script): the configured outage behaviour.
-  const std::string why = reply ? reply->str : client_.last_error();
+  const std::string why = reply ? reply->str : client_->last_error();
   if (stats_.up.exchange(false))
     spdlog::error("limits: redis unreachable ({}); {} until it answers", why,
                   cfg_.redis.local_share ? fmt::format("enforcing 1/{} of every limit locally", cfg_.redis.fleet_size)
@@ -103,19 +144,20 @@ net::awaitable<Expected<Admission>> RedisLimitStore::admit_async(const limits::A
 }
 
 void RedisLimitStore::settle(void* hold, std::int64_t tokens, std::int64_t cost_micros, limits::Micros) {
-  std::shared_ptr<limits::RedisPath> path(static_cast<limits::RedisPath*>(hold));
-  if (tokens < 0) tokens = path->tokens;
-  if (cost_micros < 0) cost_micros = path->cost_micros;
-  auto call = std::make_shared<limits::RedisScriptCall>(limits::settle_call(*path, tokens, cost_micros));
-  // Off the request's path. If Redis is gone, the leases expire by themselves
-  // and the buckets keep the estimate (the conservative side).
-  net::co_spawn(
-      ex_,
-      [this, call]() -> net::awaitable<void> {
-        auto r = co_await client_.eval(limits::settle_script(), settle_sha_, *call);
-        if (!r) spdlog::debug("limits: settle not recorded in redis: {}", client_.last_error());
-      },
-      net::detached);
+  std::unique_ptr<RedisHold> h(static_cast<RedisHold*>(hold));
+  for (const auto& path : h->parts) {
+    const std::int64_t t = tokens < 0 ? path.tokens : tokens, c = cost_micros < 0 ? path.cost_micros : cost_micros;
+    auto call = std::make_shared<limits::RedisScriptCall>(limits::settle_call(path, t, c));
+    // Off the request's path. If Redis is gone, the leases expire by themselves
+    // and the buckets keep the estimate (the conservative side).
+    net::co_spawn(
+        ex_,
+        [this, call]() -> net::awaitable<void> {
+          auto r = co_await client_->eval(limits::settle_script(), settle_sha_, *call);
+          if (!r) spdlog::debug("limits: settle not recorded in redis: {}", client_->last_error());
+        },
+        net::detached);
+  }
 }
 
 Expected<Admission> RedisLimitStore::admit(const limits::Ask&, limits::Micros) {
@@ -147,9 +189,9 @@ net::awaitable<Expected<std::string>> RedisLimitStore::report_async(std::string_
     // (named argument vectors: GCC 12 mishandles temporaries inside co_await)
     const std::vector<std::string> hmget{"HMGET", base, "tokens", "cost", "calls", "start"};
     const std::vector<std::string> zcard{"ZCARD", base + ":inflight"};
-    auto h = co_await client_.command(hmget);
-    auto in = co_await client_.command(zcard);
-    if (!h || !in) co_return unavailable(client_.last_error());
+    auto h = co_await client_->command(hmget);
+    auto in = co_await client_->command(zcard);
+    if (!h || !in) co_return unavailable(client_->last_error());
     if (h->array.size() < 4 || h->array[3].type == RedisValue::Type::kNil)
       co_return not_found(fmt::format("No run '{}' is known.", rest), "scope_not_found", "scope");
     auto field = [&](std::size_t i) { return h->array[i].type == RedisValue::Type::kString ? h->array[i].str : "0"; };
@@ -164,17 +206,17 @@ net::awaitable<Expected<std::string>> RedisLimitStore::report_async(std::string_
     if (scope.starts_with("key:")) tenant = key_tenant;  // keys live under their tenant's tag
     base = fmt::format("{}:{}", tag(tenant), scope);
   } else {
-    base = fmt::format("{}:{{{}}}", opts_.prefix, scope);
+    base = limits::scope_base(opts_, "", scope, false);
   }
   const auto now_us =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   const std::vector<std::string> hmget{"HMGET", base + ":b", "l1", "l2"};
   const std::vector<std::string> zcount{"ZCOUNT", base + ":c", "(" + std::to_string(now_us), "+inf"};  // unexpired leases
   const std::vector<std::string> zcard{"ZCARD", base + ":a"};
-  auto h = co_await client_.command(hmget);
-  auto c = co_await client_.command(zcount);
-  auto a = co_await client_.command(zcard);
-  if (!h || !c || !a) co_return unavailable(client_.last_error());
+  auto h = co_await client_->command(hmget);
+  auto c = co_await client_->command(zcount);
+  auto a = co_await client_->command(zcard);
+  if (!h || !c || !a) co_return unavailable(client_->last_error());
   auto level = [&](std::size_t i) -> std::string {
     return h->array.size() > i && h->array[i].type == RedisValue::Type::kString ? h->array[i].str : "null";
   };
@@ -216,13 +258,13 @@ net::awaitable<Expected<std::string>> RedisLimitStore::set_limits_async(std::str
   }
   const std::vector<std::string> hset{"HSET", opts_.prefix + ":policy", std::string(scope), encode_limits(l)};
   const std::vector<std::string> incr{"INCR", opts_.prefix + ":policy:v"};
-  auto h = co_await client_.command(hset);
+  auto h = co_await client_->command(hset);
   std::optional<RedisValue> v;
-  if (h && h->type != RedisValue::Type::kError) v = co_await client_.command(incr);
+  if (h && h->type != RedisValue::Type::kError) v = co_await client_->command(incr);
   if (!v || v->type == RedisValue::Type::kError)
     co_return ApiError{503, "server_error", "limits_unavailable",
                        fmt::format("Not applied: the shared limit store is unreachable ({}), so the fleet cannot take "
-                                   "the change; retry in a moment.", h && h->type == RedisValue::Type::kError ? h->str : client_.last_error()),
+                                   "the change; retry in a moment.", h && h->type == RedisValue::Type::kError ? h->str : client_->last_error()),
                        {}, 1};
   {
     std::lock_guard lock(policy_.mu);
@@ -237,12 +279,12 @@ net::awaitable<void> RedisLimitStore::follow_policy(const std::atomic<bool>& sto
   while (!stop.load()) {
     const std::vector<std::string> get{"GET", opts_.prefix + ":policy:v"};
     std::optional<RedisValue> v;
-    if (!client_.down()) v = co_await client_.command(get);
+    if (!client_->down()) v = co_await client_->command(get);
     if (v && v->type == RedisValue::Type::kString) {
       const std::int64_t version = std::stoll(v->str);
       if (version != policy_.applied_version.load()) {
         const std::vector<std::string> all{"HGETALL", opts_.prefix + ":policy"};
-        auto h = co_await client_.command(all);
+        auto h = co_await client_->command(all);
         if (h && h->type == RedisValue::Type::kArray) {
           std::lock_guard lock(policy_.mu);
           for (std::size_t i = 0; i + 1 < h->array.size(); i += 2)

@@ -83,7 +83,8 @@ class RedisLimitStore final : public limits::LimitStore {
  private:
   boost::asio::any_io_executor ex_;
   const LimitsConfig& cfg_;
-  RedisClient client_;
+  std::unique_ptr<RedisCaller> client_;  // one primary, or a Cluster
+  void undo(std::vector<limits::RedisPath> parts);  // takes back admitted parts of a refused split path
   SharedPolicy& policy_;
   limits::LimitStore& local_;
   RedisLimitStats& stats_;

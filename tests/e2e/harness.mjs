@@ -191,3 +191,26 @@ export async function startRedis(port) {
   return { port, kill: async () => { child.kill('SIGKILL'); await exited; } };
 }
 
+
+// A Redis Cluster of three primaries (Debian's redis-server and redis-cli),
+// on loopback ports, no persistence, killed with the test process.
+export async function startRedisCluster() {
+  const nodes = [];
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort();
+    const dir = tempDir();
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
+      '--cluster-config-file', 'nodes.conf', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    await waitFor(() => /Ready to accept connections/.test(out), 10000, 'redis-server (cluster) ready');
+    process.on('exit', () => { try { child.kill('SIGKILL'); } catch {} });
+    nodes.push({ port, child, exited: new Promise((r) => child.on('exit', r)) });
+  }
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0',
+    '--cluster-yes'], { stdio: 'ignore' });
+  await waitFor(() => nodes.every((n) => /cluster_state:ok/.test(execFileSync('redis-cli', ['-p', String(n.port), 'cluster', 'info'], { encoding: 'utf8' }))),
+    10000, 'cluster state ok');
+  return { ports: nodes.map((n) => n.port), kill: async () => { for (const n of nodes) n.child.kill('SIGKILL'); await Promise.all(nodes.map((n) => n.exited)); } };
+}

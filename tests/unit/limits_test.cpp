@@ -7,6 +7,7 @@
 #include "core/config_load.h"
 #include "limits/limit_store.h"
 #include "limits/redis_script.h"
+#include "store/redis_client.h"
 
 namespace tg::limits {
 namespace {
@@ -317,6 +318,67 @@ TEST(RateHeaders, OpenAIAndIetfFormats) {
 
 namespace tg::limits {
 namespace {
+
+int slot(std::string_view key) { return store::RedisClusterClient::slot_of(key); }
+
+TEST(RedisCluster, KeySlotsAreRedisOwn) {
+  EXPECT_EQ(slot("foo"), 12182);  // CLUSTER KEYSLOT foo
+  EXPECT_EQ(slot("{user1000}.following"), slot("{user1000}.followers"));
+  EXPECT_EQ(slot("tg:{acme}:user:acme/alice:b"), slot("acme"));
+  EXPECT_EQ(slot("foo{}{bar}"), slot("foo{}{bar}")) << "an empty tag hashes the whole key";
+  EXPECT_NE(slot("foo{}{bar}"), slot("bar"));
+}
+
+TEST(RedisScript, OnAClusterAPathSplitsIntoTheSharedSlotThenTheTenantSlot) {
+  Config c = config("", "    limits: { requests_per_min: 300 }");
+  c.orgs[0].limits.requests_per_min = {100, 100};
+  LimitPolicy policy(c);
+  Ask a = ask("alice", 50);
+  a.run_id = "r1";
+  a.request_id = "req-1";
+  RedisOptions o;
+  o.cluster = true;
+  const auto parts = admit_parts(policy, a, o);
+  ASSERT_EQ(parts.size(), 2u);
+  for (const auto& p : parts) {
+    SCOPED_TRACE(p.call.keys.front());
+    for (const auto& k : p.call.keys) EXPECT_EQ(slot(k), slot(p.call.keys.front())) << k << ": one slot per call";
+  }
+  EXPECT_NE(slot(parts[0].call.keys.front()), slot(parts[1].call.keys.front()));
+  // Part 1: the org, the run's owner record; the tenant registered as the org's child; the org's facts handed off.
+  EXPECT_EQ(parts[0].call.keys[0], "tg:{shared}:org:demo:b");
+  EXPECT_EQ(parts[0].call.keys.back(), "tg:{shared}:run-owner:r1");
+  const auto& a1 = parts[0].call.args;
+  EXPECT_EQ(a1[a1.size() - 4], "1");  // child of: the org (its first scope)
+  EXPECT_EQ(a1[a1.size() - 3], "tenant:acme");
+  EXPECT_EQ(a1[a1.size() - 2], "1");  // handoff: the org
+  EXPECT_EQ(a1.back(), "owner_only");
+  // Part 2: the tenant and the user (the user its child), the tenant's parent external, the run's state.
+  const auto& p2 = parts[1];
+  EXPECT_EQ(p2.call.keys[0], "tg:{acme}:user:acme/alice:b");
+  EXPECT_EQ(p2.call.keys[3], "tg:{acme}:tenant:acme:b");
+  EXPECT_EQ(p2.call.args[9 + 7], "2");
+  EXPECT_EQ(p2.call.args[9 + 8 + 7], "-1") << "the tenant's parent lives in the other slot";
+  EXPECT_GE(p2.ext_at, 0);
+  EXPECT_EQ(p2.call.args.back(), "no_owner");
+  EXPECT_EQ(p2.path.run_key, "tg:{acme}:run:r1");
+  EXPECT_EQ(p2.path.ext_parent_kind, "org");
+  // A refusal naming the external parent names the org.
+  RedisValue reply{RedisValue::Type::kArray};
+  auto str = [](const char* s) { RedisValue v{RedisValue::Type::kString}; v.str = s; return v; };
+  auto num = [](std::int64_t i) { RedisValue v{RedisValue::Type::kInt}; v.integer = i; return v; };
+  reply.array = {num(1), str("fair_share"), num(-1), num(2), num(0), num(100), num(2), num(50), num(4'000'000), num(60'000'000)};
+  auto e = decode_admit(reply, p2.path);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().message.find("org 'demo'"), std::string::npos) << e.error().message;
+  // Without a cluster: one call, as before.
+  EXPECT_EQ(admit_parts(policy, a, RedisOptions{}).size(), 1u);
+  // On a cluster, a path with only the tenant's own scopes and no run: one call.
+  Config c3 = config("", "    limits: { requests_per_min: 300 }");
+  LimitPolicy p3(c3);
+  Ask b = ask("alice", 50);
+  EXPECT_EQ(admit_parts(p3, b, o).size(), 1u);
+}
 
 TEST(RedisScript, KeysAreHashTaggedPerTenantAndRefusalsDecodeToTheSameErrors) {
   Config c = config("", "    user_limits: { requests_per_min: 3 }");

@@ -10,10 +10,18 @@
 --       tok_rate, tok_ceil, concurrency, parent index (0: none),
 --       then the run: run id ('' for none), tenant, parent id, 7 run limits
 --       (tokens, cost, concurrency, depth, fanout, calls/min, wall_s), run ttl ms.
+--       Optional, for Redis Cluster (a path split over two slots, see
+--       docs/limits-cluster.md), 11 more: the external parent's facts
+--       (l1, l2, ceil1, ceil2, rate1, rate2, active children) for scopes whose
+--       parent index is -1; a child to register (index in this call, name);
+--       a handoff scope whose facts the reply carries (index); the run mode:
+--       all | owner_only (the owner record only) | no_owner (all but it).
 -- KEYS: per scope 3 (bucket hash, concurrency zset, active-children zset),
---       then the run's 4 (hash, calls hash, in-flight zset, owner string).
+--       then the run's: all: 4 (hash, calls hash, in-flight zset, owner
+--       string); owner_only: the owner string; no_owner: the first 3.
 -- Reply: {0, req_limit, req_remaining, req_reset_us, req_scope, tok_limit,
---         tok_remaining, tok_reset_us, tok_scope} or {1, why, args...}.
+--         tok_remaining, tok_reset_us, tok_scope[, handoff facts x7]} or
+--        {1, why, args...}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = tonumber(ARGV[1])
@@ -54,15 +62,27 @@ for i = 1, n do
   S[i] = s
 end
 
+-- The cluster block (absent: one call holds the whole path).
+local c0 = 9 + n * 8 + 12
+local EXT, child_of, child_name, handoff, run_mode = nil, 0, '', 0, 'all'
+if #ARGV >= c0 + 10 then
+  EXT = {l = {tonumber(ARGV[c0]), tonumber(ARGV[c0 + 1])}, ceil = {tonumber(ARGV[c0 + 2]), tonumber(ARGV[c0 + 3])},
+         rate = {tonumber(ARGV[c0 + 4]), tonumber(ARGV[c0 + 5])}, active = tonumber(ARGV[c0 + 6]), ext = true}
+  child_of, child_name = tonumber(ARGV[c0 + 7]), ARGV[c0 + 8]
+  handoff, run_mode = tonumber(ARGV[c0 + 9]), ARGV[c0 + 10]
+end
+
 -- Children count as active from their first request, refused or not.
+local function register(ka, name)
+  redis.call('ZADD', ka, now, name)
+  redis.call('ZREMRANGEBYSCORE', ka, '-inf', now - window_us)
+  redis.call('PEXPIRE', ka, math.floor(window_us / 1000) * 2)
+end
 for i = 1, n do
   local p = S[i].parent
-  if p > 0 then
-    redis.call('ZADD', S[p].ka, now, S[i].name)
-    redis.call('ZREMRANGEBYSCORE', S[p].ka, '-inf', now - window_us)
-    redis.call('PEXPIRE', S[p].ka, math.floor(window_us / 1000) * 2)
-  end
+  if p > 0 then register(S[p].ka, S[i].name) end
 end
+if child_of > 0 then register(S[child_of].ka, child_name) end
 
 -- 1. hard limits, most specific scope first
 for i = 1, n do
@@ -89,13 +109,13 @@ end
 if fair then
   for i = 1, n do
     local c = S[i]
-    local p = c.parent > 0 and S[c.parent] or nil
+    local p = c.parent > 0 and S[c.parent] or (c.parent == -1 and EXT or nil)
     if p then
       for d = 1, 2 do
         local pceil = p.ceil[d]
         if pceil > 0 then
           local prate = p.rate[d] > 0 and p.rate[d] or pceil
-          local active = redis.call('ZCARD', p.ka)
+          local active = p.ext and math.max(1, p.active) or redis.call('ZCARD', p.ka)
           local g = c.rate[d] > 0 and c.rate[d] or math.max(1, math.floor(prate / active))
           local cap = g * burst_us / PER_MIN
           c.sl[d], c.sc[d] = refill(c.sl[d], c.st[d], cap, c.sc[d], g)
@@ -120,11 +140,15 @@ local rl = {}
 for k = 1, 7 do rl[k] = tonumber(ARGV[a + 3 + k]) end
 local run_ttl = tonumber(ARGV[a + 11])
 local kr, kcalls, kin, kown = KEYS[n * 3 + 1], KEYS[n * 3 + 2], KEYS[n * 3 + 3], KEYS[n * 3 + 4]
+if run_mode == 'owner_only' then kr, kcalls, kin, kown = nil, nil, nil, KEYS[n * 3 + 1] end
+if run_mode == 'no_owner' then kown = nil end
 local depth = 0
 local r = nil
-if run ~= '' then
+if run ~= '' and kown then
   local owner = redis.call('GET', kown)
   if owner and owner ~= tenant then return {1, 'run_forbidden'} end
+end
+if run ~= '' and kr then
   if parent ~= '' then
     local pd = redis.call('HGET', kcalls, 'd:' .. parent)
     if not pd then return {1, 'unknown_parent'} end
@@ -153,7 +177,14 @@ if run ~= '' then
   if rl[2] > 0 and r.cost + cost_micros > rl[2] then return {1, 'run_cost', rl[2], r.cost, cost_micros} end
 end
 
--- Every check passed: commit.
+-- Every check passed. The handoff scope's facts, as they were before this request.
+local facts = nil
+if handoff > 0 then
+  local h = S[handoff]
+  facts = {math.floor(h.l[1] or -1), math.floor(h.l[2] or -1), h.ceil[1], h.ceil[2], h.rate[1], h.rate[2],
+           redis.call('ZCARD', h.ka)}
+end
+-- Commit.
 local q = {0, 0, 0, 0, 0, 0, 0, 0, 0}
 for i = 1, n do
   local s = S[i]
@@ -187,9 +218,13 @@ for i = 1, n do
     redis.call('PEXPIRE', s.kb, key_ttl)
   end
 end
+if run ~= '' and run_mode == 'owner_only' then
+  redis.call('SET', kown, tenant, 'PX', run_ttl, 'NX')
+  redis.call('PEXPIRE', kown, run_ttl)
+end
 if r then
   if not r.start then
-    redis.call('SET', kown, tenant, 'PX', run_ttl)
+    if kown then redis.call('SET', kown, tenant, 'PX', run_ttl) end
     redis.call('HSET', kr, 'start', now)
   end
   redis.call('HINCRBY', kr, 'tokens', cost[2])
@@ -199,6 +234,10 @@ if r then
   redis.call('HSET', kcalls, 'd:' .. hold, depth)
   if parent ~= '' then redis.call('HINCRBY', kcalls, 'n:' .. parent, 1) end
   redis.call('ZADD', kin, now + hold_ttl, hold)
-  for _, k in ipairs({kr, kcalls, kin, kown}) do redis.call('PEXPIRE', k, run_ttl) end
+  for _, k in ipairs({kr, kcalls, kin}) do redis.call('PEXPIRE', k, run_ttl) end
+  if kown then redis.call('PEXPIRE', kown, run_ttl) end
+end
+if facts then
+  for _, v in ipairs(facts) do table.insert(q, v) end
 end
 return q

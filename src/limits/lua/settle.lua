@@ -2,17 +2,24 @@
 -- tokens it used and those reserved at admit (a refund when it used less) and
 -- releases its concurrency leases.
 -- ARGV: 1 n scopes, 2 reserved tokens, 3 used tokens, 4 reserved cost,
---       5 used cost, 6 hold id, then per scope 2 values: tok_ceil, concurrency.
+--       5 used cost, 6 hold id, then per scope 2 values: tok_ceil, concurrency,
+--       then optionally '1': give the request back too (an admission undone
+--       because the other half of a split path refused it).
 -- KEYS: per scope 2 (bucket hash, concurrency zset), then the run's 3
 --       (hash, in-flight zset) when the request was part of a run.
 local n = tonumber(ARGV[1])
 local delta = tonumber(ARGV[3]) - tonumber(ARGV[2])
 local dcost = tonumber(ARGV[5]) - tonumber(ARGV[4])
 local hold = ARGV[6]
+local undo = ARGV[7 + n * 2] == '1'
 for i = 1, n do
   local kb, kc = KEYS[(i - 1) * 2 + 1], KEYS[(i - 1) * 2 + 2]
   local ceil, conc = tonumber(ARGV[6 + (i - 1) * 2 + 1]), tonumber(ARGV[6 + (i - 1) * 2 + 2])
   if conc > 0 then redis.call('ZREM', kc, hold) end
+  if undo then
+    local f = redis.call('HMGET', kb, 'l1', 'c1')
+    if f[1] and f[2] then redis.call('HSET', kb, 'l1', math.min(tonumber(f[2]), tonumber(f[1]) + 1)) end
+  end
   if ceil > 0 and delta ~= 0 then
     local f = redis.call('HMGET', kb, 'l2', 's2', 'v2')
     if f[1] then
