@@ -85,17 +85,21 @@ struct RedisHold {
 };
 }  // namespace
 
+void RedisLimitStore::send_settle(limits::RedisScriptCall call) {
+  // Off the request's path. If Redis is gone, the leases expire by themselves
+  // and the buckets keep the estimate (the conservative side).
+  auto c = std::make_shared<limits::RedisScriptCall>(std::move(call));
+  net::co_spawn(
+      ex_,
+      [this, c]() -> net::awaitable<void> {
+        auto r = co_await client_->eval(limits::settle_script(), settle_sha_, *c);
+        if (!r) spdlog::debug("limits: settle not recorded in redis: {}", client_->last_error());
+      },
+      net::detached);
+}
+
 void RedisLimitStore::undo(std::vector<limits::RedisPath> parts) {
-  for (auto& path : parts) {
-    auto call = std::make_shared<limits::RedisScriptCall>(limits::settle_call(path, 0, 0, /*undo=*/true));
-    net::co_spawn(
-        ex_,
-        [this, call]() -> net::awaitable<void> {
-          auto r = co_await client_->eval(limits::settle_script(), settle_sha_, *call);
-          if (!r) spdlog::debug("limits: undo not recorded in redis: {}", client_->last_error());
-        },
-        net::detached);
-  }
+  for (auto& path : parts) send_settle(limits::settle_call(path, 0, 0, /*undo=*/true));
 }
 
 net::awaitable<Expected<Admission>> RedisLimitStore::admit_async(const limits::Ask& ask) {
@@ -147,16 +151,7 @@ void RedisLimitStore::settle(void* hold, std::int64_t tokens, std::int64_t cost_
   std::unique_ptr<RedisHold> h(static_cast<RedisHold*>(hold));
   for (const auto& path : h->parts) {
     const std::int64_t t = tokens < 0 ? path.tokens : tokens, c = cost_micros < 0 ? path.cost_micros : cost_micros;
-    auto call = std::make_shared<limits::RedisScriptCall>(limits::settle_call(path, t, c));
-    // Off the request's path. If Redis is gone, the leases expire by themselves
-    // and the buckets keep the estimate (the conservative side).
-    net::co_spawn(
-        ex_,
-        [this, call]() -> net::awaitable<void> {
-          auto r = co_await client_->eval(limits::settle_script(), settle_sha_, *call);
-          if (!r) spdlog::debug("limits: settle not recorded in redis: {}", client_->last_error());
-        },
-        net::detached);
+    send_settle(limits::settle_call(path, t, c));
   }
 }
 

@@ -85,6 +85,7 @@ class RedisLimitStore final : public limits::LimitStore {
   const LimitsConfig& cfg_;
   std::unique_ptr<RedisCaller> client_;  // one primary, or a Cluster
   void undo(std::vector<limits::RedisPath> parts);  // takes back admitted parts of a refused split path
+  void send_settle(limits::RedisScriptCall call);   // the settle script, off the request's path
   SharedPolicy& policy_;
   limits::LimitStore& local_;
   RedisLimitStats& stats_;
