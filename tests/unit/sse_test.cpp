@@ -64,3 +64,50 @@ TEST(SseFraming, FramesPayloadsAsDataLines) {
 
 }  // namespace
 }  // namespace tg::api
+
+#include "api/usage.h"
+
+namespace tg::api {
+namespace {
+
+// A stored answer replayed as a stream, captured again and rebuilt: the same
+// text per choice, finish reasons and usage (what the cache relies on).
+TEST(CachedAnswers, StreamReplayRoundTripsEveryChoice) {
+  const std::string body =
+      R"({"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[)"
+      R"({"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"},)"
+      R"({"index":1,"message":{"role":"assistant","content":"Hi"},"finish_reason":"length"}],)"
+      R"("usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}})";
+  const auto chunks = chunks_from_completion(body, /*chat=*/true, /*include_usage=*/true, "chatcmpl-new", 42);
+  ASSERT_EQ(chunks.size(), 5u);  // role+text and finish per choice, then usage
+  StreamCapture cap;
+  std::optional<Usage> usage;
+  std::string rewritten, generated;
+  for (const auto& c : chunks) inspect_stream_chunk(c, true, rewritten, usage, generated, &cap);
+  EXPECT_EQ(cap.text[0], "Hello there");
+  EXPECT_EQ(cap.text[1], "Hi");
+  EXPECT_EQ(cap.finish[1], "length");
+  ASSERT_TRUE(usage);
+  EXPECT_EQ(usage->completion_tokens, 4u);
+  const std::string rebuilt = completion_from_capture(cap, true, usage, "chatcmpl-new", 42);
+  EXPECT_NE(rebuilt.find(R"("content":"Hello there")"), std::string::npos) << rebuilt;
+  EXPECT_NE(rebuilt.find(R"("finish_reason":"length")"), std::string::npos) << rebuilt;
+  // A tool call, or a choice that never finished, is not a complete answer.
+  StreamCapture partial = cap;
+  partial.finish.erase(1);
+  EXPECT_EQ(completion_from_capture(partial, true, usage, "x", 1), "");
+  StreamCapture tools = cap;
+  tools.tool_calls = true;
+  EXPECT_EQ(completion_from_capture(tools, true, usage, "x", 1), "");
+  // Completions replay as text chunks; the id and created are fresh.
+  const auto text = chunks_from_completion(
+      R"({"id":"cmpl-x","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"abc","finish_reason":"stop"}]})",
+      false, false, "cmpl-new", 7);
+  ASSERT_EQ(text.size(), 1u);
+  EXPECT_NE(text[0].find(R"("id":"cmpl-new")"), std::string::npos);
+  EXPECT_NE(text[0].find(R"("text":"abc")"), std::string::npos);
+  EXPECT_NE(restamp_completion(body, "chatcmpl-new", 42).find(R"("id":"chatcmpl-new","object")"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tg::api
