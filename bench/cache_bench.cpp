@@ -44,7 +44,7 @@ int main() {
   fmt::print("per request (one core):\n");
   fmt::print("  key (canonical digest + partition)   {:8.2f} us\n",
              us_per_op(20000, [&](int) { (void)make_key(*parsed, "acme", "alice", false, {}); }));
-  fmt::print("  built-in embedding (512 dims)        {:8.2f} us\n",
+  fmt::print("  built-in embedding (256 dims)        {:8.2f} us\n",
              us_per_op(20000, [&](int) { (void)local_embedding("How do I reset my password for the billing portal?"); }));
   for (int size : {1000, 10000}) {
     CacheStore store({});

@@ -11,23 +11,29 @@ namespace tg::cache {
 namespace json = boost::json;
 namespace {
 
+void canonical(const json::value& v, std::string& out);
+
+// An object with its keys sorted; `skip`: keys of this object (not of nested ones) left out.
+void canonical_object(const json::object& o, std::string& out, std::initializer_list<std::string_view> skip = {}) {
+  std::vector<std::pair<std::string_view, const json::value*>> kv;
+  for (const auto& e : o)
+    if (std::find(skip.begin(), skip.end(), e.key()) == skip.end()) kv.emplace_back(e.key(), &e.value());
+  std::sort(kv.begin(), kv.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  out += '{';
+  for (std::size_t i = 0; i < kv.size(); ++i) {
+    if (i) out += ',';
+    out += json::serialize(json::string(kv[i].first));
+    out += ':';
+    canonical(*kv[i].second, out);
+  }
+  out += '}';
+}
+
 void canonical(const json::value& v, std::string& out) {
   switch (v.kind()) {
-    case json::kind::object: {
-      const auto& o = v.get_object();
-      std::vector<std::pair<std::string_view, const json::value*>> kv;
-      for (const auto& e : o) kv.emplace_back(e.key(), &e.value());
-      std::sort(kv.begin(), kv.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-      out += '{';
-      for (std::size_t i = 0; i < kv.size(); ++i) {
-        if (i) out += ',';
-        out += json::serialize(json::string(kv[i].first));
-        out += ':';
-        canonical(*kv[i].second, out);
-      }
-      out += '}';
+    case json::kind::object:
+      canonical_object(v.get_object(), out);
       break;
-    }
     case json::kind::array: {
       out += '[';
       const auto& a = v.get_array();
@@ -52,9 +58,12 @@ std::string canonical_of(const json::value* v) {
 std::string sha256_hex(std::string_view s) {
   unsigned char d[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
-  std::string out;
-  out.reserve(64);
-  for (unsigned char c : d) out += fmt::format("{:02x}", c);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(2 * SHA256_DIGEST_LENGTH, '0');
+  for (std::size_t i = 0; i < SHA256_DIGEST_LENGTH; ++i) {
+    out[2 * i] = kHex[d[i] >> 4];
+    out[2 * i + 1] = kHex[d[i] & 15];
+  }
   return out;
 }
 
@@ -142,13 +151,21 @@ Decision decide(const api::ParsedRequest& req, std::string_view cache_control, c
   return {Mode::kLookup, {}};
 }
 
-Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std::string& user, bool tenant_scope,
-             const Policy& policy, const std::string& public_namespace) {
-  Key k;
-  k.tenant = tenant;  // the owner for limits and purges; not part of a public partition
-  k.user = user;
-  k.scope = !public_namespace.empty() ? "public:" + public_namespace : tenant_scope ? "tenant" : "user:" + user;
-  const std::string partition_tenant = public_namespace.empty() ? tenant : std::string();
+namespace {
+// Length-prefixed, so no two different tuples join to the same string.
+std::string joined(std::initializer_list<std::string_view> parts) {
+  std::string out;
+  for (std::string_view part : parts) {
+    out += std::to_string(part.size());
+    out += ':';
+    out += part;
+  }
+  return out;
+}
+}  // namespace
+
+RequestFacts request_facts(const api::ParsedRequest& req, const Policy& policy) {
+  RequestFacts f;
   const json::object& b = req.body;
   // Messages: system/developer apart; the last user turn (plus prior_turns
   // before it) embedded; everything before that fingerprinted.
@@ -177,7 +194,7 @@ Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std
   } else if (const auto* p = b.if_contains("prompt")) {
     prompt = p->is_string() ? std::string(p->get_string()) : canonical_of(p);
   }
-  k.prompt = prompt;
+  f.prompt = std::move(prompt);
   auto field = [&](std::string_view name) { return canonical_of(b.if_contains(name)); };
   const double temperature = number_or(b, "temperature", 1.0), top_p = number_or(b, "top_p", 1.0);
   const std::string sampling = fmt::format(
@@ -189,21 +206,31 @@ Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std
   const std::string tools = field("tools") + "|" + field("tool_choice") + "|" + field("functions") + "|" +
                             field("function_call") + "|" + field("parallel_tool_calls");
   const std::string context_access;  // the context issue's ACL scope; empty until then
-  std::string parts;
-  for (const std::string& part :
-       {std::string(api::endpoint_name(req.endpoint)), partition_tenant, k.scope, req.model, sha256_hex(system),
-        sha256_hex(tools), sha256_hex(field("response_format")), sampling, sha256_hex(history),
-        sha256_hex(context_access)}) {
-    parts += std::to_string(part.size());
-    parts += ':';
-    parts += part;  // length-prefixed: no two different tuples join to the same string
-  }
-  k.partition = sha256_hex(parts).substr(0, 32);
-  json::object rest = b;
-  for (std::string_view drop : {"stream", "stream_options", "user", "metadata", "store"}) rest.erase(drop);
-  const json::value restv(std::move(rest));
-  k.exact = sha256_hex(canonical_of(&restv)).substr(0, 32);
+  f.content = sha256_hex(joined({api::endpoint_name(req.endpoint), req.model, sha256_hex(system), sha256_hex(tools),
+                                 sha256_hex(field("response_format")), sampling, sha256_hex(history),
+                                 sha256_hex(context_access)}));
+  std::string rest;
+  canonical_object(b, rest, {"stream", "stream_options", "user", "metadata", "store"});
+  f.exact = sha256_hex(rest).substr(0, 32);
+  return f;
+}
+
+Key key_in(const RequestFacts& f, const std::string& tenant, const std::string& user, bool tenant_scope,
+           const std::string& public_namespace) {
+  Key k;
+  k.tenant = tenant;  // the owner for limits and purges; not part of a public partition
+  k.user = user;
+  k.scope = !public_namespace.empty() ? "public:" + public_namespace : tenant_scope ? "tenant" : "user:" + user;
+  const std::string partition_tenant = public_namespace.empty() ? tenant : std::string();
+  k.partition = sha256_hex(joined({f.content, partition_tenant, k.scope})).substr(0, 32);
+  k.exact = f.exact;
+  k.prompt = f.prompt;
   return k;
+}
+
+Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std::string& user, bool tenant_scope,
+             const Policy& policy, const std::string& public_namespace) {
+  return key_in(request_facts(req, policy), tenant, user, tenant_scope, public_namespace);
 }
 
 }  // namespace tg::cache

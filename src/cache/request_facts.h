@@ -36,8 +36,19 @@ struct Policy {
 Decision decide(const api::ParsedRequest& req, std::string_view cache_control, const Policy& policy);
 
 // The key, without the embedding (the caller embeds key.prompt).
-// `public_namespace` non-empty: the operator-defined public namespace's
-// partition instead (no tenant, scope "public:<name>").
+// What a request contributes whatever partition it goes to, computed once:
+// a digest of everything in the partition key but tenant and scope, the exact
+// digest, and the text to embed.
+struct RequestFacts {
+  std::string content, exact, prompt;
+};
+RequestFacts request_facts(const api::ParsedRequest& req, const Policy& policy);
+// The key in one partition (the user's, the tenant's, or with
+// `public_namespace` the operator-defined namespace's: no tenant, scope
+// "public:<name>"); one hash.
+Key key_in(const RequestFacts& facts, const std::string& tenant, const std::string& user, bool tenant_scope,
+           const std::string& public_namespace = {});
+// request_facts then key_in.
 Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std::string& user, bool tenant_scope,
              const Policy& policy, const std::string& public_namespace = {});
 

@@ -41,11 +41,6 @@ void set_status(WorkerContext& ctx, Exchange& x, const char* status) {
   x.extra_headers += "\r\n";
 }
 
-// The key in the user's own partition, or in the tenant's shared one (the embedding comes later).
-cache::Key key_for(const WorkerContext& ctx, const Exchange& x, const api::ParsedRequest& parsed, bool tenant_scope) {
-  return cache::make_key(parsed, x.principal->tenant, x.user, tenant_scope, policy_of(ctx.config.cache));
-}
-
 // Collects a non-streamed reply; an embeddings call never streams.
 struct NoStream final : upstream::StreamSink {
   net::awaitable<void> open() override { co_return; }
@@ -77,9 +72,9 @@ net::awaitable<std::vector<float>> embed(WorkerContext& ctx, const Exchange& x, 
     if (const auto* e = data->get_array()[0].get_object().if_contains("embedding"); e && e->is_array()) {
       double norm = 0;
       for (const auto& f : e->get_array()) {
-        const float x = static_cast<float>(f.is_double() ? f.get_double() : f.is_int64() ? static_cast<double>(f.get_int64()) : 0.0);
-        out.push_back(x);
-        norm += static_cast<double>(x) * x;
+        const float c = static_cast<float>(f.is_double() ? f.get_double() : f.is_int64() ? static_cast<double>(f.get_int64()) : 0.0);
+        out.push_back(c);
+        norm += static_cast<double>(c) * c;
       }
       if (norm > 0)
         for (float& f : out) f = static_cast<float>(f / std::sqrt(norm));
@@ -118,13 +113,17 @@ net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Requ
       co_return true;
     }
   }
-  x.cache_key = key_for(ctx, x, parsed, false);
-  const bool personal = cache::has_personal_data(x.cache_key->prompt);
-  // A tenant that opted in shares answers to prompts without personal data.
-  if (t && t->cache_tenant_scope && !personal) x.cache_shared_key = key_for(ctx, x, parsed, true);
-  if (ns && !personal) {
-    x.cache_public_key = cache::make_key(parsed, x.principal->tenant, x.user, false, policy_of(ctx.config.cache), ns->name);
-    x.cache_public_writer = std::find(ns->writers.begin(), ns->writers.end(), x.principal->tenant) != ns->writers.end();
+  // The request's facts once; its key in each partition it may use (one hash each).
+  const cache::RequestFacts facts = cache::request_facts(parsed, policy_of(ctx.config.cache));
+  x.cache_key = cache::key_in(facts, x.principal->tenant, x.user, false);
+  const bool may_share = (t && t->cache_tenant_scope) || ns;
+  // Shared answers (a tenant that opted in, a public namespace) only to prompts without personal data.
+  if (may_share && !cache::has_personal_data(facts.prompt)) {
+    if (t && t->cache_tenant_scope) x.cache_shared_key = cache::key_in(facts, x.principal->tenant, x.user, true);
+    if (ns) {
+      x.cache_public_key = cache::key_in(facts, x.principal->tenant, x.user, false, ns->name);
+      x.cache_public_writer = std::find(ns->writers.begin(), ns->writers.end(), x.principal->tenant) != ns->writers.end();
+    }
   }
   if (ctx.config.cache.semantic && !x.cache_key->prompt.empty()) {
     std::vector<float> v = co_await embed(ctx, x, x.cache_key->prompt);
@@ -150,10 +149,15 @@ net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Requ
   for (const auto* k : {x.cache_public_key ? &*x.cache_public_key : nullptr,
                         x.cache_shared_key ? &*x.cache_shared_key : nullptr, &*x.cache_key}) {
     if (!k) continue;
-    cache::Key probe = *k;
-    if (!ctx.config.cache.exact) probe.exact.clear();
+    const cache::Key* probe = k;
+    cache::Key no_exact;  // with the exact tier off, a copy whose exact digest matches nothing
+    if (!ctx.config.cache.exact) {
+      no_exact = *k;
+      no_exact.exact.clear();
+      probe = &no_exact;
+    }
     const float threshold = threshold_of(k);
-    cache::LookupResult r = ctx.cache->lookup(probe, threshold, now, static_cast<float>(ctx.config.cache.verify_lexical));
+    cache::LookupResult r = ctx.cache->lookup(*probe, threshold, now, static_cast<float>(ctx.config.cache.verify_lexical));
     if (r.near_miss && r.near_miss->similarity >= threshold && !r.near_miss->guards.pass())
       ctx.metrics.stats.cache_guard_rejections_total.fetch_add(1);
     if (r.hit) {
@@ -201,7 +205,8 @@ namespace {
 
 void store(WorkerContext& ctx, Exchange& x, std::string body, std::string_view answer_text) {
   // A public or shared (tenant) entry only when the answer holds no personal data either.
-  const bool personal = cache::has_personal_data(answer_text);
+  const bool may_share = (x.cache_public_key && x.cache_public_writer) || x.cache_shared_key;
+  const bool personal = may_share && cache::has_personal_data(answer_text);
   const bool in_public = x.cache_public_key && x.cache_public_writer && !personal;
   const bool shared = x.cache_shared_key && !personal;
   const cache::Key& k = in_public ? *x.cache_public_key : shared ? *x.cache_shared_key : *x.cache_key;
