@@ -109,6 +109,16 @@ class Fields {
     out = Millis(v);
   }
 
+  // "host:port" (see parse_host_port); the reason when it is not one.
+  std::optional<HostPort> address(const std::string& key, bool required) {
+    auto a = str(key, required);
+    if (!a) return std::nullopt;
+    std::string why;
+    auto hp = parse_host_port(*a, &why);
+    if (!hp) p_.add(get(key), sub(key), why);
+    return hp;
+  }
+
   void boolean(const std::string& key, bool& out) {
     YAML::Node n = get(key);
     if (!n.IsDefined() || n.IsNull()) return;
@@ -179,11 +189,7 @@ bool parse_hex32(const std::string& s, Sha256& out) {
 }
 
 void load_server(Fields& f, ServerConfig& s, Problems& p) {
-  if (auto l = f.str("listen", false)) {
-    std::string why;
-    if (auto hp = parse_host_port(*l, &why)) s.listen = *hp;
-    else p.add(f.get("listen"), f.sub("listen"), why);
-  }
+  if (auto hp = f.address("listen", false)) s.listen = *hp;
   f.number("threads", s.threads, 0, 256);
   f.number("max_body_bytes", s.max_body_bytes, 1024, 1 << 30);
   f.number("max_header_bytes", s.max_header_bytes, 1024, 1 << 20);
@@ -448,14 +454,9 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     ff.done();
     Fields rf(lf.get("redis"), lf.sub("redis"), p);
     RedisLimitsConfig& r = c.limits.redis;
-    if (auto a = rf.str("address", lf.get("redis").IsDefined())) {
-      std::string why;
-      if (auto hp = parse_host_port(*a, &why)) {
-        r.host = hp->host;
-        r.port = hp->port;
-      } else {
-        p.add(rf.get("address"), rf.sub("address"), why);
-      }
+    if (auto hp = rf.address("address", lf.get("redis").IsDefined())) {
+      r.host = hp->host;
+      r.port = hp->port;
     }
     if (auto k = rf.str("key_prefix", false)) r.key_prefix = *k;
     rf.millis("timeout_ms", r.timeout, 1, 60'000);
@@ -519,14 +520,9 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     }
     {
       Fields rf(cf.get("redis"), cf.sub("redis"), p);
-      if (auto a = rf.str("address", cf.get("redis").IsDefined())) {
-        std::string why;
-        if (auto hp = parse_host_port(*a, &why)) {
-          cc.redis_host = hp->host;
-          cc.redis_port = hp->port;
-        } else {
-          p.add(rf.get("address"), rf.sub("address"), why);
-        }
+      if (auto hp = rf.address("address", cf.get("redis").IsDefined())) {
+        cc.redis_host = hp->host;
+        cc.redis_port = hp->port;
       }
       if (auto k = rf.str("key_prefix", false)) cc.redis_prefix = *k;
       rf.done();

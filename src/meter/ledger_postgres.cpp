@@ -6,6 +6,7 @@
 #include <libpq-fe.h>
 
 #include <array>
+#include <cstdlib>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -75,20 +76,13 @@ class PostgresLedger final : public LedgerSink {
       for (const auto& r : rows) {
         if (!r.cache.event.empty()) audit(r);
         if (r.audit_only) continue;
-        std::string v[22] = {r.request_id, std::to_string(r.ts_ms), r.org, r.tenant, r.user, r.key_id, r.run_id,
-                             r.feature, r.model, r.deployment, r.endpoint, r.stream ? "true" : "false",
-                             std::to_string(r.prompt_tokens), std::to_string(r.completion_tokens),
-                             std::to_string(r.cached_tokens), r.usage_source, std::to_string(r.cost_micros),
-                             r.cache_status, std::to_string(r.status), r.error_code, std::to_string(r.ttft_us),
-                             std::to_string(r.latency_us)};
-        const char* p[22];
-        for (int i = 0; i < 22; ++i) p[i] = v[i].c_str();
-        PGresult* res = PQexecPrepared(conn_, "tg_insert", 22, p, nullptr, nullptr, 0);
-        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-        bool inserted = ok && std::string(PQcmdTuples(res)) == "1";
-        std::string err = ok ? "" : PQresultErrorMessage(res);
-        PQclear(res);
-        if (!ok) throw std::runtime_error("PostgreSQL ledger insert: " + err);
+        const bool inserted = run("tg_insert", "insert",
+                                  {r.request_id, std::to_string(r.ts_ms), r.org, r.tenant, r.user, r.key_id, r.run_id,
+                                   r.feature, r.model, r.deployment, r.endpoint, r.stream ? "true" : "false",
+                                   std::to_string(r.prompt_tokens), std::to_string(r.completion_tokens),
+                                   std::to_string(r.cached_tokens), r.usage_source, std::to_string(r.cost_micros),
+                                   r.cache_status, std::to_string(r.status), r.error_code, std::to_string(r.ttft_us),
+                                   std::to_string(r.latency_us)}) == 1;
         if (!inserted) continue;  // already stored: counted already
         auto& s = sums[{r.ts_ms / 3'600'000 * 3'600'000, r.org, r.tenant, r.user, r.key_id, r.feature, r.model,
                         r.deployment}];
@@ -99,16 +93,10 @@ class PostgresLedger final : public LedgerSink {
         s[4] += r.cost_micros;
       }
       for (const auto& [k, s] : sums) {
-        std::string v[13] = {std::to_string(std::get<0>(k)), std::get<1>(k), std::get<2>(k), std::get<3>(k),
-                             std::get<4>(k), std::get<5>(k), std::get<6>(k), std::get<7>(k), std::to_string(s[0]),
-                             std::to_string(s[1]), std::to_string(s[2]), std::to_string(s[3]), std::to_string(s[4])};
-        const char* p[13];
-        for (int i = 0; i < 13; ++i) p[i] = v[i].c_str();
-        PGresult* res = PQexecPrepared(conn_, "tg_rollup", 13, p, nullptr, nullptr, 0);
-        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-        std::string err = ok ? "" : PQresultErrorMessage(res);
-        PQclear(res);
-        if (!ok) throw std::runtime_error("PostgreSQL ledger rollup: " + err);
+        run("tg_rollup", "rollup",
+            {std::to_string(std::get<0>(k)), std::get<1>(k), std::get<2>(k), std::get<3>(k), std::get<4>(k),
+             std::get<5>(k), std::get<6>(k), std::get<7>(k), std::to_string(s[0]), std::to_string(s[1]),
+             std::to_string(s[2]), std::to_string(s[3]), std::to_string(s[4])});
       }
       exec("COMMIT");
     } catch (...) {
@@ -119,18 +107,25 @@ class PostgresLedger final : public LedgerSink {
   }
 
  private:
-  void audit(const LedgerRow& r) {
-    const CacheAudit& c = r.cache;
-    std::string v[13] = {r.request_id, c.event, std::to_string(r.ts_ms), c.entry, c.partition, r.tenant, r.user,
-                         c.scope, c.origin_request_id, std::to_string(c.expires_ms), std::to_string(c.similarity),
-                         std::to_string(c.threshold), c.guards};
-    const char* p[13];
-    for (int i = 0; i < 13; ++i) p[i] = v[i].c_str();
-    PGresult* res = PQexecPrepared(conn_, "tg_audit", 13, p, nullptr, nullptr, 0);
-    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+  // Runs a prepared statement; the rows it changed. Throws naming `what`.
+  int run(const char* statement, const char* what, const std::vector<std::string>& values) {
+    std::vector<const char*> p;
+    for (const auto& v : values) p.push_back(v.c_str());
+    PGresult* res = PQexecPrepared(conn_, statement, static_cast<int>(p.size()), p.data(), nullptr, nullptr, 0);
+    const bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    const int changed = ok ? std::atoi(PQcmdTuples(res)) : 0;
     std::string err = ok ? "" : PQresultErrorMessage(res);
     PQclear(res);
-    if (!ok) throw std::runtime_error("PostgreSQL ledger cache audit: " + err);
+    if (!ok) throw std::runtime_error(std::string("PostgreSQL ledger ") + what + ": " + err);
+    return changed;
+  }
+
+  void audit(const LedgerRow& r) {
+    const CacheAudit& c = r.cache;
+    run("tg_audit", "cache audit",
+        {r.request_id, c.event, std::to_string(r.ts_ms), c.entry, c.partition, r.tenant, r.user, c.scope,
+         c.origin_request_id, std::to_string(c.expires_ms), std::to_string(c.similarity), std::to_string(c.threshold),
+         c.guards});
   }
 
   void connect() {
