@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
   double heavy_rate = 0, replay_seconds = 0;
   std::int64_t heavy_prompt = 4'000, heavy_output = 24'000, pool_seqs = 0, pool_tokens = 0;
   int split_tenants = 1;
-  tg::sim::PoolLimits pool_limits;
+  tg::sched::PoolConfig pool_limits;
   replay_cmd->add_option("--trace", trace_files, "CSV trace (arrival_s,tenant,user,prompt_tokens,output_tokens) or an "
                          "Azure LLM trace (its tenant is the file name); repeat to merge")->required()->check(CLI::ExistingFile);
   replay_cmd->add_option("--policy", policy_name, "fcfs or fair")->check(CLI::IsMember({"fcfs", "fair"}));

@@ -150,8 +150,11 @@ int Gateway::run() {
   unsigned n = sc.threads ? sc.threads : std::max(1u, std::thread::hardware_concurrency());
   if (g.config.cache.enabled) {
     const CacheConfig& cc = g.config.cache;
-    g.cache = std::make_unique<cache::CacheStore>(
-        cache::StoreLimits{cc.ttl_s, cc.max_entries_per_tenant, cc.max_bytes_per_tenant, 512});
+    cache::StoreLimits limits;  // (vector size: the embedder's, per partition)
+    limits.ttl_s = cc.ttl_s;
+    limits.max_entries_per_tenant = cc.max_entries_per_tenant;
+    limits.max_bytes_per_tenant = cc.max_bytes_per_tenant;
+    g.cache = std::make_unique<cache::CacheStore>(limits);
     if (!cc.redis_host.empty()) {
       g.cache_replica = std::make_unique<store::CacheReplica>(*g.cache, cc.redis_host, cc.redis_port, cc.redis_prefix, cc.ttl_s);
       if (!g.cache_replica->wait_loaded(2000))

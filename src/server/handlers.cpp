@@ -339,9 +339,8 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
   s.watch_disconnect();
   try {
     std::optional<ApiError> shed = co_await enter_pool(ctx, x, parsed);
-    if (shed) {
+    if (shed) {  // (counted in tg_queue_timeouts_total by the pool)
       s.stop_watching();
-      ctx.metrics.record_limit_rejection(x.principal->tenant, shed->code);
       co_return co_await s.send_error(x, *shed);
     }
     reply = co_await up.send(ureq, sink);

@@ -103,16 +103,13 @@ std::vector<TraceRequest> heavy_tenant(const std::string& tenant, double rate, d
 }
 
 ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& profile, sched::Policy policy,
-                    PoolLimits pool) {
+                    sched::PoolConfig pool) {
   std::stable_sort(trace.begin(), trace.end(), [](const auto& a, const auto& b) { return a.arrival_s < b.arrival_s; });
   BatchEngine engine(profile);
-  sched::PoolConfig pc;
-  pc.policy = policy;
-  pc.max_seqs = pool.max_seqs ? pool.max_seqs : profile.max_num_seqs;
-  pc.inflight_tokens = pool.inflight_tokens ? pool.inflight_tokens : engine.kv_capacity_tokens();
-  pc.long_tokens = pool.long_tokens;
-  pc.long_share = pool.long_share;
-  sched::Pool admission(pc);
+  pool.policy = policy;
+  if (!pool.max_seqs) pool.max_seqs = profile.max_num_seqs;
+  if (!pool.inflight_tokens) pool.inflight_tokens = engine.kv_capacity_tokens();
+  sched::Pool admission(pool);
 
   struct Live {
     double arrival = 0, last_token = -1;

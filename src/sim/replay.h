@@ -34,16 +34,6 @@ std::vector<TraceRequest> read_trace(const std::string& text, const std::string&
 std::vector<TraceRequest> heavy_tenant(const std::string& tenant, double rate, double duration_s,
                                        std::int64_t prompt_tokens, std::int64_t output_tokens);
 
-struct PoolLimits {
-  std::int64_t max_seqs = 0;         // 0: the engine's max_num_seqs
-  std::int64_t inflight_tokens = 0;  // 0: the engine's KV capacity (prompt + expected output of admitted work)
-  // The long-request lane (sched::Pool): a request predicted over
-  // `long_tokens` (prompt + output) may hold at most `long_share` of the
-  // in-flight budget while short work is waiting or running (one long request
-  // is always allowed); otherwise it may use the whole pool.
-  std::int64_t long_tokens = 8192;
-  double long_share = 0.8;
-};
 
 struct TenantStats {
   std::int64_t completed = 0, output_tokens = 0;
@@ -70,8 +60,10 @@ struct ReplayResult {
 };
 
 // With `policy` fcfs the lane is off (plain arrival order); with fair, VTC order plus the lane.
+// `pool` is the live gateway's pool settings (sched::Pool); its max_seqs and
+// inflight_tokens default (0) to the engine's max_num_seqs and KV capacity.
 ReplayResult replay(std::vector<TraceRequest> trace, const EngineProfile& engine, sched::Policy policy,
-                    PoolLimits pool = {});
+                    sched::PoolConfig pool = {});
 std::string to_json(const ReplayResult& r);
 std::string to_table(const ReplayResult& r);
 

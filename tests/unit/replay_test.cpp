@@ -60,7 +60,9 @@ TEST(Replay, CompletesEveryRequestDeterministically) {
 }
 
 TEST(Replay, FairOrderShieldsLightTenantsFromAHeavyOneWhenThePoolIsSaturated) {
-  PoolLimits pool{16, 60'000};  // a small pool, so requests queue at the gateway
+  sched::PoolConfig pool;  // a small pool, so requests queue at the gateway
+  pool.max_seqs = 16;
+  pool.inflight_tokens = 60'000;
   auto fcfs = replay(mix(), llama3_8b_h100(), sched::Policy::kFcfs, pool);
   auto fair = replay(mix(), llama3_8b_h100(), sched::Policy::kFair, pool);
   EXPECT_LT(fair.tenants["light0"].ttft_p99_s, fcfs.tenants["light0"].ttft_p99_s);
