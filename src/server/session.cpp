@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include <boost/asio/as_tuple.hpp>
@@ -9,10 +10,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/url/parse.hpp>
 #include <fmt/format.h>
 
 #include "api/errors.h"
 #include "core/ids.h"
+#include "core/text.h"
 #include "server/handlers.h"
 #include "upstream/provider.h"
 
@@ -30,6 +33,206 @@ struct InFlight {
   ~InFlight() { s_.requests_in_flight.fetch_sub(1); }
   GatewayStats& s_;
 };
+
+// Client bytes quoted in an error message: at most 64 of them, made printable
+// (core/text.h), so that a hostile header can neither flood nor forge it.
+std::string quote_client_bytes(std::string_view s) { return printable(s, 64); }
+
+bool is_tchar(char c) {  // RFC 9110 §5.6.2
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c != '\0' && std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos);
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+ApiError conflicting_framing() {
+  return invalid_request("The request has both Transfer-Encoding and Content-Length, so its body length is "
+                         "ambiguous (RFC 9112 §6.3). Send only one of them.",
+                         {}, "conflicting_framing");
+}
+
+ApiError transfer_encoding_in_http10() {
+  return invalid_request("Transfer-Encoding is not defined in HTTP/1.0 (RFC 9112 §6.1). Send the body with "
+                         "Content-Length, or use HTTP/1.1.",
+                         {}, "transfer_encoding_in_http10");
+}
+
+// RFC 9112 §6: the framing of a request whose head Beast accepted. Beast
+// frames a body as chunked only when `chunked` ends the first
+// Transfer-Encoding line, reads no body at all for any other coding, and
+// takes Content-Length next to a coding that is not chunked; the bytes of a
+// body it did not frame are then parsed as the next request on the
+// connection (request smuggling). So a request is refused, before a byte of
+// its body is read, unless its framing is exactly one `chunked` as the final
+// coding (501 when other codings precede it: the gateway decodes none), or
+// one decimal Content-Length, or no body at all for a method without one.
+std::optional<ApiError> framing_error(const http::request_parser<http::string_body>& parser) {
+  const Request& head = parser.get();
+  const auto te = head.equal_range(http::field::transfer_encoding);
+  const auto cl = head.equal_range(http::field::content_length);
+  if (te.first != te.second) {
+    if (head.version() < 11) return transfer_encoding_in_http10();
+    if (cl.first != cl.second) return conflicting_framing();
+    int chunked = 0;
+    std::string_view last, unsupported;
+    for (auto line = te.first; line != te.second; ++line) {
+      std::string_view list = line->value();
+      for (;;) {  // a comma list; empty elements are allowed (RFC 9110 §5.6.1.2)
+        const std::size_t comma = list.find(',');
+        const std::string_view element = trim_ows(list.substr(0, comma));
+        if (!element.empty()) {
+          const std::size_t semi = element.find(';');
+          const std::string_view name = trim_ows(element.substr(0, semi));
+          if (name.empty() || !std::all_of(name.begin(), name.end(), is_tchar))
+            return invalid_request(fmt::format("Transfer-Encoding element '{}' is not a transfer coding "
+                                               "(RFC 9112 §6.1). Send 'Transfer-Encoding: chunked'.",
+                                               quote_client_bytes(element)),
+                                   {}, "invalid_transfer_encoding");
+          const bool is_chunked = beast::iequals(name, "chunked");
+          if (is_chunked && semi != std::string_view::npos)
+            return invalid_request("The chunked transfer coding takes no parameters (RFC 9112 §7). Send "
+                                   "'Transfer-Encoding: chunked'.",
+                                   {}, "invalid_transfer_encoding");
+          if (is_chunked) ++chunked;
+          if (!is_chunked && unsupported.empty()) unsupported = name;
+          last = name;
+        }
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+      }
+    }
+    if (chunked > 1)
+      return invalid_request(fmt::format("Transfer-Encoding applies chunked {} times (RFC 9112 §6.1). Send "
+                                         "'Transfer-Encoding: chunked' once.", chunked),
+                             {}, "invalid_transfer_encoding");
+    if (last.empty() || !beast::iequals(last, "chunked"))
+      return invalid_request(fmt::format("Transfer-Encoding {} not end in chunked, so the body length cannot be "
+                                         "determined (RFC 9112 §6.3). Send 'Transfer-Encoding: chunked', or "
+                                         "Content-Length.",
+                                         last.empty() ? std::string("is empty: it does")
+                                                      : fmt::format("ends in '{}': it does", quote_client_bytes(last))),
+                             {}, "invalid_transfer_encoding");
+    if (!unsupported.empty())
+      return ApiError{501, "invalid_request_error", "unsupported_transfer_coding",
+                      fmt::format("Transfer coding '{}' is not supported: the gateway decodes only chunked "
+                                  "(RFC 9112 §6.1). Send the body with 'Transfer-Encoding: chunked' alone, or "
+                                  "with Content-Length.",
+                                  quote_client_bytes(unsupported)),
+                      {}};
+    if (!parser.chunked())  // our reading and Beast's must agree, or the body is framed two ways
+      return invalid_request("Transfer-Encoding could not be read as chunked (RFC 9112 §6.1). Send "
+                             "'Transfer-Encoding: chunked' on one line.",
+                             {}, "invalid_transfer_encoding");
+    return std::nullopt;
+  }
+  if (cl.first != cl.second) {
+    if (std::next(cl.first) != cl.second)
+      return invalid_request("Content-Length is sent more than once (RFC 9112 §6.3). Send it once.", {},
+                             "invalid_content_length");
+    const std::string_view v = cl.first->value();  // Beast trimmed its OWS
+    if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return invalid_request(fmt::format("Content-Length '{}' is not one decimal number of bytes (RFC 9112 "
+                                         "§6.3). Send the body's length in bytes, once.",
+                                         quote_client_bytes(v)),
+                             {}, "invalid_content_length");
+    return std::nullopt;
+  }
+  const auto m = head.method();
+  if (m == http::verb::post || m == http::verb::put || m == http::verb::patch)
+    return ApiError{411, "invalid_request_error", "length_required",
+                    fmt::format("A {} request needs Content-Length or 'Transfer-Encoding: chunked': without "
+                                "either, its body would be read as the next request. Send Content-Length.",
+                                head.method_string()),
+                    {}};
+  return std::nullopt;
+}
+
+// RFC 9112 §3.2: exactly one Host (required in HTTP/1.1), a host[:port].
+std::optional<ApiError> host_error(const Request& head) {
+  const std::size_t n = head.count(http::field::host);
+  if (n > 1)
+    return invalid_request(fmt::format("The request has {} Host header lines (RFC 9112 §3.2). Send exactly one.", n),
+                           {}, "duplicate_host");
+  if (n == 0) {
+    if (head.version() < 11) return std::nullopt;
+    return invalid_request("HTTP/1.1 requests must carry a Host header (RFC 9112 §3.2). Add 'Host: <gateway "
+                           "host>'.",
+                           {}, "missing_host");
+  }
+  const std::string_view v = head[http::field::host];
+  // uri-host [":" port]: unreserved, sub-delims but ',', ':', '[', ']' and pct-encoding.
+  constexpr std::string_view kHostPunct = "-._~!$&'()*+;=:[]%";
+  const bool ok = std::all_of(v.begin(), v.end(), [&](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && kHostPunct.find(c) != std::string_view::npos);
+  });
+  if (!ok)
+    return invalid_request(fmt::format("Host '{}' is not a host[:port] (RFC 9112 §3.2). Send one host name.",
+                                       quote_client_bytes(v)),
+                           {}, "invalid_host");
+  return std::nullopt;
+}
+
+// The request-target in origin-form (path and query), for the router. An
+// origin server must accept the absolute-form too (RFC 9112 §3.2.2: its
+// path counts, Host does not); `*` is kept for OPTIONS; any other form, and
+// an absolute URL that is not http(s), is refused.
+Expected<std::string> origin_form(const Request& head) {
+  const std::string_view t = head.target();
+  if (t.starts_with('/') || (t == "*" && head.method() == http::verb::options)) return std::string(t);
+  if (auto u = boost::urls::parse_absolute_uri(t);
+      u && u->has_authority() && (beast::iequals(u->scheme(), "http") || beast::iequals(u->scheme(), "https"))) {
+    std::string out(u->encoded_path());
+    if (out.empty()) out = "/";
+    if (u->has_query()) {
+      out += '?';
+      out += u->encoded_query();
+    }
+    return out;
+  }
+  return invalid_request(fmt::format("Request target '{}' is neither a path ('/v1/...') nor an absolute http(s) "
+                                     "URL (RFC 9112 §3.2).",
+                                     quote_client_bytes(t)),
+                         {}, "invalid_request_target");
+}
+
+// The answer to a request head Beast could not parse. `unparsed` is what it
+// left in the read buffer (the head from its start while the request line is
+// unparsed: Beast parses that line only once it is whole).
+ApiError head_parse_error(const boost::system::error_code& ec, const Request& partial, std::string_view unparsed,
+                          std::size_t max_header_bytes) {
+  if (ec == http::error::header_limit) {
+    if (partial.method_string().empty() && unparsed.substr(0, max_header_bytes).find('\n') == std::string_view::npos)
+      return ApiError{414, "invalid_request_error", "request_line_too_long",
+                      fmt::format("The request line exceeds {} bytes (server.max_header_bytes). Send a shorter URL.",
+                                  max_header_bytes),
+                      {}};
+    return ApiError{431, "invalid_request_error", "headers_too_large",
+                    fmt::format("Request headers exceed {} bytes.", max_header_bytes), {}};
+  }
+  // Beast refuses some framings itself; say which, from the fields it kept
+  // (all but the one it refused).
+  if (ec == http::error::bad_content_length || ec == http::error::multiple_content_length ||
+      ec == http::error::bad_transfer_encoding) {
+    const bool te_refused = ec == http::error::bad_transfer_encoding;
+    const bool has_te = te_refused || partial.count(http::field::transfer_encoding) > 0;
+    const bool has_cl = !te_refused || partial.count(http::field::content_length) > 0;
+    if (has_te && partial.version() < 11) return transfer_encoding_in_http10();
+    if (has_te && has_cl) return conflicting_framing();
+    if (te_refused)
+      return invalid_request("Transfer-Encoding is sent again after chunked (RFC 9112 §6.1). Send "
+                             "'Transfer-Encoding: chunked' once.",
+                             {}, "invalid_transfer_encoding");
+    return invalid_request("Content-Length is not one decimal number of bytes, sent once (RFC 9112 §6.3). Send "
+                           "the body's length in bytes, once.",
+                           {}, "invalid_content_length");
+  }
+  return invalid_request(fmt::format("Malformed HTTP request: {}.", ec.message()), {}, "malformed_http");
+}
 }  // namespace
 
 Session::Session(net::ip::tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry,
@@ -125,6 +328,33 @@ net::awaitable<void> Session::run() {
   stream_.close();
 }
 
+// Beast's header_limit bounds only the part of a head it has not parsed yet:
+// the fields it parsed from earlier reads are not counted, so a head could
+// pass server.max_header_bytes by what the first read brought (about half
+// again). This loop feeds the parser itself and counts every byte, so the
+// limit holds for the whole head. Returns Beast's error codes (header_limit
+// for the bound, end_of_stream when the peer closed before any byte).
+net::awaitable<boost::system::error_code> Session::read_head(http::request_parser<http::string_body>& parser) {
+  const std::size_t limit = ctx_.config.server.max_header_bytes;
+  std::size_t parsed = 0;
+  for (;;) {
+    if (buffer_.size() > 0) {
+      boost::system::error_code ec;
+      const std::size_t used = parser.put(buffer_.data(), ec);
+      buffer_.consume(used);
+      parsed += used;
+      if (parser.is_header_done()) co_return parsed > limit ? http::error::header_limit : ec;
+      if (ec && ec != http::error::need_more) co_return ec;
+    }
+    if (parsed + buffer_.size() > limit) co_return http::error::header_limit;
+    auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(8192), net::as_tuple(use_awaitable));
+    if (ec == net::error::eof)
+      co_return parser.got_some() ? http::error::partial_message : http::error::end_of_stream;
+    if (ec) co_return ec;
+    buffer_.commit(n);
+  }
+}
+
 // Reads one request. Returns false when the connection must close (after
 // answering the error, when there is one to answer).
 net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& out) {
@@ -140,7 +370,7 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
                     {}};
   };
   deadline_.arm(sc.header_timeout);
-  auto [ec, hn] = co_await http::async_read_header(stream_, buffer_, parser, net::as_tuple(use_awaitable));
+  const boost::system::error_code ec = co_await read_head(parser);
   deadline_.disarm();
   if (ec) {
     if (deadline_.expired()) {
@@ -159,18 +389,29 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
       finish(x);
       co_return false;
     }
-    ApiError e = ec == http::error::header_limit
-                     ? ApiError{431, "invalid_request_error", "headers_too_large",
-                                fmt::format("Request headers exceed {} bytes.", sc.max_header_bytes), {}}
-                     : invalid_request(fmt::format("Malformed HTTP request: {}.", ec.message()), {},
-                                       "malformed_http");
+    const std::string_view unparsed(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    const ApiError e = head_parse_error(ec, parser.get(), unparsed, sc.max_header_bytes);
     co_await send_error(x, e);
     finish(x);
     co_return false;
   }
   auto& head = parser.get();
   x.method = std::string(head.method_string());
-  x.path = std::string(head.target().substr(0, head.target().find('?')));
+  const Expected<std::string> target = origin_form(head);
+  const std::string_view path = target ? std::string_view(*target) : std::string_view(head.target());
+  x.path = std::string(path.substr(0, path.find('?')));
+  // Judged before a byte of the body is read: a refused request's body stays
+  // unread (then drained), never parsed as a next request.
+  std::optional<ApiError> refusal = framing_error(parser);
+  if (!refusal) refusal = host_error(head);
+  if (!refusal && !target) refusal = target.error();
+  if (refusal) {
+    keep_alive_ = false;
+    linger_ = true;
+    co_await send_error(x, *refusal);
+    finish(x);
+    co_return false;
+  }
 
   if (auto len = parser.content_length(); len && *len > sc.max_body_bytes) {
     keep_alive_ = false;  // the unread body is still on the wire
@@ -199,10 +440,25 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
       x.status = 408;
       x.error_code = "body_timeout";
       finish(x);
+    } else if (ec2.category() == http::make_error_code(http::error::bad_chunk).category()) {
+      // A body Beast cannot parse (a bad chunk size or extension, a broken
+      // trailer, the client's FIN mid-body): answered, closed, settled.
+      linger_ = true;
+      const ApiError e = invalid_request(fmt::format("Malformed HTTP request body: {}.", ec2.message()), {},
+                                         "malformed_http");
+      co_await send_error(x, e);
+      finish(x);
+    } else {
+      // The socket failed (a reset) mid-body: nothing can be answered.
+      x.status = 499;
+      x.client_gone = true;
+      x.error_code = "client_closed_request";
+      finish(x);
     }
     co_return false;
   }
   out.emplace(parser.release());
+  if (out->target() != *target) out->target(*target);  // absolute-form, served as its origin-form
   co_return true;
 }
 

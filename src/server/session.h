@@ -1,9 +1,21 @@
 // Session: one client connection (HTTP/1.1, keep-alive). It reads requests
-// under header, body and idle timeouts, enforces the body limit before
-// reading a body, hands each request to the handlers, and offers them the
-// primitives to answer: a whole response, or a chunked event stream, plus
+// under header, body and idle timeouts, enforces the header and body limits,
+// hands each request to the handlers, and offers them the primitives to
+// answer: a whole response, or a chunked event stream, plus
 // wait_disconnect() to learn that the client went away mid-request.
 // Lives on one worker thread; not thread-safe.
+//
+// Framing (RFC 9112): a request head is judged before a byte of its body is
+// read. Its body must be framed one way only: `Transfer-Encoding: chunked`
+// as the one and final coding (other codings: 501), or one decimal
+// Content-Length, or nothing for a method without a body (POST, PUT, PATCH:
+// 411); never both; no Transfer-Encoding in HTTP/1.0. It must carry exactly
+// one Host (none is allowed in HTTP/1.0) and an origin- or absolute-form
+// target (the absolute-form is served as its path). A head or body that
+// fails any of this is answered with a 4xx/5xx, settled, and the connection
+// closed (its unread bytes drained), so no byte of a refused request is ever
+// parsed as the next one. Error messages quote client bytes only cut short
+// and escaped.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -75,6 +87,8 @@ class Session {
  private:
   enum class State { kIdle, kReading, kBusy };
   boost::asio::awaitable<bool> read_request(Exchange& x, std::optional<Request>& out);
+  boost::asio::awaitable<boost::system::error_code> read_head(
+      boost::beast::http::request_parser<boost::beast::http::string_body>& parser);
   boost::asio::awaitable<void> write_raw(std::string_view bytes);
   void finish(Exchange& x);
 
