@@ -33,6 +33,12 @@ std::optional<tg::Config> load(const std::string& path) {
       std::cerr << fmt::format("tenantgate: cannot read config file '{}': {}\n", path, std::strerror(errno));
       return std::nullopt;
     }
+    std::error_code size_error;  // (not a regular file, e.g. a pipe: read, and the loader measures it)
+    if (auto too_large = tg::config_size_problem(path, std::filesystem::file_size(path, size_error));
+        too_large && !size_error) {
+      std::cerr << "tenantgate: invalid configuration:\n" << *too_large << "\n";
+      return std::nullopt;
+    }
     std::stringstream ss;
     ss << in.rdbuf();
     text = ss.str();

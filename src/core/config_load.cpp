@@ -5,7 +5,9 @@
 #include <boost/url/parse.hpp>
 #include <cstdlib>
 #include <fmt/format.h>
+#include <limits>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace tg {
@@ -21,6 +23,10 @@ class Problems {
       list_.push_back(fmt::format("{}:{}: {}: {}", source_, line, path, what));
     else
       list_.push_back(fmt::format("{}: {}: {}", source_, path, what));
+  }
+  // With the column too: for what may share its line with its like (a repeated key).
+  void add_at_column(const YAML::Mark& at, const std::string& path, const std::string& what) {
+    list_.push_back(fmt::format("{}:{}:{}: {}: {}", source_, at.line + 1, at.column + 1, path, what));
   }
   bool empty() const { return list_.empty(); }
   std::vector<std::string> take() { return std::move(list_); }
@@ -172,6 +178,141 @@ class Fields {
 
 std::string idx(const std::string& base, std::size_t i) { return fmt::format("{}[{}]", base, i); }
 
+// What to do about a config too large for one gateway.
+constexpr const char* kSplitTenants = "split the tenants across several gateway instances, each with its own config file";
+
+// One walk over the whole tree, before any field is read. Every mapping must
+// name each key once: yaml-cpp keeps both pairs and lookups see the first, so a
+// second `requests_per_min:` or `server:` would be ignored without a word. And
+// the tree, every alias (*name) expanded, must stay within
+// config_bounds::kMaxNodes. A node reached through several aliases is walked
+// once (yaml-cpp shares it; its text offset identifies it) and then counted by
+// its remembered expanded size, so the walk is linear in the text, never in the
+// expansion. Returns false, and nothing may be built from the tree, when the
+// node bound is passed or an alias names a node that contains it.
+bool check_tree(const YAML::Node& root, Problems& p) {
+  struct Open {  // a mapping or sequence being walked
+    YAML::Node node;
+    std::string path;
+    YAML::const_iterator next, end;
+    std::size_t index = 0;
+    std::uint64_t nodes_before = 0;
+    std::unordered_map<std::string, YAML::Mark> keys;  // mappings: where each key is first
+  };
+  constexpr std::uint64_t kWalking = std::numeric_limits<std::uint64_t>::max();
+  std::unordered_map<int, std::uint64_t> expanded;  // by text offset: nodes under it, or kWalking
+  std::vector<Open> open;
+  std::uint64_t nodes = 0;
+  // Counts `n`, reached at `path` under `key` (mappings) or in `seq`. A shared
+  // node's mark is its anchor's, so an alias is pointed at by its key or list.
+  auto reach = [&](const YAML::Node& n, std::string path, const YAML::Node* key, const YAML::Node& seq) {
+    bool fresh = true;
+    const auto where = [&]() -> const YAML::Node& { return key ? *key : fresh ? n : seq; };
+    if (n.IsMap() || n.IsSequence()) {
+      auto [it, first_visit] = expanded.try_emplace(n.Mark().pos, kWalking);
+      fresh = first_visit;
+      if (!fresh && it->second == kWalking) {
+        p.add(where(), path,
+              fmt::format("is an alias of a node that contains it (anchored at line {}); a config "
+                          "cannot contain itself", n.Mark().line + 1));
+        return false;
+      }
+      if (fresh) open.push_back(Open{n, path, n.begin(), n.end(), 0, nodes, {}});
+      nodes += fresh ? 1 : it->second;
+    } else {
+      ++nodes;
+    }
+    if (nodes <= config_bounds::kMaxNodes) return true;
+    p.add(where(), path,
+          fmt::format("here the config passes {} YAML nodes with its aliases (*name) expanded, the "
+                      "most a config may hold; an alias repeats all of its anchor's contents: "
+                      "repeat smaller anchors, or fewer times", config_bounds::kMaxNodes));
+    return false;
+  };
+  if (!reach(root, "", nullptr, root)) return false;
+  while (!open.empty()) {
+    Open& o = open.back();
+    if (o.next == o.end) {
+      expanded[o.node.Mark().pos] = nodes - o.nodes_before;
+      open.pop_back();
+      continue;
+    }
+    const bool in_map = o.node.IsMap();
+    const auto item = *o.next;  // a key and value in a mapping, the node in a sequence
+    const YAML::Node child = in_map ? item.second : YAML::Node(item);
+    const YAML::Node& at = item.first;
+    const YAML::Node seq = o.node;
+    std::string path;
+    if (!in_map) {
+      path = idx(o.path, o.index++);
+    } else if (!at.IsScalar()) {
+      ++nodes;  // a key that is itself a collection: no field has one, so it is not walked
+      path = join_path(o.path, "?");
+    } else {
+      ++nodes;
+      const std::string& key = at.Scalar();
+      path = join_path(o.path, key);
+      auto [first, fresh] = o.keys.try_emplace(key, at.Mark());
+      if (!fresh)
+        p.add_at_column(at.Mark(), path,
+                        fmt::format("duplicate key '{}' (first at line {}, column {}); YAML would "
+                                    "silently keep only one of them: remove or merge the other",
+                                    key, first->second.line + 1, first->second.column + 1));
+    }
+    ++o.next;  // before reach(), which may grow `open` and move `o`
+    if (!reach(child, std::move(path), in_map ? &at : nullptr, seq)) return false;
+  }
+  return true;
+}
+
+// The lists whose length config_bounds limits, counted on the tree before
+// anything is built from them. Returns false when one is over its bound.
+bool check_counts(const YAML::Node& root, Problems& p) {
+  using namespace config_bounds;
+  bool ok = true;
+  auto bound = [&](const YAML::Node& list, const std::string& path, std::size_t max, const std::string& per,
+                   const std::string& remedy) {
+    if (!list.IsDefined() || !list.IsSequence() || list.size() <= max) return;
+    p.add(list, path, fmt::format("{} entries, over the limit of {} {}; {}", list.size(), max, per, remedy));
+    ok = false;
+  };
+  bound(root["orgs"], "orgs", kMaxOrgs, "orgs per config", std::string("use fewer orgs, or ") + kSplitTenants);
+  bound(root["tenants"], "tenants", kMaxTenants, "tenants per config", kSplitTenants);
+  bound(root["models"], "models", kMaxModels, "models per config", "use fewer models");
+  bound(root["budgets"], "budgets", kMaxBudgets, "budgets per config",
+        "use fewer budgets (one of scope tenant covers all of its users and keys)");
+  const YAML::Node tenants = root["tenants"];
+  if (tenants.IsDefined() && tenants.IsSequence()) {
+    std::size_t i = 0;
+    for (const auto& t : tenants) {
+      std::string path = idx("tenants", i++);
+      if (!t.IsMap()) continue;
+      bound(t["users"], path + ".users", kMaxUsersPerTenant, "users per tenant",
+            "use fewer users, or split this tenant into several tenants");
+      bound(t["keys"], path + ".keys", kMaxKeysPerTenant, "keys per tenant",
+            "use fewer keys, or split this tenant into several tenants");
+    }
+  }
+  const YAML::Node models = root["models"];
+  if (models.IsDefined() && models.IsSequence()) {
+    std::size_t deployments = 0, i = 0;
+    for (const auto& m : models) {
+      std::string path = idx("models", i++) + ".deployments";
+      const YAML::Node deps = m.IsMap() ? m["deployments"] : YAML::Node();
+      if (!deps.IsDefined() || !deps.IsSequence()) continue;
+      deployments += deps.size();
+      if (deployments > kMaxDeployments) {
+        p.add(deps, path,
+              fmt::format("brings the deployments to {}, over the limit of {} per config (over all "
+                          "models); use fewer deployments", deployments, kMaxDeployments));
+        ok = false;
+        break;
+      }
+    }
+  }
+  return ok;
+}
+
 bool parse_hex32(const std::string& s, Sha256& out) {
   if (s.size() != 64) return false;
   auto nib = [](char c) -> int {
@@ -199,6 +340,9 @@ void load_server(Fields& f, ServerConfig& s, Problems& p) {
   f.millis("write_timeout_ms", s.write_timeout, 100, 3'600'000);
   f.millis("drain_timeout_ms", s.drain_timeout, 0, 3'600'000);
   if (auto a = f.str("access_log", false)) s.access_log = *a;
+  f.number("refusal_burst", s.refusal_burst, 0, 1e9);
+  f.number("refusal_per_s", s.refusal_per_s, 0, 1e9);
+  f.number("offload_count_bytes", s.offload_count_bytes, 0, 1 << 30);
   f.done();
 }
 
@@ -400,9 +544,20 @@ std::optional<HostPort> parse_host_port(std::string_view s, std::string* why) {
   return hp;
 }
 
+std::optional<std::string> config_size_problem(const std::string& source, std::uintmax_t bytes) {
+  if (bytes <= config_bounds::kMaxFileBytes) return std::nullopt;
+  return fmt::format(
+      "{}: the file is {} bytes ({:.1f} MiB), over the limit of {} bytes ({} MiB) for a config "
+      "file, as parsing YAML takes up to 250 bytes of memory per byte; {}, or share repeated "
+      "limits with YAML anchors (&name) and aliases (*name)",
+      source, bytes, static_cast<double>(bytes) / (1 << 20), config_bounds::kMaxFileBytes,
+      config_bounds::kMaxFileBytes >> 20, kSplitTenants);
+}
+
 std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::string source,
                                                  const EnvLookup& env) {
   Problems p(source);
+  if (auto too_large = config_size_problem(source, yaml.size())) return ConfigProblems{{std::move(*too_large)}};
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
@@ -412,6 +567,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
   Config c;
   c.source = source;
   if (!root.IsMap()) return ConfigProblems{{fmt::format("{}: the file must be a YAML mapping", source)}};
+  if (!check_tree(root, p) || !check_counts(root, p)) return ConfigProblems{p.take()};
   Fields top(root, "", p);
   {
     Fields s(top.get("server"), "server", p);
@@ -503,6 +659,9 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     cf.number("ttl_s", cc.ttl_s, 1, 365 * 86400.0);
     cf.number("max_entries_per_tenant", cc.max_entries_per_tenant, 1, 1e9);
     cf.number("max_bytes_per_tenant", cc.max_bytes_per_tenant, 1024, 1e12);
+    cf.number("max_partitions_per_tenant", cc.max_partitions_per_tenant, 1, 1e9);
+    cf.number("max_bytes_total", cc.max_bytes_total, 1 << 20, 1e12);
+    cf.number("flat_max_vectors", cc.flat_max_vectors, 0, 1e6);
     cf.number("max_temperature", cc.max_temperature, 0, 2);
     cf.number("verify_lexical", cc.verify_lexical, 0, 1);
     YAML::Node pubs = cf.seq("public_namespaces", false);
@@ -569,6 +728,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
       m.encoding = *e;
     }
     f.boolean("reasoning", m.reasoning);
+    f.number("context_tokens", m.context_tokens, 0, 100'000'000);
     {
       Fields pf(f.get("price"), f.sub("price"), p);
       auto usd = [&](const char* key, std::int64_t& out) {
