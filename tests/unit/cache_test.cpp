@@ -1,10 +1,14 @@
 // The cache core: guards, partitions by construction, exact and semantic
-// tiers, TTL, per-tenant LRU limits, purges; and the property that matters
-// most: a lookup never returns another partition's entry.
+// tiers (flat scan and HNSW), TTL, the per-tenant and store-wide bounds and
+// the byte count behind them, purges; and the property that matters most: a
+// lookup never returns another partition's entry.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "cache/guards.h"
@@ -187,9 +191,12 @@ TEST(CacheStore, EntriesExpireAndTenantsAreBoundedByLru) {
 TEST(CacheStore, ChurnDoesNotGrowThePartitionIndexForever) {
   StoreLimits l;
   l.max_entries_per_tenant = 50;
+  l.flat_max_vectors = 16;  // 50 vectors: an HNSW index
   CacheStore s(l);
   for (int i = 0; i < 5000; ++i) s.insert(key("p", "e" + std::to_string(i), "question number " + std::to_string(i)), "{}", "r" + std::to_string(i), 0);
   EXPECT_EQ(s.tenant_entries("t"), 50);
+  ASSERT_EQ(s.stats().indexed_partitions, 1);
+  EXPECT_GE(s.stats().index_slots, 50);
   EXPECT_LE(s.stats().index_slots, 2 * 50 + 65) << "deleted vectors are dropped by rebuilds";
   // The newest entries are still found through the (rebuilt) index.
   auto r = s.lookup(key("p", "none", "question number 4999"), 0.99f, 1);
@@ -254,23 +261,210 @@ TEST(CacheStore, PurgesByTenantUserAndEntry) {
 }
 
 TEST(CacheStore, ALookupNeverReturnsAnotherPartitionsEntry) {
-  // 40 users asking near-identical questions: every hit comes from the asker's own partition.
+  // 40 users asking near-identical questions: every hit comes from the asker's
+  // own partition, and a question its asker stored before always hits.
   CacheStore s({});
   std::mt19937 rng(7);
   const char* qs[] = {"How do I reset my password?", "how can I reset my password", "Reset my password please",
                       "What is my account balance?", "what's my account balance"};
   std::map<std::uint64_t, std::string> owner;
+  std::set<std::pair<std::string, std::string>> stored;  // (user, question)
+  int hits = 0, misses_of_others_questions = 0;
   for (int i = 0; i < 400; ++i) {
     const std::string user = "u" + std::to_string(rng() % 40), q = qs[rng() % 5];
     Key k = make_key(parse(R"({"model":"m","messages":[{"role":"user","content":")" + q + R"("}]})"), "t", user, false, {});
     k.embedding = local_embedding(k.prompt);
     auto r = s.lookup(k, 0.7f, i);
+    if (stored.count({user, q})) {
+      ASSERT_TRUE(r.hit) << user << " asked '" << q << "' before";
+      EXPECT_TRUE(r.hit->exact);
+    }
     if (r.hit) {
+      ++hits;
       EXPECT_EQ(owner.at(r.hit->entry_id), user);
     } else {
+      misses_of_others_questions += std::any_of(stored.begin(), stored.end(), [&](const auto& uq) { return uq.second == q; });
       owner[s.insert(k, "{}", "r" + std::to_string(i), i)] = user;
+      stored.insert({user, q});
     }
   }
+  EXPECT_GT(hits, 100);
+  EXPECT_GT(misses_of_others_questions, 20) << "the same question stored by another user is not this user's hit";
+}
+
+// A partition minted per request (another seed, max_tokens, system prompt...)
+// costs what it holds: no index for a single entry, and its own cost counted.
+TEST(CacheStore, TenThousandSingleEntryPartitionsStayWithinTheTenantsBytes) {
+  CacheStore s({});
+  for (int i = 0; i < 10'000; ++i)
+    s.insert(key("p" + std::to_string(i), "e", "question number " + std::to_string(i)), "{\"answer\":\"...\"}",
+             "r" + std::to_string(i), 0);
+  const StoreStats st = s.stats();
+  EXPECT_EQ(st.partitions, 10'000);
+  EXPECT_EQ(st.flat_partitions, 10'000);
+  EXPECT_EQ(st.indexed_partitions, 0);
+  EXPECT_EQ(st.index_bytes, 0);
+  EXPECT_LE(st.bytes, StoreLimits{}.max_bytes_per_tenant);
+  // An entry with a 256-dim vector and a short prompt and answer, in its own partition: 2 to 4 KiB
+  // (bench/cache_bench: 2.7 KiB counted, 2.9 KiB of RSS with real digests and answers).
+  EXPECT_GT(st.bytes, 10'000 * 2048);
+  EXPECT_LT(st.bytes, 10'000 * 4096);
+}
+
+TEST(CacheStore, AnIndexIsChargedWhatHnswlibAllocates) {
+  // An index per partition (what the store did for every partition): each
+  // costs its 65,536 mutexes and more, so the tenant's bytes bound evicts.
+  StoreLimits l;
+  l.flat_max_vectors = 0;
+  CacheStore s(l);
+  for (int i = 0; i < 100; ++i) s.insert(key("p" + std::to_string(i), "e", "question " + std::to_string(i)), "{}", "r" + std::to_string(i), 0);
+  const StoreStats st = s.stats();
+  EXPECT_EQ(st.indexed_partitions, st.partitions);
+  EXPECT_GE(st.index_bytes, st.indexed_partitions * 65'536 * static_cast<std::int64_t>(sizeof(std::mutex)));
+  EXPECT_LE(st.bytes, l.max_bytes_per_tenant);
+  EXPECT_LT(st.partitions, 30) << "64 MiB holds about 24 indexed partitions";
+  EXPECT_GT(st.partitions, 15);
+  EXPECT_TRUE(s.lookup(key("p99", "e", "question 99"), 0.9f, 1).hit) << "the newest stays";
+  EXPECT_FALSE(s.lookup(key("p0", "e", "question 0"), 0.9f, 1).hit) << "the oldest went";
+}
+
+// The best candidate (served, or the near miss) of a lookup: (entry id, similarity).
+std::pair<std::uint64_t, float> best(CacheStore& s, const Key& k) {
+  const auto r = s.lookup(k, 0.999f, 1);  // distinct prompts: nothing reaches it, the best is the near miss
+  if (r.hit) return {r.hit->entry_id, r.hit->similarity};
+  return r.near_miss ? std::pair{r.near_miss->entry_id, r.near_miss->similarity} : std::pair{std::uint64_t{0}, 0.0f};
+}
+
+TEST(CacheStore, APartitionSwitchesToHnswAboveTheFlatBoundAndBackWellBelow) {
+  StoreLimits indexed_above_32;
+  indexed_above_32.flat_max_vectors = 32;
+  StoreLimits always_flat;
+  always_flat.flat_max_vectors = 1'000'000;
+  CacheStore s(indexed_above_32), flat(always_flat);
+  const char* topics[] = {"password", "invoice", "shipping", "refund", "team", "export", "latency", "backup", "region"};
+  const char* verbs[] = {"change", "find", "cancel", "download", "explain"};
+  std::vector<Key> probes;
+  auto insert = [&](int i) {
+    const Key k = key("p", "e" + std::to_string(i),
+                      std::string("how do I ") + verbs[i % 5] + " the " + topics[i % 9] + " of item " + std::to_string(i));
+    s.insert(k, "{}", "r" + std::to_string(i), 0);
+    flat.insert(k, "{}", "r" + std::to_string(i), 0);
+  };
+  for (int i = 0; i < 32; ++i) insert(i);
+  for (int i = 0; i < 40; ++i)
+    probes.push_back(key("p", "none", std::string("please ") + verbs[(i * 7) % 5] + " my " + topics[i % 9] + " now"));
+  EXPECT_EQ(s.stats().indexed_partitions, 0) << "32 vectors: flat";
+  std::vector<std::pair<std::uint64_t, float>> flat_best;
+  for (const Key& p : probes) flat_best.push_back(best(s, p));
+
+  insert(32);  // the 33rd vector: an index
+  ASSERT_EQ(s.stats().indexed_partitions, 1);
+  EXPECT_GT(s.stats().index_bytes, 65'536 * static_cast<std::int64_t>(sizeof(std::mutex)));
+  EXPECT_EQ(s.stats().index_slots, 33);
+  for (std::size_t i = 0; i < probes.size(); ++i) {
+    const auto want = best(flat, probes[i]);
+    EXPECT_EQ(best(s, probes[i]), want) << "probe " << i;
+    if (flat_best[i].first != want.first) {
+      EXPECT_EQ(want.first, 33u) << "only the new entry may be nearer";
+    }
+  }
+
+  // Shrinking: the index stays down to 17 vectors (hysteresis), is freed at 16.
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_TRUE(s.purge_entry("ce_r" + std::to_string(i)));
+    flat.purge_entry("ce_r" + std::to_string(i));
+  }
+  EXPECT_EQ(s.stats().indexed_partitions, 1) << "17 vectors";
+  EXPECT_TRUE(s.purge_entry(std::string("ce_r16")));
+  flat.purge_entry(std::string("ce_r16"));
+  const StoreStats st = s.stats();
+  EXPECT_EQ(st.indexed_partitions, 0);
+  EXPECT_EQ(st.index_bytes, 0);
+  EXPECT_EQ(st.index_slots, 0);
+  EXPECT_EQ(st.bytes, flat.stats().bytes) << "both hold the same 16 entries in a flat partition";
+  for (std::size_t i = 0; i < probes.size(); ++i) EXPECT_EQ(best(s, probes[i]), best(flat, probes[i])) << "probe " << i;
+  // A flat partition keeps each entry's vector (the replica writes it).
+  EXPECT_EQ(s.entry(std::string("ce_r20"))->key.embedding, local_embedding(s.entry(std::string("ce_r20"))->key.prompt));
+}
+
+TEST(CacheStore, PartitionsPerTenantAreBoundedByLru) {
+  StoreLimits l;
+  l.max_partitions_per_tenant = 5;
+  CacheStore s(l);
+  s.insert(key("big", "e0", "the first question"), "{}", "r0", 0);
+  s.insert(key("big", "e1", "the second question"), "{}", "r1", 0);
+  for (int i = 1; i < 8; ++i) s.insert(key("p" + std::to_string(i), "e", "question " + std::to_string(i)), "{}", "q" + std::to_string(i), 0);
+  s.insert(key("other", "e", "another tenant's", "t2"), "{}", "o", 0);
+  // 8 partitions for t: its least recently used entries went, the two of "big" first (freeing it), then p1 and p2.
+  EXPECT_EQ(s.stats().partitions, 5 + 1);
+  EXPECT_EQ(s.tenant_entries("t"), 5);
+  EXPECT_FALSE(s.entry(std::string("ce_r0")));
+  EXPECT_FALSE(s.entry(std::string("ce_r1")));
+  EXPECT_FALSE(s.entry(std::string("ce_q1")));
+  EXPECT_FALSE(s.entry(std::string("ce_q2")));
+  for (int i = 3; i < 8; ++i) EXPECT_TRUE(s.entry("ce_q" + std::to_string(i))) << i;
+  EXPECT_EQ(s.tenant_entries("t2"), 1) << "per tenant";
+  // More entries in a partition it has are not another partition.
+  s.insert(key("p7", "e2", "question 7 again"), "{}", "q7b", 0);
+  EXPECT_EQ(s.tenant_entries("t"), 6);
+}
+
+TEST(CacheStore, TheStoreWideBoundEvictsTheLargestTenantsLeastRecentlyUsedEntry) {
+  StoreLimits l;
+  l.max_bytes_total = 200'000;
+  CacheStore s(l);
+  const std::string answer(10'000, 'x');
+  s.insert(key("ps", "s0", "small tenant question 0", "small"), answer, "s0", 0);
+  s.insert(key("ps", "s1", "small tenant question 1", "small"), answer, "s1", 0);
+  for (int i = 0; i < 30; ++i) s.insert(key("pb", "b" + std::to_string(i), "big question " + std::to_string(i), "big"), answer, "b" + std::to_string(i), 0);
+  EXPECT_LE(s.stats().bytes, l.max_bytes_total);
+  EXPECT_EQ(s.tenant_entries("small"), 2) << "the largest tenant pays";
+  const std::int64_t big = s.tenant_entries("big");
+  EXPECT_GT(big, 5);
+  EXPECT_LT(big, 30);
+  EXPECT_TRUE(s.entry(std::string("ce_b29")));
+  EXPECT_FALSE(s.entry(std::string("ce_b0")));
+  // The small tenant's insert at the bound evicts the big tenant's least recently used entry, not its own.
+  s.insert(key("ps", "s2", "small tenant question 2", "small"), answer, "s2", 0);
+  EXPECT_EQ(s.tenant_entries("small"), 3);
+  EXPECT_LT(s.tenant_entries("big"), big);
+  EXPECT_LE(s.stats().bytes, l.max_bytes_total);
+}
+
+TEST(CacheStore, TheByteCountReturnsToZeroWhenEverythingIsPurged) {
+  StoreLimits l;
+  l.flat_max_vectors = 8;
+  l.max_entries_per_tenant = 100;
+  CacheStore s(l);
+  EXPECT_EQ(s.stats().bytes, 0);
+  for (int i = 0; i < 300; ++i) {
+    const std::string tenant = i % 3 ? "t" : "t2", user = "u" + std::to_string(i % 4);
+    s.insert(key("p" + std::to_string(i % 7), "e" + std::to_string(i), "question number " + std::to_string(i), tenant, user),
+             std::string(i % 50, 'a'), "r" + std::to_string(i), 0, i % 5 ? -1 : 10);
+  }
+  // A public partition shared by both tenants: created by t2, taken over by t when t2's entries go.
+  s.insert(key("pub", "a", "shared question a", "t2"), "{}", "pub-a", 0);
+  s.insert(key("pub", "b", "shared question b", "t"), "{}", "pub-b", 0);
+  Key no_vector = key("novec", "x", "no embedding");
+  no_vector.embedding.clear();
+  s.insert(no_vector, "{}", "nv", 0);
+  Key other_size = key("p1", "y", "another embedder's vector");
+  other_size.embedding.resize(64);
+  s.insert(other_size, "{}", "os", 0);
+  EXPECT_GT(s.stats().indexed_partitions, 0);
+  EXPECT_GT(s.stats().flat_partitions, 0);
+  (void)s.lookup(key("p1", "e1", "question number 1"), 0.9f, 20);  // drops what expired
+  EXPECT_GT(s.purge_tenant("t2"), 0u);
+  EXPECT_TRUE(s.lookup(key("pub", "b", "shared question b"), 0.9f, 1).hit) << "t's entry in the shared partition stays";
+  EXPECT_GT(s.purge_user("t", "u1"), 0u);
+  EXPECT_GT(s.purge_tenant("t"), 0u);
+  const StoreStats st = s.stats();
+  EXPECT_EQ(st.entries, 0);
+  EXPECT_EQ(st.partitions, 0);
+  EXPECT_EQ(st.bytes, 0);
+  EXPECT_EQ(st.index_bytes, 0);
+  EXPECT_EQ(st.index_slots, 0);
+  EXPECT_EQ(st.indexed_partitions, 0);
 }
 
 }  // namespace
