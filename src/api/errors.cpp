@@ -4,15 +4,23 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include "core/text.h"
+
 namespace tg::api {
 namespace json = boost::json;
 
+namespace {
+constexpr std::size_t kMaxMessageBytes = 2048, kMaxFieldBytes = 128;
+}  // namespace
+
 std::string error_body(const ApiError& e) {
   json::object err;
-  err["message"] = e.message;
-  err["type"] = e.type;
-  err["param"] = e.param.empty() ? json::value(nullptr) : json::value(e.param);
-  err["code"] = e.code.empty() ? json::value(nullptr) : json::value(e.code);
+  // Messages quote what the client (or an upstream) sent: every string is
+  // made valid UTF-8 without control bytes, and bounded, before it is echoed.
+  err["message"] = printable(e.message, kMaxMessageBytes);
+  err["type"] = printable(e.type, kMaxFieldBytes);
+  err["param"] = e.param.empty() ? json::value(nullptr) : json::value(printable(e.param, kMaxFieldBytes));
+  err["code"] = e.code.empty() ? json::value(nullptr) : json::value(printable(e.code, kMaxFieldBytes));
   json::object root;
   root["error"] = std::move(err);
   return json::serialize(root);

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <fmt/chrono.h>
 
+#include "core/text.h"
+
 namespace tg::server {
 namespace json = boost::json;
 
@@ -36,18 +38,20 @@ std::string access_log_line(const Exchange& x) {
   auto now = std::chrono::system_clock::now();
   o["ts"] = fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", std::chrono::floor<std::chrono::milliseconds>(now));
   o["request_id"] = x.request_id;
-  o["method"] = x.method;
-  o["path"] = x.path;
+  // Client text is bounded and made printable (see core/text.h): a line is
+  // never longer than a few KB, whatever was sent.
+  o["method"] = printable(x.method, 32);
+  o["path"] = printable(x.path, 256);
   o["status"] = x.status;
   o["client"] = x.client_ip;
   if (x.principal) {
     o["org"] = x.principal->org;
     o["tenant"] = x.principal->tenant;
-    o["user"] = x.user;
+    o["user"] = printable(x.user, 128);
     o["key_id"] = x.principal->key_id;
   }
   if (!x.endpoint.empty()) o["endpoint"] = x.endpoint;
-  if (!x.model.empty()) o["model"] = x.model;
+  if (!x.model.empty()) o["model"] = printable(x.model, 256);
   if (!x.deployment.empty()) o["deployment"] = x.deployment;
   if (!x.endpoint.empty()) o["stream"] = x.stream;
   if (x.usage) {
@@ -55,7 +59,7 @@ std::string access_log_line(const Exchange& x) {
     o["completion_tokens"] = x.usage->completion_tokens;
   }
   if (x.upstream_status) o["upstream_status"] = x.upstream_status;
-  if (!x.error_code.empty()) o["error_code"] = x.error_code;
+  if (!x.error_code.empty()) o["error_code"] = printable(x.error_code, 64);
   if (x.client_gone) o["client_gone"] = true;
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - x.start);
   o["duration_us"] = us.count();
