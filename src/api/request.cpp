@@ -1,5 +1,7 @@
 #include "api/request.h"
 
+#include <algorithm>
+
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -27,6 +29,8 @@ std::string_view endpoint_path(Endpoint e) {
 }
 
 namespace {
+
+constexpr std::size_t kMaxModelBytes = 256;
 
 const char* kind_of(const json::value& v) {
   switch (v.kind()) {
@@ -214,6 +218,16 @@ Expected<ParsedRequest> parse_request(Endpoint endpoint, std::string_view body, 
   r.model = std::string(m->value().get_string());
   if (r.model.empty())
     return invalid_request("Invalid 'model': must not be empty.", "model", "invalid_value");
+  // A model id names a configured alias: bounded, printable (it reaches
+  // error messages, the ledger and the access log even when it is unknown).
+  if (r.model.size() > kMaxModelBytes)
+    return invalid_request(fmt::format("Invalid 'model': at most {} characters, got {}. Use one of the model ids "
+                                       "GET /v1/models lists.", kMaxModelBytes, r.model.size()),
+                           "model", "string_above_max_length");
+  for (unsigned char c : r.model)
+    if (c < 0x20 || c == 0x7F)
+      return invalid_request("Invalid 'model': control characters are not allowed. Use one of the model ids "
+                             "GET /v1/models lists.", "model", "invalid_value");
 
   if (auto u = o.find("user"); u != o.end() && !u->value().is_null()) {
     if (!u->value().is_string()) return type_error("user", "a string", u->value());
@@ -258,7 +272,16 @@ Expected<ParsedRequest> parse_request(Endpoint endpoint, std::string_view body, 
   if (auto e = check_int(o, "max_tokens", 1, 10'000'000, &max_tokens)) return *e;
   if (auto e = check_int(o, "max_completion_tokens", 1, 10'000'000, &max_completion_tokens)) return *e;
   r.max_output_tokens = max_completion_tokens ? max_completion_tokens : max_tokens;
-  if (auto e = check_int(o, "n", 1, 128)) return *e;
+  std::optional<std::uint32_t> n, best_of;
+  if (auto e = check_int(o, "n", 1, 128, &n)) return *e;
+  if (endpoint == Endpoint::kCompletions) {
+    if (auto e = check_int(o, "best_of", 1, 20, &best_of)) return *e;
+    if (best_of && n && *best_of < *n)
+      return invalid_request(fmt::format("Invalid value for 'best_of': {} is less than 'n' ({}); best_of must be "
+                                         "at least n.", *best_of, *n),
+                             "best_of", "invalid_value");
+  }
+  r.choices = std::max(n.value_or(1), best_of.value_or(1));
   if (auto e = check_number(o, "temperature", 0, 2)) return *e;
   if (auto e = check_number(o, "top_p", 0, 1)) return *e;
   if (auto e = check_number(o, "presence_penalty", -2, 2)) return *e;
@@ -343,6 +366,24 @@ std::vector<MessageText> message_texts(const ParsedRequest& req) {
     out.push_back(std::move(t));
   }
   return out;
+}
+
+bool is_valid_traceparent(std::string_view v) {
+  if (v.size() < 55 || v.size() > 512) return false;
+  auto hex = [&](std::size_t from, std::size_t n, bool nonzero) {
+    bool any = false;
+    for (std::size_t i = from; i < from + n; ++i) {
+      const char c = v[i];
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+      any = any || c != '0';
+    }
+    return !nonzero || any;
+  };
+  if (!hex(0, 2, false) || v.substr(0, 2) == "ff" || v[2] != '-' || !hex(3, 32, true) || v[35] != '-' ||
+      !hex(36, 16, true) || v[52] != '-' || !hex(53, 2, false))
+    return false;
+  if (v.substr(0, 2) == "00") return v.size() == 55;
+  return v.size() == 55 || v[55] == '-';
 }
 
 namespace {

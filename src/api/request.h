@@ -28,7 +28,11 @@ struct ParsedRequest {
   std::string model;         // the alias the client asked for
   bool stream = false;
   bool client_wants_usage = false;  // stream_options.include_usage, as the client sent it
-  std::optional<std::uint32_t> max_output_tokens;  // max_completion_tokens or max_tokens
+  std::optional<std::uint32_t> max_output_tokens;  // max_completion_tokens or max_tokens, per choice
+  // Completions the upstream generates for this request: `n` (chat and
+  // completions), or `best_of` when larger (completions generate best_of and
+  // return n). Every output estimate is per choice times this.
+  std::uint32_t choices = 1;
   std::string user;          // the body's `user` field (end-user id), may be empty
   bool embeddings_base64 = false;  // encoding_format == "base64"
   std::optional<std::uint32_t> dimensions;  // embeddings only
@@ -59,6 +63,12 @@ struct MessageText {
   std::string content;
 };
 std::vector<MessageText> message_texts(const ParsedRequest& req);
+
+// True when `v` is a W3C Trace Context traceparent (version-traceid-
+// parentid-flags in lowercase hex, ids not all zero, version not ff; a later
+// version may append "-..." fields). The gateway forwards only valid ones:
+// an invalid header is dropped, as the specification says a receiver does.
+bool is_valid_traceparent(std::string_view v);
 
 // Number of embedding inputs (1 for a plain string).
 std::size_t embedding_input_count(const ParsedRequest& req);

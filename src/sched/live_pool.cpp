@@ -59,19 +59,21 @@ LivePool::LivePool(std::string deployment, const PoolSettings& settings, const S
 double LivePool::now() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_).count(); }
 
 std::int64_t LivePool::expected_output(const AdmissionAsk& ask) {
-  std::optional<double> avg;
+  std::optional<double> avg;  // the tenant's output per choice
   {
     std::lock_guard lock(mu_);
     if (auto it = avg_output_.find(ask.tenant); it != avg_output_.end()) avg = it->second;
   }
+  const std::int64_t choices = std::max<std::int64_t>(1, ask.choices);
   // Before any history, a request's max_tokens is the prediction (the safe
-  // side for KV); after, the tenant's average, never above max_tokens.
-  if (!avg && ask.max_output_tokens) return std::max<std::int64_t>(1, *ask.max_output_tokens);
+  // side for KV); after, the tenant's average, never above max_tokens. Both
+  // per choice: n choices generate n times the output.
+  if (!avg && ask.max_output_tokens) return std::max<std::int64_t>(1, *ask.max_output_tokens) * choices;
   const std::string_view effort = ask.reasoning_effort.empty() && ask.reasoning_model ? "medium" : ask.reasoning_effort;
   const double factor = effort == "high" ? 4 : effort == "medium" ? 2 : 1;
   auto predicted = static_cast<std::int64_t>(std::ceil(avg.value_or(static_cast<double>(sched_.default_output_tokens)) * factor));
   if (ask.max_output_tokens) predicted = std::min<std::int64_t>(predicted, *ask.max_output_tokens);
-  return std::max<std::int64_t>(1, predicted);
+  return std::max<std::int64_t>(1, predicted) * choices;
 }
 
 void LivePool::wake_admitted(const std::vector<std::uint64_t>& ids, std::uint64_t self) {
@@ -118,7 +120,7 @@ net::awaitable<Expected<Ticket>> LivePool::acquire(const AdmissionAsk& ask) {
     core_.arrive({id, ask.tenant, ask.user, ask.prompt_tokens, expected, ask.priority,
                   t + std::chrono::duration<double>(timeout).count()},
                  t);
-    info_[id] = {ask.tenant, t};
+    info_[id] = {ask.tenant, t, std::max<std::int64_t>(1, ask.choices)};
     const auto ids = core_.dispatch(t);
     wake_admitted(ids, id);
     if (std::find(ids.begin(), ids.end(), id) != ids.end()) co_return Ticket(this, id);
@@ -178,8 +180,9 @@ void LivePool::release(std::uint64_t id, std::int64_t completion_tokens) {
   std::lock_guard lock(mu_);
   if (completion_tokens >= 0) {
     if (auto in = info_.find(id); in != info_.end()) {
-      auto [it, fresh] = avg_output_.try_emplace(in->second.tenant, static_cast<double>(completion_tokens));
-      if (!fresh) it->second = 0.9 * it->second + 0.1 * static_cast<double>(completion_tokens);
+      const double per_choice = static_cast<double>(completion_tokens) / static_cast<double>(in->second.choices);
+      auto [it, fresh] = avg_output_.try_emplace(in->second.tenant, per_choice);
+      if (!fresh) it->second = 0.9 * it->second + 0.1 * per_choice;
     }
   }
   info_.erase(id);

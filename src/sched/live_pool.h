@@ -57,10 +57,11 @@ class Ticket {
 struct AdmissionAsk {
   std::string tenant, user;
   std::int64_t prompt_tokens = 0;
-  std::optional<std::uint32_t> max_output_tokens;
+  std::optional<std::uint32_t> max_output_tokens;  // per choice
   std::string reasoning_effort;  // "", minimal, low, medium, high
   bool reasoning_model = false;  // the model is configured `reasoning: true`
   Priority priority = Priority::kInteractive;
+  std::int64_t choices = 1;  // completions generated (n, best_of): the expected output is per choice times this
 };
 
 class LivePool {
@@ -118,6 +119,7 @@ class LivePool {
   struct Info {
     std::string tenant;
     double arrived = 0;
+    std::int64_t choices = 1;
   };
   std::unordered_map<std::uint64_t, Info> info_;
   std::map<std::string, TenantMetrics> metrics_;

@@ -152,3 +152,60 @@ TEST(UsageOfBody, FindsTheTopLevelUsageWithoutParsingTheRest) {
 }
 }  // namespace
 }  // namespace tg::api
+
+namespace tg::api {
+namespace {
+
+TEST(ParseRequest, ChoicesAreNOrBestOfAndEveryOutputEstimateIsPerChoice) {
+  auto one = parse_request(Endpoint::kChatCompletions, R"({"model":"m","messages":[{"role":"user","content":"x"}]})");
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->choices, 1u);
+  auto many = parse_request(Endpoint::kChatCompletions,
+                            R"({"model":"m","n":128,"max_tokens":10,"messages":[{"role":"user","content":"x"}]})");
+  ASSERT_TRUE(many.ok());
+  EXPECT_EQ(many->choices, 128u);
+  EXPECT_EQ(*many->max_output_tokens, 10u);
+  auto best = parse_request(Endpoint::kCompletions, R"({"model":"m","prompt":"x","n":2,"best_of":5})");
+  ASSERT_TRUE(best.ok());
+  EXPECT_EQ(best->choices, 5u);
+  EXPECT_EQ(parse_error(Endpoint::kCompletions, R"({"model":"m","prompt":"x","n":5,"best_of":2})").param, "best_of");
+  EXPECT_EQ(parse_error(Endpoint::kChatCompletions, R"({"model":"m","n":129,"messages":[{"role":"user","content":"x"}]})").param, "n");
+}
+
+TEST(ParseRequest, TheModelNameIsBoundedAndPrintable) {
+  const std::string long_model = std::string(R"({"model":")") + std::string(257, 'm') + R"(","messages":[{"role":"user","content":"x"}]})";
+  ApiError e = parse_error(Endpoint::kChatCompletions, long_model);
+  EXPECT_EQ(e.code, "string_above_max_length");
+  EXPECT_EQ(e.param, "model");
+  EXPECT_LT(e.message.size(), 200u);
+  EXPECT_EQ(parse_error(Endpoint::kChatCompletions, R"({"model":"a\u0000b","messages":[{"role":"user","content":"x"}]})").param, "model");
+  EXPECT_TRUE(parse_request(Endpoint::kChatCompletions,
+                            std::string(R"({"model":")") + std::string(256, 'm') + R"(","messages":[{"role":"user","content":"x"}]})")
+                  .ok());
+}
+
+TEST(Traceparent, OnlyTheW3CFormatIsValid) {
+  EXPECT_TRUE(is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+  EXPECT_TRUE(is_valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"));
+  EXPECT_FALSE(is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));  // version 00: exactly 55
+  EXPECT_FALSE(is_valid_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+  EXPECT_FALSE(is_valid_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+  EXPECT_FALSE(is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"));
+  EXPECT_FALSE(is_valid_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+  EXPECT_FALSE(is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nx: y"));
+  EXPECT_FALSE(is_valid_traceparent(""));
+  EXPECT_FALSE(is_valid_traceparent(std::string(600, 'a')));
+}
+
+TEST(ErrorBody, EchoedTextIsValidUtf8AndBounded) {
+  ApiError e = invalid_request(std::string("bad value '\xff\xfe\x1b[31m' ") + std::string(10000, 'x'), "p\xff", "c");
+  const std::string body = error_body(e);
+  auto v = json::parse(body);  // boost.json validates UTF-8 when parsing
+  const std::string msg(v.at("error").at("message").as_string());
+  EXPECT_NE(msg.find("\\xFF\\xFE\\x1B[31m"), std::string::npos) << msg;
+  EXPECT_LT(body.size(), 2300u);
+  EXPECT_EQ(std::string(v.at("error").at("param").as_string()), "p\\xFF");
+}
+
+}  // namespace
+}  // namespace tg::api
