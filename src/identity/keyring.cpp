@@ -19,22 +19,31 @@ KeyRing::KeyRing(const Config& config) {
   }
 }
 
+std::optional<std::string_view> bearer_token(std::string_view authorization) {
+  if (authorization.empty()) return authorization;
+  constexpr std::string_view kBearer = "bearer";
+  if (authorization.size() <= kBearer.size() || authorization[kBearer.size()] != ' ' ||
+      !std::equal(kBearer.begin(), kBearer.end(), authorization.begin(),
+                  [](char a, char b) { return std::tolower(static_cast<unsigned char>(b)) == a; }))
+    return std::nullopt;
+  std::string_view token = authorization.substr(kBearer.size());
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+  if (token.empty()) return std::nullopt;
+  return token;
+}
+
 Expected<const Principal*> KeyRing::authenticate(std::string_view authorization,
                                           std::string_view api_key) const {
   std::string_view key = api_key;
   if (!authorization.empty()) {
-    constexpr std::string_view kBearer = "Bearer ";
-    if (authorization.size() <= kBearer.size() ||
-        !std::equal(kBearer.begin(), kBearer.end(), authorization.begin(),
-                    [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+    auto token = bearer_token(authorization);
+    if (!token)
       return authentication_error(
           "The Authorization header must be 'Bearer <key>'. Pass your tenantgate virtual key "
           "(it starts with 'tg-') as the API key.",
           "invalid_authorization_header");
-    }
-    key = authorization.substr(kBearer.size());
-    while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
-    while (!key.empty() && key.back() == ' ') key.remove_suffix(1);
+    key = *token;
   }
   if (key.empty()) {
     return authentication_error(

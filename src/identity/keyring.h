@@ -4,6 +4,7 @@
 // a secret.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -23,6 +24,12 @@ struct Principal {
   bool user_bound = false;  // the key itself names the user
   const TenantConfig* tenant_config = nullptr;
 };
+
+// The credentials of an `Authorization: Bearer <token>` header: the scheme
+// is matched case-insensitively (RFC 9110 §11.1), then one or more spaces,
+// then the token without surrounding spaces. nullopt when the header has
+// another scheme or no token; an empty header gives an empty token.
+std::optional<std::string_view> bearer_token(std::string_view authorization);
 
 class KeyRing {
  public:

@@ -67,5 +67,18 @@ TEST_F(KeyRingTest, RejectsWithPreciseCodes) {
   EXPECT_EQ(bad.error().message.find("secret-value"), std::string::npos) << "the key must not be echoed";
 }
 
+TEST(BearerToken, TheSchemeIsParsedNotSkipped) {
+  EXPECT_EQ(bearer_token("Bearer abc"), std::optional<std::string_view>("abc"));
+  EXPECT_EQ(bearer_token("bearer abc"), std::optional<std::string_view>("abc"));
+  EXPECT_EQ(bearer_token("BEARER   abc  "), std::optional<std::string_view>("abc"));
+  EXPECT_EQ(bearer_token(""), std::optional<std::string_view>(""));
+  EXPECT_EQ(bearer_token("XXXXXXXabc"), std::nullopt);  // 7 characters are not a scheme
+  EXPECT_EQ(bearer_token("Bearerabc"), std::nullopt);
+  EXPECT_EQ(bearer_token("Basic abc"), std::nullopt);
+  EXPECT_EQ(bearer_token("Bearer\tabc"), std::nullopt);
+  EXPECT_EQ(bearer_token("Bearer "), std::nullopt);
+  EXPECT_EQ(bearer_token("Bearer"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace tg::identity
