@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string_view>
 #include <vector>
 
@@ -18,6 +19,9 @@ struct ChatTurn {
   std::string_view content;  // the text parts, joined
 };
 
-std::uint64_t count_chat_tokens(const Tokenizer& tok, const std::vector<ChatTurn>& turns);
+// The exact count, or, once it passes `limit`, some number above `limit`
+// (counting stops there; see Tokenizer::count).
+std::uint64_t count_chat_tokens(const Tokenizer& tok, const std::vector<ChatTurn>& turns,
+                                std::uint64_t limit = std::numeric_limits<std::uint64_t>::max());
 
 }  // namespace tg::meter

@@ -3,6 +3,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <array>
 #include <limits>
 #include <mutex>
@@ -63,6 +64,7 @@ struct Tokenizer::Impl {
   std::unordered_map<std::string_view, std::uint32_t> ranks;
   pcre2_code* code = nullptr;
   bool jit = false;
+  std::size_t longest = 1;  // bytes of the longest token: a piece of n bytes is at least n / longest tokens
 
   ~Impl() {
     if (code) pcre2_code_free(code);
@@ -124,8 +126,10 @@ Tokenizer::Tokenizer(Encoding e, std::string_view rank_file) : encoding_(e), imp
     ranks.push_back(r);
   }
   m.ranks.reserve(spans.size());
-  for (std::size_t i = 0; i < spans.size(); ++i)
+  for (std::size_t i = 0; i < spans.size(); ++i) {
     m.ranks.emplace(std::string_view(m.bytes).substr(spans[i].first, spans[i].second), ranks[i]);
+    m.longest = std::max(m.longest, spans[i].second);
+  }
   for (int b = 0; b < 256; ++b) {
     char c = static_cast<char>(b);
     if (!m.ranks.count(std::string_view(&c, 1)))
@@ -232,10 +236,11 @@ void Tokenizer::Impl::merge_large(std::string_view piece, std::vector<std::uint3
   for (std::uint32_t i = 0; i < n; i = next[i]) out.push_back(rank(piece.substr(i, next[i] - i)));
 }
 
-std::vector<std::uint32_t> Tokenizer::encode(std::string_view text) const {
+// Encodes `text` piece by piece into `out`, stopping once `out` holds more
+// than `limit` tokens (or would: a long piece is first weighed by its lower
+// bound, n bytes / the longest token). Returns false when it stopped early.
+bool Tokenizer::encode_until(std::string_view text, std::size_t limit, std::vector<std::uint32_t>& out) const {
   if (!is_valid_utf8(text)) throw std::invalid_argument("text is not valid UTF-8");
-  std::vector<std::uint32_t> out;
-  out.reserve(text.size() / 3 + 1);
   // Match data is per thread and reused (two ovector slots are all we read);
   // the JIT entry point skips the interpreter's per-call checks.
   struct MatchData {
@@ -247,6 +252,7 @@ std::vector<std::uint32_t> Tokenizer::encode(std::string_view text) const {
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   PCRE2_SIZE offset = 0;
   while (offset < text.size()) {
+    if (out.size() > limit) return false;
     int rc = impl_->jit ? pcre2_jit_match(impl_->code, subject, text.size(), offset, 0, md, nullptr)
                         : pcre2_match(impl_->code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, md, nullptr);
     if (rc < 0) break;  // the patterns match every character; nothing is left over
@@ -260,13 +266,28 @@ std::vector<std::uint32_t> Tokenizer::encode(std::string_view text) const {
     std::uint32_t whole = impl_->rank(piece);
     if (whole != kNoRank) out.push_back(whole);
     else if (piece.size() <= 128) impl_->merge_small(piece, out);
+    else if (out.size() + (piece.size() + impl_->longest - 1) / impl_->longest > limit) return false;
     else impl_->merge_large(piece, out);
     offset = end;
   }
+  return out.size() <= limit;
+}
+
+std::vector<std::uint32_t> Tokenizer::encode(std::string_view text) const {
+  std::vector<std::uint32_t> out;
+  out.reserve(text.size() / 3 + 1);
+  encode_until(text, std::numeric_limits<std::size_t>::max(), out);
   return out;
 }
 
-std::size_t Tokenizer::count(std::string_view text) const { return encode(text).size(); }
+std::size_t Tokenizer::count(std::string_view text, std::size_t limit) const {
+  thread_local std::vector<std::uint32_t> ids;  // reused: counting keeps no ids
+  ids.clear();
+  const bool whole = encode_until(text, limit, ids);
+  const std::size_t n = whole ? ids.size() : std::max(ids.size(), limit + 1);
+  if (ids.capacity() > (1u << 20)) std::vector<std::uint32_t>().swap(ids);  // a huge prompt's buffer is not kept
+  return n;
+}
 
 bool is_valid_utf8(std::string_view s) {
   std::size_t i = 0;

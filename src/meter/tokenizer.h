@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -44,12 +45,16 @@ class Tokenizer {
   // REQUIRES: `text` is valid UTF-8 (see is_valid_utf8); invalid input
   // throws std::invalid_argument.
   std::vector<std::uint32_t> encode(std::string_view text) const;
-  std::size_t count(std::string_view text) const;
+  // The number of tokens of `text`, or, once the count passes `limit`, some
+  // number above `limit` (counting stops there: refusing a prompt that can
+  // never be admitted costs about `limit` tokens of work, not the prompt's).
+  std::size_t count(std::string_view text, std::size_t limit = std::numeric_limits<std::size_t>::max()) const;
 
   Encoding encoding() const { return encoding_; }
   std::size_t vocabulary_size() const;
 
  private:
+  bool encode_until(std::string_view text, std::size_t limit, std::vector<std::uint32_t>& out) const;
   struct Impl;
   Encoding encoding_;
   std::unique_ptr<Impl> impl_;
