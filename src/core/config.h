@@ -31,6 +31,14 @@ struct ServerConfig {
   Millis write_timeout{30'000};   // one write to a slow reader
   Millis drain_timeout{20'000};   // SIGTERM: in-flight work gets this long
   std::string access_log = "stdout";  // stdout | stderr | off | a file path
+  // What refused requests may cost (limits/refusal_budget.h), per key or
+  // client address and per worker thread: units (one a refusal before
+  // admission, one per 64 KiB of body) held at once and refilled a second.
+  // refusal_burst 0: never limited.
+  double refusal_burst = 200, refusal_per_s = 5;
+  // Prompts of more bytes than this are tokenized on the counting thread,
+  // never on an I/O worker (whose other connections would wait meanwhile).
+  std::size_t offload_count_bytes = 64u << 10;
 };
 
 // A per-minute limit with HTB-style borrowing. `ceil` is the hard cap (0:
@@ -190,6 +198,10 @@ struct ModelConfig {
   PriceConfig price;     // all zero when the model has no price
   ScopeLimits limits;
   bool reasoning = false;  // a reasoning model: fair admission expects longer outputs of it
+  // The model's context window (prompt + output), in tokens; 0: unknown.
+  // When set, a longer request is refused with 400 context_length_exceeded
+  // before admission, and counting its prompt stops there.
+  std::uint64_t context_tokens = 0;
   std::vector<DeploymentConfig> deployments;
 };
 
@@ -257,7 +269,10 @@ struct CacheConfig {
   std::uint32_t prior_turns = 0;   // earlier turns embedded with the last user turn
   double ttl_s = 3600;
   std::int64_t max_entries_per_tenant = 10'000;
-  std::int64_t max_bytes_per_tenant = 64ll << 20;
+  std::int64_t max_bytes_per_tenant = 64ll << 20;  // entries, their partitions and indexes, counted (cache/store.h)
+  std::int64_t max_partitions_per_tenant = 10'000;
+  std::int64_t max_bytes_total = 512ll << 20;   // the whole store; the largest tenant's LRU entry goes first
+  std::int64_t flat_max_vectors = 512;          // a partition scans its vectors up to this many, then builds an HNSW index
   double max_temperature = 1.0;    // hotter requests are not cached
   std::string embedder = "local";  // local (built in), or a model alias served by an OpenAI-compatible /v1/embeddings
   // Fleet mode: entries in Redis, every gateway's store a replica (empty host: per process).

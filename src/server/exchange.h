@@ -32,6 +32,8 @@ struct Exchange {
   std::string parent_id;  // X-TG-Parent
   std::string feature;  // X-TG-Feature (cost attribution tag)
   bool batch = false;   // X-TG-Priority: batch
+  std::size_t body_bytes = 0;      // of the request, for what a refusal costs (limits/refusal_budget.h)
+  bool reached_admission = false;  // refused before admission or not (ditto)
   // parse + route
   const ModelConfig* model_config = nullptr;
   std::uint64_t prompt_tokens_est = 0;  // our own count of the prompt (real BPE)

@@ -60,6 +60,7 @@ struct Worker {
   io::DeadlineSweeper deadlines{ioc.get_executor()};
   std::unique_ptr<upstream::Router> router;
   std::unique_ptr<store::RedisLimitStore> redis_limits;
+  std::unique_ptr<limits::RefusalBudget> refusals;
   std::unique_ptr<WorkerContext> ctx;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::thread thread;
@@ -74,6 +75,7 @@ struct Gateway::Impl {
   std::map<std::string, std::unique_ptr<net::ssl::context>> tls_by_ca;  // shared, read-only after setup
   meter::BudgetBook budgets;
   net::thread_pool admin_pool{1};  // admin API queries and webhooks, never on a worker
+  net::thread_pool count_pool{1};  // large prompts' token counts, never on a worker
   Webhook webhook{admin_pool.get_executor()};
   std::unique_ptr<meter::LedgerWriter> ledger;  // outlives the workers (declared before them)
   std::unique_ptr<limits::LimitStore> limit_store;  // in-process; with Redis, this process's share for outages
@@ -154,6 +156,9 @@ int Gateway::run() {
     limits.ttl_s = cc.ttl_s;
     limits.max_entries_per_tenant = cc.max_entries_per_tenant;
     limits.max_bytes_per_tenant = cc.max_bytes_per_tenant;
+    limits.max_partitions_per_tenant = cc.max_partitions_per_tenant;
+    limits.max_bytes_total = cc.max_bytes_total;
+    limits.flat_max_vectors = static_cast<std::uint32_t>(cc.flat_max_vectors);
     g.cache = std::make_unique<cache::CacheStore>(limits);
     if (!cc.redis_host.empty()) {
       g.cache_replica = std::make_unique<store::CacheReplica>(*g.cache, cc.redis_host, cc.redis_port, cc.redis_prefix, cc.ttl_s);
@@ -215,6 +220,12 @@ int Gateway::run() {
     w->ctx->pools = &g.pools;
     w->ctx->cache = g.cache.get();
     w->ctx->cache_replica = g.cache_replica.get();
+    w->ctx->count_executor = g.count_pool.get_executor();
+    if (sc.refusal_burst > 0) {
+      w->refusals = std::make_unique<limits::RefusalBudget>(
+          limits::RefusalBudgetSettings{sc.refusal_burst, sc.refusal_per_s, 4096});
+      w->ctx->refusals = w->refusals.get();
+    }
     if (g.redis_policy) {
       w->redis_limits = std::make_unique<store::RedisLimitStore>(w->ioc.get_executor(), g.config.limits, w->deadlines,
                                                                  *g.redis_policy, *g.limit_store, g.redis_stats);

@@ -18,6 +18,8 @@
 #include "meter/usage_query.h"
 #include "identity/keys.h"
 #include "limits/limit_store.h"
+#include "limits/refusal_budget.h"
+#include "core/text.h"
 
 #include <random>
 
@@ -102,22 +104,31 @@ ApiError map_upstream_status(int status, const std::string& body, const std::str
 }
 
 // The end user a request is for: the key's own user, else X-TG-User, else the
-// body's `user` field. A user-bound key cannot speak for someone else.
+// body's `user` field. A user-bound key cannot speak for someone else, by
+// header or by body; both are validated alike.
 Expected<std::string> resolve_user(const identity::Principal& p, std::string_view header,
                                    const std::string& body_user) {
-  if (!header.empty()) {
-    std::string h(header);
-    if (!is_valid_external_id(h))
-      return invalid_request("Invalid X-TG-User header: use 1-128 characters of A-Z a-z 0-9 . _ : @ / -.",
-                             "X-TG-User", "invalid_user_header");
-    if (p.user_bound && h != p.user)
-      return permission_error(fmt::format("This key belongs to user '{}' and cannot act as '{}'. Use a "
-                                          "tenant-level key to send requests for other users.", p.user, h),
+  struct Claim {
+    std::string value;
+    const char* param;
+    const char* code;
+  };
+  const Claim claims[] = {{std::string(header), "X-TG-User", "invalid_user_header"},
+                          {body_user, "user", "invalid_user"}};
+  for (const Claim& c : claims) {
+    if (c.value.empty()) continue;
+    if (!is_valid_external_id(c.value))
+      return invalid_request(fmt::format("Invalid {}: use 1-128 characters of A-Z a-z 0-9 . _ : @ / -.",
+                                         c.param == std::string_view("user") ? "'user' field" : "X-TG-User header"),
+                             c.param, c.code);
+    if (p.user_bound && c.value != p.user)
+      return permission_error(fmt::format("This key belongs to user '{}' and cannot act as '{}' ({}). Use a "
+                                          "tenant-level key to send requests for other users.", p.user, c.value,
+                                          c.param),
                               "user_mismatch");
-    return h;
   }
   if (p.user_bound) return p.user;
-  return body_user;
+  return claims[0].value.empty() ? body_user : claims[0].value;
 }
 
 // A whole answer for the endpoints that never suspend before answering.
@@ -172,16 +183,18 @@ const meter::Tokenizer& tokenizer_for(const WorkerContext& ctx, const ModelConfi
 }
 
 // The prompt's tokens as OpenAI counts them (estimate cost stage).
-std::uint64_t estimate_prompt_tokens(const WorkerContext& ctx, const ModelConfig& m, const api::ParsedRequest& r) {
+// Past `limit` the count stops and is some number above it.
+std::uint64_t estimate_prompt_tokens(const WorkerContext& ctx, const ModelConfig& m, const api::ParsedRequest& r,
+                                     std::uint64_t limit) {
   const meter::Tokenizer& tok = tokenizer_for(ctx, m);
   if (r.endpoint == api::Endpoint::kChatCompletions) {
     auto texts = api::message_texts(r);
     std::vector<meter::ChatTurn> turns;
     turns.reserve(texts.size());
     for (const auto& t : texts) turns.push_back({t.role, t.name, t.content});
-    return meter::count_chat_tokens(tok, turns);
+    return meter::count_chat_tokens(tok, turns, limit);
   }
-  return tok.count(api::prompt_text(r));
+  return tok.count(api::prompt_text(r), static_cast<std::size_t>(std::min<std::uint64_t>(limit, SIZE_MAX)));
 }
 
 // A request without max_tokens is reserved as if it may produce this many
@@ -194,11 +207,38 @@ limits::Micros limits_now() {
       .count();
 }
 
+// The refusal budget's clock: seconds of the steady clock.
+double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 // Retry-After gets 0..10% (at least 0..1 s) added, so clients refused together
 // do not all come back in the same second.
 int retry_jitter_s(int retry_after_s) {
   thread_local std::minstd_rand rng(std::random_device{}());
   return std::uniform_int_distribution<int>(0, std::max(1, retry_after_s / 10))(rng);
+}
+
+// The refusal budget's source: the key, or the client's address without one.
+std::string refusal_source(const Exchange& x) {
+  return x.principal ? "key:" + x.principal->key_id : "ip:" + x.client_ip;
+}
+
+// A source that spent its refusal budget (limits/refusal_budget.h) is
+// refused before anything of its request is parsed or counted.
+std::optional<ApiError> refused_unread(WorkerContext& ctx, const Exchange& x) {
+  if (!ctx.refusals) return std::nullopt;
+  const int wait_s = ctx.refusals->blocked_for_s(refusal_source(x), seconds_now());
+  if (!wait_s) return std::nullopt;
+  ctx.metrics.stats.refusal_budget_rejections_total.fetch_add(1);
+  ApiError e{429, "rate_limit_error", "too_many_refusals",
+             fmt::format("Too many refused requests from {} recently (their parsing and counting has a cost too): "
+                         "requests from it are refused unread for {} s. Fix what the earlier errors name, then retry.",
+                         x.principal ? fmt::format("key '{}'", x.principal->key_id) : std::string("this address"),
+                         wait_s),
+             {}};
+  e.retry_after_s = wait_s;
+  return e;
 }
 
 // Everything an inference request needs before it goes upstream, decided
@@ -213,9 +253,13 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
                                      json::storage_ptr storage) {
   x.endpoint = std::string(api::endpoint_name(ep));
   auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
-  if (!principal) return principal.error();
+  if (!principal) {
+    if (auto e = refused_unread(ctx, x)) return *e;
+    return principal.error();
+  }
   x.principal = *principal;
   x.user = x.principal->user;
+  if (auto e = refused_unread(ctx, x)) return *e;
   if (!is_json_content_type(req[http::field::content_type]))
     return ApiError{415, "invalid_request_error", "unsupported_media_type",
                     fmt::format("Content-Type must be application/json, got '{}'. Send the request body "
@@ -251,22 +295,54 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
   auto user = resolve_user(*x.principal, req["x-tg-user"], parsed->user);
   if (!user) return user.error();
   x.user = std::move(*user);
+  // The upstream sees the user the gateway attributed, never a claim it overrode.
+  if (!parsed->user.empty() && parsed->user != x.user) parsed->body["user"] = x.user;
   auto provider = ctx.router.route(parsed->model, x.principal->tenant_config);
   if (!provider) return provider.error();
   x.deployment = (*provider)->deployment().id;
   x.model_config = ctx.config.find_model(parsed->model);
-  x.prompt_tokens_est = estimate_prompt_tokens(ctx, *x.model_config, *parsed);
-  const std::uint64_t out = parsed->max_output_tokens.value_or(kDefaultOutputEstimate);
-  const PriceConfig& pr = x.model_config->price;
-  const meter::Spend est{meter::cost_micros({pr.input_per_1m, pr.output_per_1m, pr.cached_input_per_1m},
-                                            x.prompt_tokens_est, out, 0),
-                         static_cast<std::int64_t>(x.prompt_tokens_est + out)};
-  return Prepared{std::move(*parsed), *provider, est};
+  return Prepared{std::move(*parsed), *provider, {}};
+}
+
+// estimate: the prompt's tokens (counted on the counting thread when the
+// body is large, so an I/O worker never spends long on one request) plus the
+// most it may generate (per choice, times the choices). Counting stops once
+// the prompt cannot fit the model's context window.
+net::awaitable<std::optional<ApiError>> estimate(WorkerContext& ctx, Exchange& x, Prepared& prep, std::size_t body_bytes) {
+  const ModelConfig& m = *x.model_config;
+  const std::uint64_t out = std::uint64_t{prep.parsed.max_output_tokens.value_or(kDefaultOutputEstimate)} * prep.parsed.choices;
+  const std::uint64_t limit = m.context_tokens ? m.context_tokens : std::numeric_limits<std::uint64_t>::max();
+  auto count = [&] { x.prompt_tokens_est = estimate_prompt_tokens(ctx, m, prep.parsed, limit); };
+  if (body_bytes > ctx.config.server.offload_count_bytes && ctx.count_executor) {
+    auto work = [&]() -> net::awaitable<void> {
+      count();
+      co_return;
+    };
+    co_await net::co_spawn(ctx.count_executor, work, net::use_awaitable);
+  } else {
+    count();
+  }
+  // Each choice is its own sequence: the window holds the prompt and one choice's output.
+  const std::uint64_t per_choice = prep.parsed.max_output_tokens.value_or(0);
+  if (m.context_tokens && x.prompt_tokens_est + per_choice > m.context_tokens) {
+    const std::string what = x.prompt_tokens_est > m.context_tokens
+                                 ? fmt::format("more than {} tokens in the prompt", m.context_tokens)
+                                 : fmt::format("{} tokens in the prompt and up to {} to generate", x.prompt_tokens_est, per_choice);
+    co_return invalid_request(fmt::format("This model's maximum context length is {} tokens; the request has {}. "
+                                          "Shorten the messages or lower max_tokens.", m.context_tokens, what),
+                              "messages", "context_length_exceeded");
+  }
+  const PriceConfig& pr = m.price;
+  prep.estimate = {meter::cost_micros({pr.input_per_1m, pr.output_per_1m, pr.cached_input_per_1m}, x.prompt_tokens_est,
+                                      out, 0),
+                   static_cast<std::int64_t>(x.prompt_tokens_est + out)};
+  co_return std::nullopt;
 }
 
 // admit: reserve the estimate at every limit on the request's path (in this
 // process, or in Redis for a fleet), then at every budget. The refusal, if any.
 net::awaitable<std::optional<ApiError>> admit(WorkerContext& ctx, Exchange& x, const meter::Spend& est) {
+  x.reached_admission = true;
   limits::Ask ask;
   ask.org = x.principal->org;
   ask.tenant = x.principal->tenant;
@@ -312,7 +388,7 @@ net::awaitable<std::optional<ApiError>> enter_pool(WorkerContext& ctx, Exchange&
   if (it == ctx.pools->end()) co_return std::nullopt;
   sched::AdmissionAsk ask{x.principal->tenant, x.user, static_cast<std::int64_t>(x.prompt_tokens_est),
                           parsed.max_output_tokens, std::string(), false,
-                          x.batch ? sched::Priority::kBatch : sched::Priority::kInteractive};
+                          x.batch ? sched::Priority::kBatch : sched::Priority::kInteractive, parsed.choices};
   if (auto e = parsed.body.if_contains("reasoning_effort"); e && e->is_string()) ask.reasoning_effort = e->as_string();
   ask.reasoning_model = x.model_config && x.model_config->reasoning;
   Expected<sched::Ticket> t = co_await it->second->acquire(ask);
@@ -327,13 +403,16 @@ net::awaitable<void> serve_inference(Session& s, WorkerContext& ctx, Request& re
   json::monotonic_resource arena(s.json_arena(), Session::kJsonArenaBytes);
   auto prep = prepare_inference(ctx, req, x, ep, &arena);
   if (!prep) co_return co_await s.send_error(x, prep.error());
+  if (auto refused = co_await estimate(ctx, x, *prep, req.body().size())) co_return co_await s.send_error(x, *refused);
   if (auto refused = co_await admit(ctx, x, prep->estimate)) co_return co_await s.send_error(x, *refused);
   const api::ParsedRequest& parsed = prep->parsed;
   if (co_await serve_from_cache(s, ctx, req, x, parsed)) co_return;
   upstream::Provider& up = *prep->provider;
 
   // upstream, raced against the client going away
-  upstream::UpstreamRequest ureq{&parsed, x.request_id, std::string(req["traceparent"])};
+  const std::string_view traceparent = req["traceparent"];
+  upstream::UpstreamRequest ureq{&parsed, x.request_id,
+                                 api::is_valid_traceparent(traceparent) ? std::string(traceparent) : std::string()};
   RelaySink sink(s, x, parsed.client_wants_usage);
   std::optional<upstream::UpstreamReply> reply;
   s.watch_disconnect();
@@ -421,13 +500,14 @@ net::awaitable<std::string> on_admin_thread(WorkerContext& ctx, const std::funct
 
 // The admin API's authentication: the admin key, never a tenant key.
 std::optional<ApiError> check_admin_key(const WorkerContext& ctx, const Request& req) {
-  std::string_view auth = req[http::field::authorization];
-  constexpr std::string_view kBearer = "Bearer ";
-  std::string key = auth.size() > kBearer.size() ? std::string(auth.substr(kBearer.size())) : std::string();
-  const Sha256 h = identity::sha256(key);
+  const std::string_view auth = req[http::field::authorization];
+  if (auth.empty()) return authentication_error("The admin API needs the admin key as 'Authorization: Bearer <key>'.", "missing_api_key");
+  const std::optional<std::string_view> key = identity::bearer_token(auth);
+  if (!key)
+    return authentication_error("The Authorization header must be 'Bearer <admin key>'.", "invalid_authorization_header");
+  const Sha256 h = identity::sha256(*key);
   bool admin = false;
   for (const auto& k : ctx.config.admin_keys) admin = admin || k == h;
-  if (key.empty()) return authentication_error("The admin API needs the admin key as 'Authorization: Bearer <key>'.", "missing_api_key");
   if (!admin && ctx.keys.authenticate(auth, "").ok())
     return permission_error("This is a tenant key; the admin API needs an admin key (admin.key_sha256).", "admin_key_required");
   if (!admin) return authentication_error("Incorrect admin key.");
@@ -644,6 +724,7 @@ Answer answer_plain(WorkerContext& ctx, Request& req, Exchange& x, bool* deferre
 }  // namespace
 
 net::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
+  x.body_bytes = req.body().size();
   bool deferred = false;
   api::Endpoint ep{};
   Answer a = answer_plain(ctx, req, x, &deferred, &ep);
@@ -695,7 +776,7 @@ meter::LedgerRow ledger_row(const WorkerContext& ctx, const Exchange& x) {
                                        r.completion_tokens, r.cached_tokens);
   }
   r.status = x.status;
-  r.error_code = x.error_code;
+  r.error_code = printable(x.error_code, 64);  // an upstream's code may be anything
   r.ttft_us = x.ttft ? x.ttft->count() : -1;
   r.latency_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - x.start).count();
   return r;
@@ -703,13 +784,21 @@ meter::LedgerRow ledger_row(const WorkerContext& ctx, const Exchange& x) {
 }  // namespace
 
 void settle(WorkerContext& ctx, Exchange& x) {
-  static const std::string kNone;
+  static const std::string kNone, kUnknownModel = "_unknown";
+  // Metric labels are bounded by the configuration: a tenant id, a configured
+  // model alias, or one value for every model the configuration does not know.
   const std::string& tenant = x.principal ? x.principal->tenant : kNone;
+  const ModelConfig* known = x.model_config ? x.model_config : x.model.empty() ? nullptr : ctx.config.find_model(x.model);
+  const std::string& model = known ? known->alias : x.model.empty() ? kNone : kUnknownModel;
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - x.start).count();
-  ctx.metrics.record_request(tenant, x.model, x.endpoint, x.status, secs);
-  if (x.ttft) ctx.metrics.record_ttft(tenant, x.model, std::chrono::duration<double>(*x.ttft).count());
-  if (x.usage) ctx.metrics.record_tokens(tenant, x.model, x.usage->prompt_tokens, x.usage->completion_tokens);
+  ctx.metrics.record_request(tenant, model, x.endpoint, x.status, secs);
+  if (x.ttft) ctx.metrics.record_ttft(tenant, model, std::chrono::duration<double>(*x.ttft).count());
+  if (x.usage) ctx.metrics.record_tokens(tenant, model, x.usage->prompt_tokens, x.usage->completion_tokens);
   ctx.access_log.write(x);
+  // A refusal costs its source (limits/refusal_budget.h); one refused unread costs nothing more.
+  if (ctx.refusals && x.status >= 400 && x.status < 500 && x.error_code != "too_many_refusals")
+    ctx.refusals->charge(refusal_source(x), limits::RefusalBudget::cost(!x.reached_admission, x.body_bytes),
+                         seconds_now());
   x.pool_ticket.release(x.usage ? static_cast<std::int64_t>(x.usage->completion_tokens) : -1);
   if (!x.principal || (!ctx.ledger && !x.budget_hold && !x.admission.held())) return;
   meter::LedgerRow row = ledger_row(ctx, x);

@@ -23,6 +23,7 @@ namespace tg::server {
   COUNTER(bodies_too_large_total, "Requests rejected with 413 for their body size")                \
   COUNTER(upstream_cancelled_total, "Upstream requests cancelled because the client went away")    \
   COUNTER(budget_rejections_total, "Requests refused with 429 budget_exceeded")                     \
+  COUNTER(refusal_budget_rejections_total, "Requests refused unread: their key or address spent its refusal budget") \
   COUNTER(budget_soft_alerts_total, "Budgets whose spend crossed their soft threshold this period")  \
   COUNTER(cache_hits_total, "Requests answered from the response cache")                          \
   COUNTER(cache_misses_total, "Cache lookups that found nothing (or nothing the guards let through)") \

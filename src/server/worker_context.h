@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "identity/keyring.h"
 #include "limits/limit_store.h"
+#include "limits/refusal_budget.h"
 #include "io/deadlines.h"
 #include "meter/budget.h"
 #include "meter/ledger.h"
@@ -46,6 +47,8 @@ struct WorkerContext {
   const std::map<std::string, std::unique_ptr<sched::LivePool>>* pools = nullptr;
   cache::CacheStore* cache = nullptr;  // process-wide, thread-safe; null when the cache is off
   store::CacheReplica* cache_replica = nullptr;  // fleet mode: the cache's entries in Redis
+  limits::RefusalBudget* refusals = nullptr;  // this worker's; null when refusals are not limited
+  boost::asio::any_io_executor count_executor;  // large prompts are tokenized here, off the worker
 };
 
 }  // namespace tg::server
