@@ -216,11 +216,15 @@ RequestFacts request_facts(const api::ParsedRequest& req, const Policy& policy) 
 }
 
 Key key_in(const RequestFacts& f, const std::string& tenant, const std::string& user, bool tenant_scope,
-           const std::string& public_namespace) {
+           const std::string& public_namespace, const std::string& key_id) {
   Key k;
   k.tenant = tenant;  // the owner for limits and purges; not part of a public partition
   k.user = user;
-  k.scope = !public_namespace.empty() ? "public:" + public_namespace : tenant_scope ? "tenant" : "user:" + user;
+  // ("key:" cannot be confused with a user's scope: "user:" prefixes every user id, even one with colons.)
+  k.scope = !public_namespace.empty() ? "public:" + public_namespace
+            : tenant_scope            ? "tenant"
+            : user.empty()            ? "key:" + key_id
+                                      : "user:" + user;
   const std::string partition_tenant = public_namespace.empty() ? tenant : std::string();
   k.partition = sha256_hex(joined({f.content, partition_tenant, k.scope})).substr(0, 32);
   k.exact = f.exact;

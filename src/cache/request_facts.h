@@ -45,9 +45,11 @@ struct RequestFacts {
 RequestFacts request_facts(const api::ParsedRequest& req, const Policy& policy);
 // The key in one partition (the user's, the tenant's, or with
 // `public_namespace` the operator-defined namespace's: no tenant, scope
-// "public:<name>"); one hash.
+// "public:<name>"); one hash. A private key of a request that names no user
+// (a tenant-level key used without X-TG-User or `user`) is scoped to the key
+// that sent it, "key:<key_id>": two services of a tenant never share one.
 Key key_in(const RequestFacts& facts, const std::string& tenant, const std::string& user, bool tenant_scope,
-           const std::string& public_namespace = {});
+           const std::string& public_namespace = {}, const std::string& key_id = {});
 // request_facts then key_in.
 Key make_key(const api::ParsedRequest& req, const std::string& tenant, const std::string& user, bool tenant_scope,
              const Policy& policy, const std::string& public_namespace = {});

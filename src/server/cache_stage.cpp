@@ -115,17 +115,21 @@ net::awaitable<bool> serve_from_cache(Session& s, WorkerContext& ctx, const Requ
   }
   // The request's facts once; its key in each partition it may use (one hash each).
   const cache::RequestFacts facts = cache::request_facts(parsed, policy_of(ctx.config.cache));
-  x.cache_key = cache::key_in(facts, x.principal->tenant, x.user, false);
+  x.cache_key = cache::key_in(facts, x.principal->tenant, x.user, false, {}, x.principal->key_id);
   const bool may_share = (t && t->cache_tenant_scope) || ns;
+  // Semantic matching of a very long prompt is neither useful nor cheap (embedding and the guards'
+  // scans are linear in it, on this worker): such prompts use the exact tier only, and are never
+  // shared (the personal-data scan is not run on them either).
+  constexpr std::size_t kMaxSemanticPromptBytes = 16 << 10;
   // Shared answers (a tenant that opted in, a public namespace) only to prompts without personal data.
-  if (may_share && !cache::has_personal_data(facts.prompt)) {
+  if (may_share && facts.prompt.size() <= kMaxSemanticPromptBytes && !cache::has_personal_data(facts.prompt)) {
     if (t && t->cache_tenant_scope) x.cache_shared_key = cache::key_in(facts, x.principal->tenant, x.user, true);
     if (ns) {
       x.cache_public_key = cache::key_in(facts, x.principal->tenant, x.user, false, ns->name);
       x.cache_public_writer = std::find(ns->writers.begin(), ns->writers.end(), x.principal->tenant) != ns->writers.end();
     }
   }
-  if (ctx.config.cache.semantic && !x.cache_key->prompt.empty()) {
+  if (ctx.config.cache.semantic && !x.cache_key->prompt.empty() && x.cache_key->prompt.size() <= kMaxSemanticPromptBytes) {
     std::vector<float> v = co_await embed(ctx, x, x.cache_key->prompt);
     if (x.cache_shared_key) x.cache_shared_key->embedding = v;
     if (x.cache_public_key) x.cache_public_key->embedding = v;
