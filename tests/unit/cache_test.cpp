@@ -98,6 +98,16 @@ TEST(CacheKeys, PartitionsSeparateWhatMustNeverMeet) {
   EXPECT_EQ(pub.scope, "public:faq");
 }
 
+TEST(CacheKeys, ARequestWithoutAUserIsScopedToItsKey) {
+  const RequestFacts f = request_facts(parse(R"({"model":"m","messages":[{"role":"user","content":"hi"}]})"), {});
+  const Key svc_a = key_in(f, "acme", "", false, {}, "svc-a");
+  EXPECT_EQ(svc_a.scope, "key:svc-a");
+  EXPECT_NE(svc_a.partition, key_in(f, "acme", "", false, {}, "svc-b").partition) << "two tenant-level keys";
+  // A user literally named like a key scope is still a user scope: no collision.
+  EXPECT_NE(svc_a.partition, key_in(f, "acme", "key:svc-a", false, {}, "svc-x").partition);
+  EXPECT_NE(svc_a.partition, key_in(f, "acme", "", false, {}, "").partition);
+}
+
 TEST(CacheKeys, TheExactDigestIgnoresKeyOrderWhitespaceAndTransportFields) {
   const Key a = make_key(parse(R"({"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0})"), "t", "u", false, {});
   const Key b = make_key(parse(R"({ "temperature": 0, "stream": true, "user": "x",
