@@ -84,8 +84,19 @@ struct RedisLimitsConfig {
   bool cluster = false;            // a Redis Cluster (the address is a seed node); docs/limits-cluster.md
 };
 
+// The most the limit stores keep for names clients choose, per tenant
+// (limits/limit_store.h): at a bound the oldest entry that forgetting changes
+// nothing for goes, else the new name gets a 429 naming the bound.
+struct TrackingConfig {
+  std::int64_t users_per_tenant = 10'000;  // user scopes (X-TG-User, body `user`)
+  std::int64_t runs_per_tenant = 1'000;    // live agent runs (X-TG-Run)
+  std::int64_t calls_per_run = 10'000;     // calls a run remembers as possible parents
+  std::int64_t run_quiet_s = 300;          // a run this long without a call may be forgotten
+};
+
 struct LimitsConfig {
   RedisLimitsConfig redis;
+  TrackingConfig tracking;
   ScopeLimits global;
   RunLimits runs;  // every run, unless its tenant sets run_limits
   // A scope within its fair share may always use it: borrowers above their

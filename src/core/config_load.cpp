@@ -608,6 +608,12 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
     ff.number("burst_s", c.limits.fair_burst_s, 1, 3600);
     ff.number("active_window_s", c.limits.active_window_s, 1, 86400);
     ff.done();
+    Fields tf(lf.get("tracking"), lf.sub("tracking"), p);
+    tf.number("max_users_per_tenant", c.limits.tracking.users_per_tenant, 1, 1e7);
+    tf.number("max_runs_per_tenant", c.limits.tracking.runs_per_tenant, 1, 1e7);
+    tf.number("max_calls_per_run", c.limits.tracking.calls_per_run, 1, 1e7);
+    tf.number("run_quiet_s", c.limits.tracking.run_quiet_s, 1, 86400);
+    tf.done();
     Fields rf(lf.get("redis"), lf.sub("redis"), p);
     RedisLimitsConfig& r = c.limits.redis;
     if (auto hp = rf.address("address", lf.get("redis").IsDefined())) {

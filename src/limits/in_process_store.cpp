@@ -1,8 +1,12 @@
 // The in-process LimitStore: every scope is a node with token buckets kept
 // in integer units (tokens × µs-per-minute, so refill is exact integer
 // arithmetic), one mutex around admit/settle, no I/O and no clock.
+// What clients name is bounded per tenant (TrackingBounds): a tenant's user
+// nodes and its runs each sit in a queue, a run's calls too, and at a bound
+// the oldest entry that can be forgotten goes.
 #include <algorithm>
 #include <climits>
+#include <deque>
 #include <list>
 #include <mutex>
 #include <unordered_map>
@@ -40,6 +44,9 @@ constexpr std::int64_t kScale = 60'000'000;  // µs per minute: a level of 1 tok
 constexpr std::int64_t kUnset = LLONG_MIN;
 constexpr Micros kIdleEvict = 600'000'000;   // a scope idle this long (and full) is forgotten
 constexpr Micros kRunIdleEvict = 3'600'000'000;
+constexpr int kEvictScan = 32;                 // entries looked at, oldest first, when a bound is reached
+constexpr std::size_t kMaxCachedPaths = 65'536;  // the path cache starts over past this
+constexpr Micros kInFlightWait = 1'000'000;    // Retry-After when only a finishing request frees room
 
 // A token bucket: `level` in tokens × kScale, refilled at `per_min` tokens a
 // minute (which is per_min units a microsecond) up to `cap`. A fresh bucket is full.
@@ -70,6 +77,13 @@ struct Bucket {
     if (level >= need || per_min <= 0) return 0;
     return (need - level + per_min - 1) / per_min;
   }
+  // Microseconds from `now` until it is full again (0: forgetting it changes nothing).
+  Micros until_full(std::int64_t per_min, Micros now) const {
+    if (level == kUnset || per_min <= 0) return 0;
+    const Micros dt = now > t ? std::min<Micros>(now - t, 3'600'000'000) : 0;
+    const std::int64_t l = std::min(cap, level + dt * per_min);
+    return l >= cap ? 0 : (cap - l + per_min - 1) / per_min;
+  }
 };
 
 enum class Kind { kGlobal, kOrg, kTenant, kUser, kKey, kModel, kDeployment };
@@ -86,6 +100,14 @@ const char* kind_name(Kind k) {
   return "?";
 }
 
+struct Node;
+struct Run;
+
+// A tenant's names chosen by its clients, oldest first.
+struct Tenant {
+  std::list<Node*> users;
+  std::list<Run*> runs;
+};
 
 struct Node {
   std::string name;  // "tenant:acme"
@@ -103,6 +125,8 @@ struct Node {
   Node* active_parent = nullptr;  // set while in that parent's active list
   std::list<Node*>::iterator active_it;
   std::list<Node*> active_children;  // oldest activity first
+  Tenant* owner = nullptr;           // users: the tenant whose `users` list holds it
+  std::list<Node*>::iterator owner_it;
 
   const RateLimit& rate(int d) const { return d == 0 ? lim->requests_per_min : lim->tokens_per_min; }
 };
@@ -110,10 +134,12 @@ struct Node {
 struct Call {
   std::int32_t depth = 0;
   std::int32_t children = 0;
+  std::int32_t inflight = 0;
 };
 
 struct Run {
-  std::string id, tenant;
+  std::string key;         // "acme/r1": runs are per tenant
+  std::string id, tenant;  // "r1", "acme"
   const RunLimits* lim = nullptr;
   std::uint64_t gen = 0;
   Micros started = 0, last = 0;
@@ -122,6 +148,9 @@ struct Run {
   Bucket calls_bucket;
   // Hash of the request id → its place in the tree (64-bit: no allocation per call).
   std::unordered_map<std::uint64_t, Call> calls;
+  std::deque<std::uint64_t> call_order;  // the calls, oldest first
+  Tenant* owner = nullptr;
+  std::list<Run*>::iterator owner_it;
 };
 
 // The nodes of one distinct request path, cached by the store.
@@ -139,23 +168,147 @@ struct Hold {
   Node* share_children[3] = {};  // tree children whose share was charged
   int n_share = 0;
   Run* run = nullptr;
+  std::uint64_t call = 0;  // the run's call this request is
   std::int64_t tokens = 0, cost = 0;
 };
 
 class InProcessLimitStore final : public LimitStore {
  public:
-  explicit InProcessLimitStore(const Config& c) : policy_(c) {}
+  InProcessLimitStore(const Config& c, const TrackingBounds& b) : policy_(c), bounds_(b) {}
 
   Expected<Admission> admit(const Ask& ask, Micros now) override {
     std::lock_guard lock(mu_);
     last_now_ = std::max(last_now_, now);
     if (now - last_sweep_ > 10'000'000) sweep(now);
+    fresh_user_ = nullptr;
+    Expected<Admission> r = admit_locked(ask, now);
+    // A user scope first seen by a refused request is not kept, unless it
+    // counts as active for its tenant's fair share (then it is a user of the
+    // tenant like any other, within the tenant's bound).
+    if (!r.ok() && fresh_user_ && !counts_for_fair_share(*fresh_user_)) {
+      paths_.erase(path_key_);  // the one path that holds it
+      forget(*fresh_user_);
+    }
+    return r;
+  }
 
+  Expected<std::string> report(std::string_view scope, Micros now) override {
+    std::lock_guard lock(mu_);
+    if (scope.starts_with("run:")) {
+      const std::string_view name = scope.substr(4);
+      if (name.find('/') == std::string_view::npos)
+        return not_found(fmt::format("Name a run as run:TENANT/RUN_ID (runs are per tenant), not '{}'.", scope),
+                         "scope_not_found", "scope");
+      auto it = runs_.find(std::string(name));
+      if (it == runs_.end()) return not_found(fmt::format("No run '{}' is known (runs are kept for an hour after their last call).", name), "scope_not_found", "scope");
+      const Run& r = it->second;
+      const RunLimits& rl = run_limits(r.tenant);
+      return fmt::format(
+          R"({{"scope":"{}","tenant":"{}","run":"{}","started_ms_ago":{},"calls":{},"calls_remembered":{},"in_flight":{},"max_depth_seen":{},)"
+          R"("tokens_used":{},"tokens_reserved":{},"cost_used_micros":{},"cost_reserved_micros":{},)"
+          R"("limits":{{"max_tokens":{},"max_cost_micros":{},"max_concurrency":{},"max_depth":{},"max_fanout":{},"calls_per_min":{},"max_wall_s":{}}}}})",
+          scope, r.tenant, r.id, (now - r.started) / 1000, r.calls_total, r.calls.size(), r.inflight, r.max_depth_seen,
+          r.tokens_used, r.tokens_reserved, r.cost_used, r.cost_reserved, rl.tokens, rl.cost_micros, rl.concurrency,
+          rl.depth, rl.fanout, rl.calls_per_min, rl.wall_s);
+    }
+    auto it = nodes_.find(std::string(scope));
+    const ScopeLimits* lim = nullptr;
+    if (it == nodes_.end()) {
+      // A configured scope with no traffic yet.
+      lim = policy_.find(scope);
+      if (!lim) return not_found(fmt::format("No scope '{}' (use global, org:ID, tenant:ID, user:TENANT/USER, key:ID, model:ALIAS, deployment:ID or run:TENANT/RUN_ID).", scope), "scope_not_found", "scope");
+      return fmt::format(R"({{"scope":"{}","limits":{},"in_flight":0,"reserved_tokens":0,"requests_total":0,"tokens_total":0}})",
+                         scope, limits_json(*lim));
+    }
+    Node& s = *it->second;
+    resolve(s);
+    std::string remaining;
+    for (int d = 0; d < 2; ++d) {
+      const RateLimit& r = s.rate(d);
+      if (!r.ceil) continue;
+      s.hard[d].refill(r.ceil, r.ceil * kScale, now);
+      remaining += fmt::format(R"(,"{}_remaining":{})", d == 0 ? "requests" : "tokens",
+                               std::max<std::int64_t>(0, s.hard[d].level / kScale));
+    }
+    if (s.kind == Kind::kTenant) {
+      auto t = tenants_.find(s.id);
+      remaining += fmt::format(R"(,"users_tracked":{},"runs_live":{})", t == tenants_.end() ? 0 : t->second.users.size(),
+                               t == tenants_.end() ? 0 : t->second.runs.size());
+    }
+    expire(s, now);
+    return fmt::format(
+        R"({{"scope":"{}","limits":{},"in_flight":{},"reserved_tokens":{},"requests_total":{},"tokens_total":{},"active_children":{}{}}})",
+        s.name, limits_json(*s.lim), s.inflight, s.reserved_tokens, s.requests_total, s.tokens_total,
+        s.active_children.size(), remaining);
+  }
+
+  Expected<std::string> set_limits(std::string_view scope, const LimitsUpdate& update, Micros now) override {
+    {
+      std::lock_guard lock(mu_);
+      if (auto refused = refuse_limits_update(policy_, scope, update)) return *refused;
+      policy_.set(scope, update.limits);
+    }
+    return report(scope, now);
+  }
+
+  void reload(const Config& c) override {
+    std::lock_guard lock(mu_);
+    policy_.load(c);
+  }
+
+ protected:
+  void settle(void* hold, std::int64_t tokens, std::int64_t cost, Micros now) override {
+    std::unique_ptr<Hold> h(static_cast<Hold*>(hold));
+    std::lock_guard lock(mu_);
+    last_now_ = std::max(last_now_, now);
+    if (tokens < 0) tokens = h->tokens;  // released unsettled: charge the estimate
+    if (cost < 0) cost = h->cost;
+    const std::int64_t delta = (tokens - h->tokens) * kScale;
+    for (int i = 0; i < h->n; ++i) {
+      Node& s = *h->nodes[i];
+      --s.inflight;
+      s.reserved_tokens -= h->tokens;
+      ++s.requests_total;
+      s.tokens_total += tokens;
+      s.last_seen = std::max(s.last_seen, now);
+      resolve(s);
+      const RateLimit& r = s.rate(1);
+      if (r.ceil && s.hard[1].level != kUnset)
+        s.hard[1].level = std::clamp(s.hard[1].level - delta, -r.ceil * kScale, r.ceil * kScale);
+    }
+    for (int i = 0; i < h->n_share; ++i) {
+      Node& c = *h->share_children[i];
+      if (c.share[1].level != kUnset && c.share_cap[1])
+        c.share[1].level = std::clamp(c.share[1].level - delta, -c.share_cap[1] * 60, c.share_cap[1]);
+    }
+    if (Run* r = h->run) {
+      --r->inflight;
+      r->tokens_reserved -= h->tokens;
+      r->cost_reserved -= h->cost;
+      r->tokens_used += tokens;
+      r->cost_used += cost;
+      r->last = std::max(r->last, now);
+      if (auto c = r->calls.find(h->call); c != r->calls.end() && c->second.inflight > 0) --c->second.inflight;
+    }
+  }
+
+  Micros now_for_release() const override {
+    std::lock_guard lock(mu_);
+    return last_now_;
+  }
+
+ private:
+  Expected<Admission> admit_locked(const Ask& ask, Micros now) {
     // The path's nodes, resolved once per distinct path and cached.
     path_key_.assign(ask.org).append(1, '\0').append(ask.tenant).append(1, '\0').append(ask.user).append(1, '\0')
         .append(ask.key).append(1, '\0').append(ask.model).append(1, '\0').append(ask.deployment);
     auto pit = paths_.find(path_key_);
-    if (pit == paths_.end()) pit = paths_.emplace(path_key_, resolve_path(ask, now)).first;
+    if (pit == paths_.end()) {
+      if (paths_.size() >= kMaxCachedPaths) paths_.clear();
+      Expected<Path> resolved = resolve_path(ask, now);
+      if (!resolved.ok()) return resolved.error();
+      pit = paths_.emplace(path_key_, *resolved).first;
+    }
     const Path& path = pit->second;
     Node* const* chain = path.chain;
     const int depth = path.depth;
@@ -220,18 +373,20 @@ class InProcessLimitStore final : public LimitStore {
                                  c.share[d].wait_for(c.share_cap[d], g));
       }
     }
-    // 3. the run
+    // 3. the run: (tenant, run id) names it, so another tenant's run of the same id is another run.
     Run* run = nullptr;
     Call* parent_call = nullptr;
     std::int32_t call_depth = 0;
+    std::uint64_t call_hash = 0;
     const RunLimits* run_lim = nullptr;
     if (!ask.run_id.empty()) {
-      auto it = runs_.find(std::string(ask.run_id));
-      if (it != runs_.end() && it->second.tenant != ask.tenant)
-        return refuse_run_forbidden(ask.run_id);
+      call_hash = std::hash<std::string_view>{}(ask.request_id);
+      run_key_.assign(ask.tenant).append(1, '/').append(ask.run_id);
+      auto it = runs_.find(run_key_);
+      const std::uint64_t parent_hash = std::hash<std::string_view>{}(ask.parent_id);
       if (!ask.parent_id.empty()) {
         if (it != runs_.end()) {
-          auto c = it->second.calls.find(std::hash<std::string_view>{}(ask.parent_id));
+          auto c = it->second.calls.find(parent_hash);
           if (c != it->second.calls.end()) parent_call = &c->second;
         }
         if (!parent_call)
@@ -263,16 +418,31 @@ class InProcessLimitStore final : public LimitStore {
           return refuse_run_tokens(r.id, rl.tokens, r.tokens_used, r.tokens_reserved, cost[1]);
         if (rl.cost_micros && r.cost_used + r.cost_reserved + ask.cost_micros > rl.cost_micros)
           return refuse_run_cost(r.id, rl.cost_micros, r.cost_used, r.cost_reserved, ask.cost_micros);
+        // Room for this call among the calls the run remembers (the last check: it may forget one).
+        if (static_cast<std::int64_t>(r.calls.size()) >= bounds_.calls_per_run && !r.calls.contains(call_hash) &&
+            !forget_a_call(r, parent_call ? parent_hash : call_hash))
+          return refuse_run_calls(r.id, bounds_.calls_per_run);
       } else if (rl.tokens && cost[1] > rl.tokens) {
         return refuse_run_tokens(ask.run_id, rl.tokens, 0, 0, cost[1]);
       } else if (rl.cost_micros && ask.cost_micros > rl.cost_micros) {
         return refuse_run_cost(ask.run_id, rl.cost_micros, 0, 0, ask.cost_micros);
       }
       if (it == runs_.end()) {
-        it = runs_.emplace(std::string(ask.run_id), Run{}).first;
-        it->second.id = it->first;
-        it->second.tenant = std::string(ask.tenant);
-        it->second.started = now;
+        // Room for a new run among the tenant's (the last check: it may forget one).
+        Tenant& t = tenant(ask.tenant);
+        if (static_cast<std::int64_t>(t.runs.size()) >= bounds_.runs_per_tenant) {
+          Micros wait = 0;
+          if (!forget_a_run(t, now, wait))
+            return refuse_too_many_runs(ask.tenant, bounds_.runs_per_tenant, bounds_.run_quiet_s, wait);
+        }
+        it = runs_.emplace(run_key_, Run{}).first;
+        Run& r = it->second;
+        r.key = it->first;
+        r.id = std::string(ask.run_id);
+        r.tenant = std::string(ask.tenant);
+        r.started = now;
+        r.owner = &t;
+        r.owner_it = t.runs.insert(t.runs.end(), &r);
       }
       run = &it->second;
     }
@@ -313,7 +483,9 @@ class InProcessLimitStore final : public LimitStore {
     }
     if (run) {
       if (parent_call) ++parent_call->children;
-      run->calls.emplace(std::hash<std::string_view>{}(ask.request_id), Call{call_depth, 0});
+      auto [call, added] = run->calls.try_emplace(call_hash, Call{call_depth, 0, 0});
+      if (added) run->call_order.push_back(call_hash);
+      ++call->second.inflight;
       run->max_depth_seen = std::max<std::int64_t>(run->max_depth_seen, call_depth);
       ++run->inflight;
       ++run->calls_total;
@@ -325,106 +497,10 @@ class InProcessLimitStore final : public LimitStore {
         run->calls_bucket.level -= kScale;
       }
       h->run = run;
+      h->call = call_hash;
     }
     return Admission(this, h, std::move(q));
   }
-
-  Expected<std::string> report(std::string_view scope, Micros now) override {
-    std::lock_guard lock(mu_);
-    if (scope.starts_with("run:")) {
-      auto it = runs_.find(std::string(scope.substr(4)));
-      if (it == runs_.end()) return not_found(fmt::format("No run '{}' is known (runs are kept for an hour after their last call).", scope.substr(4)), "scope_not_found", "scope");
-      const Run& r = it->second;
-      const RunLimits& rl = run_limits(r.tenant);
-      return fmt::format(
-          R"({{"scope":"{}","tenant":"{}","started_ms_ago":{},"calls":{},"in_flight":{},"max_depth_seen":{},)"
-          R"("tokens_used":{},"tokens_reserved":{},"cost_used_micros":{},"cost_reserved_micros":{},)"
-          R"("limits":{{"max_tokens":{},"max_cost_micros":{},"max_concurrency":{},"max_depth":{},"max_fanout":{},"calls_per_min":{},"max_wall_s":{}}}}})",
-          scope, r.tenant, (now - r.started) / 1000, r.calls_total, r.inflight, r.max_depth_seen, r.tokens_used,
-          r.tokens_reserved, r.cost_used, r.cost_reserved, rl.tokens, rl.cost_micros, rl.concurrency, rl.depth,
-          rl.fanout, rl.calls_per_min, rl.wall_s);
-    }
-    auto it = nodes_.find(std::string(scope));
-    const ScopeLimits* lim = nullptr;
-    if (it == nodes_.end()) {
-      // A configured scope with no traffic yet.
-      lim = policy_.find(scope);
-      if (!lim) return not_found(fmt::format("No scope '{}' (use global, org:ID, tenant:ID, user:TENANT/USER, key:ID, model:ALIAS, deployment:ID or run:ID).", scope), "scope_not_found", "scope");
-      return fmt::format(R"({{"scope":"{}","limits":{},"in_flight":0,"reserved_tokens":0,"requests_total":0,"tokens_total":0}})",
-                         scope, limits_json(*lim));
-    }
-    Node& s = *it->second;
-    resolve(s);
-    std::string remaining;
-    for (int d = 0; d < 2; ++d) {
-      const RateLimit& r = s.rate(d);
-      if (!r.ceil) continue;
-      s.hard[d].refill(r.ceil, r.ceil * kScale, now);
-      remaining += fmt::format(R"(,"{}_remaining":{})", d == 0 ? "requests" : "tokens",
-                               std::max<std::int64_t>(0, s.hard[d].level / kScale));
-    }
-    expire(s, now);
-    return fmt::format(
-        R"({{"scope":"{}","limits":{},"in_flight":{},"reserved_tokens":{},"requests_total":{},"tokens_total":{},"active_children":{}{}}})",
-        s.name, limits_json(*s.lim), s.inflight, s.reserved_tokens, s.requests_total, s.tokens_total,
-        s.active_children.size(), remaining);
-  }
-
-  Expected<std::string> set_limits(std::string_view scope, const ScopeLimits& limits, Micros now) override {
-    {
-      std::lock_guard lock(mu_);
-      if (!policy_.set(scope, limits))
-        return not_found(fmt::format("Scope '{}' cannot carry limits (use global, org:ID, tenant:ID, user:TENANT/USER, key:ID, model:ALIAS or deployment:ID).", scope), "scope_not_found", "scope");
-    }
-    return report(scope, now);
-  }
-
-  void reload(const Config& c) override {
-    std::lock_guard lock(mu_);
-    policy_.load(c);
-  }
-
- protected:
-  void settle(void* hold, std::int64_t tokens, std::int64_t cost, Micros now) override {
-    std::unique_ptr<Hold> h(static_cast<Hold*>(hold));
-    std::lock_guard lock(mu_);
-    last_now_ = std::max(last_now_, now);
-    if (tokens < 0) tokens = h->tokens;  // released unsettled: charge the estimate
-    if (cost < 0) cost = h->cost;
-    const std::int64_t delta = (tokens - h->tokens) * kScale;
-    for (int i = 0; i < h->n; ++i) {
-      Node& s = *h->nodes[i];
-      --s.inflight;
-      s.reserved_tokens -= h->tokens;
-      ++s.requests_total;
-      s.tokens_total += tokens;
-      s.last_seen = std::max(s.last_seen, now);
-      resolve(s);
-      const RateLimit& r = s.rate(1);
-      if (r.ceil && s.hard[1].level != kUnset)
-        s.hard[1].level = std::clamp(s.hard[1].level - delta, -r.ceil * kScale, r.ceil * kScale);
-    }
-    for (int i = 0; i < h->n_share; ++i) {
-      Node& c = *h->share_children[i];
-      if (c.share[1].level != kUnset && c.share_cap[1])
-        c.share[1].level = std::clamp(c.share[1].level - delta, -c.share_cap[1] * 60, c.share_cap[1]);
-    }
-    if (Run* r = h->run) {
-      --r->inflight;
-      r->tokens_reserved -= h->tokens;
-      r->cost_reserved -= h->cost;
-      r->tokens_used += tokens;
-      r->cost_used += cost;
-      r->last = std::max(r->last, now);
-    }
-  }
-
-  Micros now_for_release() const override {
-    std::lock_guard lock(mu_);
-    return last_now_;
-  }
-
- private:
 
   void resolve(Node& s) {
     if (s.gen == policy_.generation()) return;
@@ -433,6 +509,12 @@ class InProcessLimitStore final : public LimitStore {
   }
 
   const RunLimits& run_limits(std::string_view tenant) const { return policy_.run_limits(tenant); }
+
+  Tenant& tenant(std::string_view id) {
+    auto it = tenants_.find(std::string(id));
+    if (it == tenants_.end()) it = tenants_.emplace(std::string(id), Tenant{}).first;
+    return it->second;
+  }
 
   Node* node(Kind k, std::string_view id, Micros now) {
     name_.assign(kind_name(k));
@@ -451,19 +533,141 @@ class InProcessLimitStore final : public LimitStore {
     return s;
   }
 
-  Path resolve_path(const Ask& ask, Micros now) {
+  // The user's node; a new one only within the tenant's bound (forgetting
+  // the oldest user that can be forgotten to make room).
+  Expected<Node*> user_node(std::string_view tenant_id, std::string_view user, Micros now) {
+    buf_.assign(tenant_id).append("/").append(user);
+    name_.assign("user:").append(buf_);
+    if (auto it = nodes_.find(name_); it != nodes_.end()) return node(Kind::kUser, buf_, now);
+    Tenant& t = tenant(tenant_id);
+    if (static_cast<std::int64_t>(t.users.size()) >= bounds_.users_per_tenant) {
+      Micros wait = 0;
+      if (!forget_a_user(t, now, wait)) return refuse_too_many_users(tenant_id, bounds_.users_per_tenant, wait);
+    }
+    Node* n = node(Kind::kUser, buf_, now);
+    n->owner = &t;
+    n->owner_it = t.users.insert(t.users.end(), n);
+    fresh_user_ = n;
+    return n;
+  }
+
+  Expected<Path> resolve_path(const Ask& ask, Micros now) {
     Path p;
     p.chain[p.depth++] = node(Kind::kGlobal, "", now);
     if (!ask.org.empty()) p.chain[p.depth++] = node(Kind::kOrg, ask.org, now);
     p.chain[p.depth++] = node(Kind::kTenant, ask.tenant, now);
     if (!ask.user.empty()) {
-      buf_.assign(ask.tenant).append("/").append(ask.user);
-      p.chain[p.depth++] = node(Kind::kUser, buf_, now);
+      Expected<Node*> u = user_node(ask.tenant, ask.user, now);
+      if (!u.ok()) return u.error();
+      p.chain[p.depth++] = *u;
     }
     if (!ask.key.empty()) p.chain[p.depth++] = node(Kind::kKey, ask.key, now);
     if (!ask.model.empty()) p.flat[p.nflat++] = node(Kind::kModel, ask.model, now);
     if (!ask.deployment.empty()) p.flat[p.nflat++] = node(Kind::kDeployment, ask.deployment, now);
     return p;
+  }
+
+  bool counts_for_fair_share(const Node& user) const {
+    const Node* p = user.active_parent;
+    return policy_.fair_share() && p && p->lim && (p->lim->requests_per_min.ceil || p->lim->tokens_per_min.ceil);
+  }
+
+  // Microseconds until forgetting `s` changes nothing: nothing in flight,
+  // every bucket full (0: now).
+  Micros forgettable_in(Node& s, Micros now) {
+    if (s.inflight > 0 || !s.active_children.empty()) return kInFlightWait;
+    resolve(s);
+    Micros wait = 0;
+    for (int d = 0; d < 2; ++d) {
+      if (const std::int64_t ceil = s.rate(d).ceil) wait = std::max(wait, s.hard[d].until_full(ceil, now));
+      if (s.share_cap[d] && policy_.burst_us() > 0)
+        wait = std::max(wait, s.share[d].until_full(std::max<std::int64_t>(1, s.share_cap[d] / policy_.burst_us()), now));
+    }
+    return wait;
+  }
+
+  // A run can be forgotten once nothing is in flight, it has had no call for
+  // run_quiet_s and its calls-per-minute bucket is full.
+  Micros forgettable_in(const Run& r, Micros now) const {
+    if (r.inflight > 0) return kInFlightWait;
+    Micros wait = std::max<Micros>(0, r.last + bounds_.run_quiet_s * 1'000'000 - now);
+    if (const std::int64_t cpm = run_limits(r.tenant).calls_per_min) wait = std::max(wait, r.calls_bucket.until_full(cpm, now));
+    return wait;
+  }
+
+  // Forgets the oldest entry of `fifo` that can be forgotten, looking at no
+  // more than kEvictScan; one it looks at and keeps goes to the back (a clock
+  // hand over the tenant's entries: no bookkeeping per request, and what
+  // cannot go now is not looked at again first). False, with `wait` until
+  // the soonest looked at can go, when none.
+  template <class T, class Forget>
+  bool forget_oldest(std::list<T*>& fifo, Micros now, Micros& wait, Forget forget) {
+    wait = LLONG_MAX;
+    const std::size_t look = std::min<std::size_t>(kEvictScan, fifo.size());
+    for (std::size_t i = 0; i < look; ++i) {
+      T* e = fifo.front();
+      const Micros w = forgettable_in(*e, now);
+      if (w == 0) {
+        forget(e);
+        return true;
+      }
+      fifo.splice(fifo.end(), fifo, fifo.begin());
+      wait = std::min(wait, w);
+    }
+    if (wait == LLONG_MAX) wait = kInFlightWait;
+    return false;
+  }
+
+  bool forget_a_user(Tenant& t, Micros now, Micros& wait) {
+    return forget_oldest(t.users, now, wait, [this](Node* u) {
+      paths_.clear();  // they may point at it
+      forget(*u);
+    });
+  }
+
+  bool forget_a_run(Tenant& t, Micros now, Micros& wait) {
+    return forget_oldest(t.runs, now, wait, [this](Run* r) {
+      r->owner->runs.erase(r->owner_it);
+      const std::string key = r->key;  // (not a reference into what erase destroys)
+      runs_.erase(key);
+    });
+  }
+
+  // Forgets the run's oldest call that is not in flight and not `keep` (the
+  // new call's parent), looking at no more than kEvictScan; those it keeps
+  // move to the back.
+  bool forget_a_call(Run& r, std::uint64_t keep) {
+    for (int i = 0; i < kEvictScan && !r.call_order.empty(); ++i) {
+      const std::uint64_t id = r.call_order.front();
+      r.call_order.pop_front();
+      auto c = r.calls.find(id);
+      if (c == r.calls.end()) continue;
+      if (c->second.inflight > 0 || id == keep) {
+        r.call_order.push_back(id);
+        continue;
+      }
+      r.calls.erase(c);
+      return true;
+    }
+    return false;
+  }
+
+  // Takes `s` out of every list that points at it (its parent's active
+  // children, its children's parent, its tenant's users) before it goes.
+  void unlink(Node& s) {
+    if (s.active_parent) s.active_parent->active_children.erase(s.active_it);
+    s.active_parent = nullptr;
+    for (Node* c : s.active_children) c->active_parent = nullptr;
+    s.active_children.clear();
+    if (s.owner) s.owner->users.erase(s.owner_it);
+    s.owner = nullptr;
+  }
+
+  // Unlinks `s` and frees it. REQUIRES: no path in paths_ points at it.
+  void forget(Node& s) {
+    unlink(s);
+    const std::string name = s.name;  // (not a reference into what erase destroys)
+    nodes_.erase(name);
   }
 
   void expire(Node& p, Micros now) {
@@ -491,39 +695,50 @@ class InProcessLimitStore final : public LimitStore {
   }
 
   // Forgets scopes and runs nobody used for a while (X-TG-User names and run
-  // ids are unbounded). A forgotten scope comes back full, which it would be.
+  // ids are chosen by clients). A forgotten scope comes back full, which it would be.
   void sweep(Micros now) {
     last_sweep_ = now;
     paths_.clear();  // they point at nodes that may go now
     for (auto& [name, n] : nodes_) expire(*n, now);
     for (auto it = nodes_.begin(); it != nodes_.end();) {
       Node& s = *it->second;
-      if (s.inflight == 0 && s.active_children.empty() && !s.active_parent && now - s.last_seen > kIdleEvict)
+      if (s.inflight == 0 && s.active_children.empty() && !s.active_parent && now - s.last_seen > kIdleEvict) {
+        unlink(s);
         it = nodes_.erase(it);
-      else ++it;
+      } else {
+        ++it;
+      }
     }
     for (auto it = runs_.begin(); it != runs_.end();) {
-      const Run& r = it->second;
+      Run& r = it->second;
       const Micros ttl = std::max<Micros>(kRunIdleEvict, 2 * run_limits(r.tenant).wall_s * 1'000'000);
-      if (r.inflight == 0 && now - r.last > ttl) it = runs_.erase(it);
-      else ++it;
+      if (r.inflight == 0 && now - r.last > ttl) {
+        r.owner->runs.erase(r.owner_it);
+        it = runs_.erase(it);
+      } else {
+        ++it;
+      }
     }
+    std::erase_if(tenants_, [](const auto& t) { return t.second.users.empty() && t.second.runs.empty(); });
   }
 
   mutable std::mutex mu_;
   LimitPolicy policy_;
+  const TrackingBounds bounds_;
   std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;
   std::unordered_map<std::string, Path> paths_;
-  std::string path_key_;
-  std::unordered_map<std::string, Run> runs_;
+  std::string path_key_, run_key_;
+  std::unordered_map<std::string, Run> runs_;  // "TENANT/RUN_ID" → the run
+  std::unordered_map<std::string, Tenant> tenants_;
+  Node* fresh_user_ = nullptr;  // a user node created by the admit under way
   Micros last_now_ = 0, last_sweep_ = 0;
   std::string name_, buf_;
 };
 
 }  // namespace
 
-std::unique_ptr<LimitStore> in_process_limit_store(const Config& config) {
-  return std::make_unique<InProcessLimitStore>(config);
+std::unique_ptr<LimitStore> in_process_limit_store(const Config& config, const TrackingBounds& bounds) {
+  return std::make_unique<InProcessLimitStore>(config, bounds);
 }
 
 }  // namespace tg::limits

@@ -9,6 +9,16 @@
 // difference) and frees the slots; an Admission that is destroyed unsettled
 // settles at its estimate, so no path can leak a reservation.
 //
+// A run is named by its tenant and its X-TG-Run id: two tenants sending the
+// same id have two independent runs, and neither can learn of the other.
+//
+// What clients name (users, runs, the calls of a run) is kept within bounds
+// (TrackingBounds, per tenant): at a bound a store forgets the oldest entry
+// that forgetting changes nothing for (nothing in flight, buckets full; a run
+// also quiet for run_quiet_s), and refuses with a 429 naming the bound when
+// there is none. A refused request leaves no new user scope
+// behind, unless the user counts for its tenant's fair share.
+//
 // LimitStore is the interface; in_process_limit_store() is the embedded
 // default (state in this process). Implementations are thread-safe. Time is
 // passed in (microseconds on any monotonic-enough clock), never read.
@@ -57,6 +67,32 @@ std::string rate_limit_headers(const Quota& q);
 // OpenAI's duration format for x-ratelimit-reset-*: "20ms", "7s", "1.5s", "6m0s".
 std::string openai_duration(Micros us);
 
+// The most a store keeps for names clients choose, per tenant. A flood of
+// new names refuses only that tenant's new names, never another tenant's.
+inline constexpr std::int64_t kMaxTrackedUsersPerTenant = 10'000;  // user scopes (X-TG-User, body `user`)
+inline constexpr std::int64_t kMaxLiveRunsPerTenant = 1'000;       // agent runs (X-TG-Run)
+inline constexpr std::int64_t kMaxCallsPerRun = 10'000;            // calls a run remembers as possible parents
+inline constexpr std::int64_t kRunEvictQuietS = 300;               // a run this long without a call may be forgotten
+struct TrackingBounds {
+  std::int64_t users_per_tenant = kMaxTrackedUsersPerTenant;
+  std::int64_t runs_per_tenant = kMaxLiveRunsPerTenant;
+  std::int64_t calls_per_run = kMaxCallsPerRun;
+  std::int64_t run_quiet_s = kRunEvictQuietS;
+  static TrackingBounds of(const TrackingConfig& c) {
+    return {c.users_per_tenant, c.runs_per_tenant, c.calls_per_run, c.run_quiet_s};
+  }
+};
+
+// PUT /admin/limits/{scope}: the scope's new limits, replacing all of them (a
+// field left out is no limit). Limits that set nothing are refused unless
+// `remove_all` says so: the body gave every field as null. (Converts from
+// plain limits, which then can never remove every limit.)
+struct LimitsUpdate {
+  LimitsUpdate(const ScopeLimits& l, bool remove = false) : limits(l), remove_all(remove) {}  // NOLINT: implicit
+  ScopeLimits limits;
+  bool remove_all = false;
+};
+
 class LimitStore;
 
 // A reservation held by an admitted request. Move-only.
@@ -86,11 +122,14 @@ class LimitStore {
   virtual Expected<Admission> admit(const Ask& ask, Micros now) = 0;
   // Current state of one scope ("global", "org:demo", "tenant:acme",
   // "user:acme/alice", "key:acme-alice", "model:chat", "deployment:d",
-  // "run:run-42") as a JSON object text, or 404 when unknown.
+  // "run:acme/run-42") as a JSON object text, or 404 when unknown.
   virtual Expected<std::string> report(std::string_view scope, Micros now) = 0;
-  // Replaces the limits of one scope (the admin API), or 404 when the scope
-  // cannot carry limits. Takes effect for the next admit.
-  virtual Expected<std::string> set_limits(std::string_view scope, const ScopeLimits& limits, Micros now) = 0;
+  // Replaces the limits of one scope (the admin API). 404 scope_not_found
+  // when the scope, or its tenant, org, key, model or deployment, is not in
+  // the configuration (runs take their limits from the configuration only);
+  // 400 empty_limits when `update` sets no limit without remove_all. Takes
+  // effect for the next admit.
+  virtual Expected<std::string> set_limits(std::string_view scope, const LimitsUpdate& update, Micros now) = 0;
   // Replaces every limit with those of `config` (config reload). Usage and
   // reservations carry over.
   virtual void reload(const Config& config) = 0;
@@ -102,6 +141,6 @@ class LimitStore {
 };
 
 // The embedded default: every limit enforced exactly inside this process.
-std::unique_ptr<LimitStore> in_process_limit_store(const Config& config);
+std::unique_ptr<LimitStore> in_process_limit_store(const Config& config, const TrackingBounds& bounds = {});
 
 }  // namespace tg::limits

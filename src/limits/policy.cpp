@@ -14,6 +14,7 @@ void LimitPolicy::load(const Config& c) {
   scopes_.clear();
   user_defaults_.clear();
   runs_.clear();
+  configured_.clear();
   scopes_["global"] = c.limits.global;
   for (const auto& o : c.orgs) scopes_["org:" + o.id] = o.limits;
   for (const auto& t : c.tenants) {
@@ -28,6 +29,8 @@ void LimitPolicy::load(const Config& c) {
     scopes_["model:" + m.alias] = m.limits;
     for (const auto& d : m.deployments) scopes_["deployment:" + d.id] = d.limits;
   }
+  for (const auto& [name, l] : scopes_)
+    if (!name.starts_with("user:")) configured_.insert(name);
   run_default_ = c.limits.runs;
   fair_share_ = c.limits.fair_share;
   burst_us_ = c.limits.fair_burst_s * 1'000'000;
@@ -62,8 +65,18 @@ bool LimitPolicy::valid_scope(std::string_view s) {
          s.starts_with("key:") || s.starts_with("model:") || s.starts_with("deployment:");
 }
 
+bool LimitPolicy::configured(std::string_view s) const {
+  if (s.starts_with("user:")) {
+    const auto rest = s.substr(5);
+    const auto slash = rest.find('/');
+    return slash != std::string_view::npos && slash + 1 < rest.size() &&
+           configured_.contains("tenant:" + std::string(rest.substr(0, slash)));
+  }
+  return configured_.contains(std::string(s));
+}
+
 bool LimitPolicy::set(std::string_view scope, const ScopeLimits& limits) {
-  if (!valid_scope(scope)) return false;
+  if (!configured(scope)) return false;
   scopes_[std::string(scope)] = limits;
   ++gen_;
   return true;

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/config.h"
 
@@ -27,9 +28,12 @@ class LimitPolicy {
   // find(), or limits that set nothing.
   const ScopeLimits& of(std::string_view scope) const;
   const RunLimits& run_limits(std::string_view tenant) const;
-  // Replaces one scope's limits. False when the scope name cannot carry limits.
+  // Replaces one scope's limits. False when the scope is not configured().
   bool set(std::string_view scope, const ScopeLimits& limits);
   static bool valid_scope(std::string_view scope);
+  // The scope names the configuration: "global", an org, tenant, key, model
+  // or deployment it lists, or "user:TENANT/USER" (any user) under a tenant it lists.
+  bool configured(std::string_view scope) const;
 
   std::uint64_t generation() const { return gen_; }  // changes whenever any limit does
   bool fair_share() const { return fair_share_; }
@@ -40,6 +44,7 @@ class LimitPolicy {
   std::unordered_map<std::string, ScopeLimits> scopes_;
   std::unordered_map<std::string, ScopeLimits> user_defaults_;  // tenant → its users' limits
   std::unordered_map<std::string, RunLimits> runs_;             // tenant → its runs' limits
+  std::unordered_set<std::string> configured_;                  // "org:demo", "tenant:acme", ... (not users)
   RunLimits run_default_;
   std::uint64_t gen_ = 0;
   bool fair_share_ = true;

@@ -115,30 +115,43 @@ void add_scope(RedisScriptCall& call, RedisPath& path, const RedisOptions& o, co
                          l.concurrency});
 }
 
-void add_run_args(RedisScriptCall& call, const LimitPolicy& policy, const Ask& ask, const RedisOptions& o) {
+// The run's arguments (`run_id` empty: none in this call), then the bounds.
+void add_run_args(RedisScriptCall& call, const LimitPolicy& policy, const Ask& ask, const RedisOptions& o,
+                  std::string_view run_id) {
   const RunLimits& rl = policy.run_limits(ask.tenant);
-  for (const std::string& v : {std::string(ask.run_id), std::string(ask.tenant), std::string(ask.parent_id),
+  const TrackingBounds& b = o.bounds;
+  for (const std::string& v : {std::string(run_id), std::string(ask.tenant), std::string(ask.parent_id),
                                num(rl.tokens), num(rl.cost_micros), num(rl.concurrency), num(rl.depth),
                                num(rl.fanout), num(rl.calls_per_min), num(rl.wall_s),
-                               num(std::max<std::int64_t>(o.run_ttl_ms, 2 * rl.wall_s * 1000))})
+                               num(std::max<std::int64_t>(o.run_ttl_ms, 2 * rl.wall_s * 1000)),
+                               num(b.calls_per_run), num(b.runs_per_tenant), num(b.run_quiet_s * 1'000'000),
+                               num(b.users_per_tenant)})
     call.args.push_back(v);
+}
+
+// The run's keys, all under its tenant's tag: its hash, its calls (hash),
+// calls in flight (leases), calls in use order, and the tenant's live runs.
+void add_run_keys(RedisScriptCall& call, RedisPath& path, const RedisOptions& o, const Ask& ask) {
+  const std::string base = fmt::format("{}:run:{}", tenant_tag(o, ask.tenant), ask.run_id);
+  for (const std::string& k : {base, base + ":calls", base + ":inflight", base + ":order",
+                               fmt::format("{}:runs", tenant_tag(o, ask.tenant))})
+    call.keys.push_back(k);
+  if (!ask.run_id.empty()) {
+    path.run_key = base;
+    path.run_inflight_key = base + ":inflight";
+    path.runs_key = call.keys.back();
+  }
 }
 
 RedisPath base_path(const Ask& ask) {
   RedisPath path;
   path.hold = std::string(ask.request_id);
+  path.tenant = std::string(ask.tenant);
   path.run_id = std::string(ask.run_id);
   path.parent_id = std::string(ask.parent_id);
   path.tokens = ask.tokens;
   path.cost_micros = ask.cost_micros;
   return path;
-}
-
-std::string run_owner_key(const RedisOptions& o, std::string_view run_id) {
-  // Run ids are fleet-wide names: the owner record is not under the tenant's
-  // tag, so another tenant's use of the id is seen (and refused).
-  return o.cluster ? fmt::format("{}:{{shared}}:run-owner:{}", o.prefix, run_id)
-                   : fmt::format("{}:run-owner:{}", o.prefix, run_id);
 }
 
 }  // namespace
@@ -155,16 +168,8 @@ RedisScriptCall admit_call(const LimitPolicy& policy, const Ask& ask, const Redi
   const std::vector<Sent> sent = sent_scopes(policy, ask);
   RedisScriptCall call = head(policy, ask, o, static_cast<int>(sent.size()), path.hold);
   for (const Sent& s : sent) add_scope(call, path, o, ask, s, s.parent);
-  add_run_args(call, policy, ask, o);
-  const std::string run_base = fmt::format("{}:run:{}", tenant_tag(o, ask.tenant), ask.run_id);
-  call.keys.push_back(run_base);
-  call.keys.push_back(run_base + ":calls");
-  call.keys.push_back(run_base + ":inflight");
-  call.keys.push_back(run_owner_key(o, ask.run_id));
-  if (!ask.run_id.empty()) {
-    path.run_key = run_base;
-    path.run_inflight_key = run_base + ":inflight";
-  }
+  add_run_args(call, policy, ask, o, ask.run_id);
+  add_run_keys(call, path, o, ask);
   return call;
 }
 
@@ -191,28 +196,25 @@ std::vector<AdmitPart> admit_parts(const LimitPolicy& policy, const Ask& ask, co
       crossing_child = i;
       crossing_parent = sent[i].parent - 1;
     }
-  auto cluster_block = [&](RedisScriptCall& call, int child_of, const std::string& child_name, int handoff,
-                           const char* run_mode) {
+  auto cluster_block = [&](RedisScriptCall& call, int child_of, const std::string& child_name, int handoff) {
     for (int k = 0; k < 7; ++k) call.args.push_back("0");  // the external parent's facts (filled later when used)
     call.args.push_back(num(child_of));
     call.args.push_back(child_name);
     call.args.push_back(num(handoff));
-    call.args.push_back(run_mode);
   };
-  if (!shared.empty() || run) {
+  if (!shared.empty()) {
     AdmitPart p;
     p.path = base_path(ask);
-    p.path.run_id.clear();  // the run's state and its settling live in the tenant's part
+    p.path.run_id.clear();  // a run lives in its tenant's slot: the tenant's part
     p.call = head(policy, ask, o, static_cast<int>(shared.size()), p.path.hold);
     for (int i : shared) {
       const int parent = sent[i].parent > 0 ? local[sent[i].parent] : 0;  // shared scopes' parents are shared
       add_scope(p.call, p.path, o, ask, sent[i], parent);
     }
-    add_run_args(p.call, policy, ask, o);
-    if (run) p.call.keys.push_back(run_owner_key(o, ask.run_id));
+    add_run_args(p.call, policy, ask, o, "");
     const int parent_local = crossing_parent >= 0 ? local[crossing_parent + 1] : 0;
     cluster_block(p.call, parent_local, crossing_child >= 0 ? sent[crossing_child].kind + ":" + sent[crossing_child].id : "",
-                  parent_local, run ? "owner_only" : "all");
+                  parent_local);
     parts.push_back(std::move(p));
   }
   if (!own.empty() || run || parts.empty()) {
@@ -224,22 +226,15 @@ std::vector<AdmitPart> admit_parts(const LimitPolicy& policy, const Ask& ask, co
       if (sent[i].parent > 0) parent = sent[sent[i].parent - 1].tenant_owned ? local[sent[i].parent] : -1;
       add_scope(p.call, p.path, o, ask, sent[i], parent);
     }
-    add_run_args(p.call, policy, ask, o);
-    if (run) {
-      const std::string run_base = fmt::format("{}:run:{}", tenant_tag(o, ask.tenant), ask.run_id);
-      p.call.keys.push_back(run_base);
-      p.call.keys.push_back(run_base + ":calls");
-      p.call.keys.push_back(run_base + ":inflight");
-      p.path.run_key = run_base;
-      p.path.run_inflight_key = run_base + ":inflight";
-    }
+    add_run_args(p.call, policy, ask, o, ask.run_id);
+    if (run) add_run_keys(p.call, p.path, o, ask);
     if (crossing_child >= 0) {
       p.ext_at = static_cast<int>(p.call.args.size());
       const Sent& parent = sent[crossing_parent];
       p.path.ext_parent_kind = parent.kind;
       p.path.ext_parent_id = parent.kind == "global" ? "" : parent.id;
     }
-    cluster_block(p.call, 0, "", 0, run ? "no_owner" : "all");
+    cluster_block(p.call, 0, "", 0);
     parts.push_back(std::move(p));
   }
   return parts;
@@ -296,7 +291,8 @@ Expected<Quota> decode_admit(const RedisValue& reply, const RedisPath& path) {
     const auto& c = scope(i(3));
     return refuse_fair_share(p.kind, p.id, static_cast<int>(i(4)), i(5), i(6), c.kind, c.id, i(7), i(8), i(9));
   }
-  if (why == "run_forbidden") return refuse_run_forbidden(path.run_id);
+  if (why == "too_many_runs") return refuse_too_many_runs(path.tenant, i(2), i(3), i(4));
+  if (why == "run_calls") return refuse_run_calls(path.run_id, i(2));
   if (why == "unknown_parent") return refuse_unknown_parent(path.run_id, path.parent_id);
   if (why == "run_wall") return refuse_run_wall(path.run_id, i(2), i(3));
   if (why == "run_depth") return refuse_run_depth(path.run_id, i(2), i(3));
@@ -318,10 +314,12 @@ RedisScriptCall settle_call(const RedisPath& path, std::int64_t tokens, std::int
     call.args.push_back(num(s.tok_ceil));
     call.args.push_back(num(s.concurrency));
   }
-  if (undo) call.args.push_back("1");
+  call.args.push_back(undo ? "1" : "0");
   if (!path.run_key.empty()) {
+    call.args.push_back(path.run_id);
     call.keys.push_back(path.run_key);
     call.keys.push_back(path.run_inflight_key);
+    call.keys.push_back(path.runs_key);
   }
   return call;
 }

@@ -4,7 +4,9 @@
 // connection lives in src/store/.
 //
 // Keys are "<prefix>:{<tenant>}:..." for the tenant's own scopes (tenant,
-// user, key, run), so one tenant's state sits in one Redis Cluster slot, and
+// user, key) and its runs ("<prefix>:{<tenant>}:run:<id>...", with the index
+// of its live runs "<prefix>:{<tenant>}:runs"), so one tenant's state sits in
+// one Redis Cluster slot and a run id names a run of that tenant only, and
 // "<prefix>:{<scope>}:..." for scopes shared across tenants (global, org,
 // model, deployment).
 #pragma once
@@ -38,6 +40,8 @@ struct RedisOptions {
   std::int64_t key_ttl_ms = 15LL * 60 * 1000;        // idle scope state is forgotten (it would be full again)
   std::int64_t run_ttl_ms = 60LL * 60 * 1000;        // runs are kept an hour after their last call
   bool cluster = false;  // Redis Cluster: shared scopes under one tag, paths split over two slots
+  // Runs per tenant, calls per run, active children per parent (users_per_tenant).
+  TrackingBounds bounds;
 };
 
 std::string_view admit_script();
@@ -52,20 +56,20 @@ struct RedisPath {
     std::int64_t tok_ceil = 0, concurrency = 0;
   };
   std::vector<Scope> scopes;  // leaf first, as sent to the admit script
-  std::string run_key, run_inflight_key;  // empty when not part of a run
+  std::string run_key, run_inflight_key, runs_key;  // empty when not part of a run
   std::string ext_parent_kind, ext_parent_id;  // a split path's tenant part: the parent in the shared slot
   std::string hold;  // the request id
-  std::string run_id, parent_id;
+  std::string tenant, run_id, parent_id;
   std::int64_t tokens = 0, cost_micros = 0;
 };
 
 RedisScriptCall admit_call(const LimitPolicy& policy, const Ask& ask, const RedisOptions& o, RedisPath& path);
 
 // The admit calls a request takes: one (a single primary, or a path inside
-// one slot), or with `cluster` the shared slot's call (shared scopes, the run's
-// owner record, the tenant registered as its org's active child, the org's
-// facts handed off) then the tenant slot's (its scopes and the run, the
-// tenant's fair share judged on the handed-off facts placed at `ext_at`).
+// one slot), or with `cluster` the shared slot's call (shared scopes, the
+// tenant registered as its org's active child, the org's facts handed off)
+// then the tenant slot's (its scopes and the run, the tenant's fair share
+// judged on the handed-off facts placed at `ext_at`).
 // See docs/limits-cluster.md.
 struct AdmitPart {
   RedisScriptCall call;

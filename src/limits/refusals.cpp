@@ -67,11 +67,28 @@ ApiError refuse_fair_share(std::string_view parent_kind, std::string_view parent
       dim, share, 0, reset_us);
 }
 
-ApiError refuse_run_forbidden(std::string_view run) {
-  return ApiError{403, "permission_error", "run_forbidden",
-                  fmt::format("Run '{}' belongs to another tenant; run ids are not shared across tenants. Start a "
-                              "new run with a fresh X-TG-Run id.", run),
-                  "X-TG-Run"};
+ApiError refuse_too_many_users(std::string_view tenant, std::int64_t limit, Micros wait_us) {
+  return too_many("too_many_users",
+                  fmt::format("tenant '{}' has {} users with requests in flight or recent usage (the most the "
+                              "gateway tracks for a tenant), so a new user name cannot be taken on; retry after {}, "
+                              "or send fewer distinct user names (X-TG-User, the body's 'user').",
+                              tenant, limit, secs(wait_us)),
+                  wait_us);
+}
+
+ApiError refuse_too_many_runs(std::string_view tenant, std::int64_t limit, std::int64_t quiet_s, Micros wait_us) {
+  return too_many("too_many_runs",
+                  fmt::format("tenant '{}' has {} live agent runs (the limit); a run is let go once it has had no "
+                              "call for {}s. Finish or pause runs, or reuse a run's X-TG-Run id; retry after {}.",
+                              tenant, limit, quiet_s, secs(wait_us)),
+                  wait_us);
+}
+
+ApiError refuse_run_calls(std::string_view run, std::int64_t limit) {
+  return too_many("run_calls_exhausted",
+                  fmt::format("run '{}' remembers {} calls (the limit) and the oldest of them are still in flight; "
+                              "retry when one finishes.", run, limit),
+                  1'000'000);
 }
 
 ApiError refuse_unknown_parent(std::string_view run, std::string_view parent) {
@@ -129,6 +146,35 @@ ApiError refuse_run_cost(std::string_view run, std::int64_t limit, std::int64_t 
                   fmt::format("run '{}' cost budget (${}) is exhausted: ${} used, ${} in flight, this call may cost "
                               "up to ${}.", run, usd(limit), usd(used), usd(reserved), usd(need)),
                   kMinute);
+}
+
+std::optional<ApiError> refuse_limits_update(const LimitPolicy& policy, std::string_view scope,
+                                             const LimitsUpdate& update) {
+  constexpr const char* kScopes = "global, org:ID, tenant:ID, user:TENANT/USER, key:ID, model:ALIAS or deployment:ID";
+  if (scope.starts_with("run:"))
+    return not_found(fmt::format("Scope '{}' cannot carry limits: runs take theirs from the configuration "
+                                 "(limits.runs, a tenant's run_limits). Set {}.", scope, kScopes),
+                     "scope_not_found", "scope");
+  if (!LimitPolicy::valid_scope(scope))
+    return not_found(fmt::format("Scope '{}' cannot carry limits (use {}).", scope, kScopes), "scope_not_found",
+                     "scope");
+  if (!policy.configured(scope)) {
+    const bool user = scope.starts_with("user:");
+    const auto rest = scope.substr(scope.find(':') + 1);
+    return not_found(
+        user ? fmt::format("Scope '{}' names no configured tenant: user scopes are user:TENANT/USER with TENANT "
+                           "one of the configuration's tenants and a user name after the '/'.", scope)
+             : fmt::format("No {} '{}' in the configuration; limits can be set only on configured scopes "
+                           "(add it to the config and reload first).", scope.substr(0, scope.find(':')), rest),
+        "scope_not_found", "scope");
+  }
+  if (!update.limits.any() && !update.remove_all)
+    return invalid_request(fmt::format("The body sets no limit, which would remove every limit of '{}'{}. To do that, say "
+                                "so: {{\"requests_per_min\": null, \"tokens_per_min\": null, \"concurrency\": "
+                                "null}}; to change limits, give at least one.", scope,
+                                scope.starts_with("user:") ? " (its tenant's user_limits included)" : ""),
+                           {}, "empty_limits");
+  return std::nullopt;
 }
 
 }  // namespace tg::limits

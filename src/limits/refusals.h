@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "core/error.h"
 #include "limits/limit_store.h"
+#include "limits/policy.h"
 
 namespace tg::limits {
 
@@ -21,7 +23,10 @@ ApiError refuse_too_big(std::string_view kind, std::string_view id, int dim, std
 ApiError refuse_fair_share(std::string_view parent_kind, std::string_view parent_id, int dim, std::int64_t parent_limit,
                            std::int64_t active, std::string_view kind, std::string_view id, std::int64_t share,
                            Micros wait_us, Micros reset_us);
-ApiError refuse_run_forbidden(std::string_view run);
+// A bound of TrackingBounds reached with nothing that can be forgotten.
+ApiError refuse_too_many_users(std::string_view tenant, std::int64_t limit, Micros wait_us);
+ApiError refuse_too_many_runs(std::string_view tenant, std::int64_t limit, std::int64_t quiet_s, Micros wait_us);
+ApiError refuse_run_calls(std::string_view run, std::int64_t limit);
 ApiError refuse_unknown_parent(std::string_view run, std::string_view parent);
 ApiError refuse_run_wall(std::string_view run, std::int64_t age_s, std::int64_t wall_s);
 ApiError refuse_run_depth(std::string_view run, std::int64_t limit, std::int64_t depth);
@@ -32,5 +37,10 @@ ApiError refuse_run_tokens(std::string_view run, std::int64_t limit, std::int64_
                            std::int64_t need);
 ApiError refuse_run_cost(std::string_view run, std::int64_t limit, std::int64_t used, std::int64_t reserved,
                          std::int64_t need);
+
+// Why PUT /admin/limits/{scope} cannot apply `update` under `policy` (404
+// scope_not_found, 400 empty_limits), or nothing. Both stores ask this.
+std::optional<ApiError> refuse_limits_update(const LimitPolicy& policy, std::string_view scope,
+                                             const LimitsUpdate& update);
 
 }  // namespace tg::limits

@@ -96,7 +96,8 @@ struct Gateway::Impl {
         keys(config),
         access_log(config.server.access_log),
         budgets(config.budgets),
-        limit_store(limits::in_process_limit_store(local_limits(config))) {
+        limit_store(limits::in_process_limit_store(local_limits(config),
+                                                   limits::TrackingBounds::of(config.limits.tracking))) {
     if (!config.limits.redis.host.empty()) redis_policy = std::make_unique<store::SharedPolicy>(config);
     const meter::LedgerSource src{config.metering.ledger_sqlite, config.metering.ledger_postgres};
     if (!src.postgres_conninfo.empty())

@@ -10,12 +10,19 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "limits/refusals.h"
+
 namespace tg::store {
 namespace net = boost::asio;
 using limits::Admission;
 using limits::RedisValue;
 
 namespace {
+
+std::int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 ApiError unavailable(const std::string& why) {
   return ApiError{503, "server_error", "limits_unavailable",
@@ -76,6 +83,7 @@ RedisLimitStore::RedisLimitStore(net::any_io_executor ex, const LimitsConfig& cf
       settle_sha_(limits::script_sha1(limits::settle_script())) {
   opts_.prefix = cfg.redis.key_prefix;
   opts_.cluster = cfg.redis.cluster;
+  opts_.bounds = limits::TrackingBounds::of(cfg.tracking);  // (as the in-process store's)
 }
 
 namespace {
@@ -175,23 +183,26 @@ net::awaitable<Expected<std::string>> RedisLimitStore::report_async(std::string_
     }
   }
   auto tag = [&](std::string_view tenant) { return fmt::format("{}:{{{}}}", opts_.prefix, tenant); };
-  if (scope.starts_with("run:")) {  // run:TENANT/ID (runs live under their tenant's key tag)
+  if (scope.starts_with("run:")) {  // run:TENANT/ID (runs are per tenant, under its key tag)
     const std::string_view rest = scope.substr(4);
     const auto slash = rest.find('/');
     if (slash == std::string_view::npos)
-      co_return not_found("With a Redis limit store, name a run as run:TENANT/RUN_ID.", "scope_not_found", "scope");
+      co_return not_found(fmt::format("Name a run as run:TENANT/RUN_ID (runs are per tenant), not '{}'.", scope),
+                          "scope_not_found", "scope");
     const std::string base = fmt::format("{}:run:{}", tag(rest.substr(0, slash)), rest.substr(slash + 1));
     // (named argument vectors: GCC 12 mishandles temporaries inside co_await)
     const std::vector<std::string> hmget{"HMGET", base, "tokens", "cost", "calls", "start"};
-    const std::vector<std::string> zcard{"ZCARD", base + ":inflight"};
+    const std::vector<std::string> zcount{"ZCOUNT", base + ":inflight", "(" + std::to_string(now_us()), "+inf"};
+    const std::vector<std::string> zcard{"ZCARD", base + ":order"};
     auto h = co_await client_->command(hmget);
-    auto in = co_await client_->command(zcard);
-    if (!h || !in) co_return unavailable(client_->last_error());
+    auto in = co_await client_->command(zcount);
+    auto remembered = co_await client_->command(zcard);
+    if (!h || !in || !remembered) co_return unavailable(client_->last_error());
     if (h->array.size() < 4 || h->array[3].type == RedisValue::Type::kNil)
       co_return not_found(fmt::format("No run '{}' is known.", rest), "scope_not_found", "scope");
     auto field = [&](std::size_t i) { return h->array[i].type == RedisValue::Type::kString ? h->array[i].str : "0"; };
-    co_return fmt::format(R"({{"scope":"{}","store":"redis","calls":{},"in_flight":{},"tokens_used_and_reserved":{},"cost_used_and_reserved_micros":{}}})",
-                          scope, field(2), in->integer, field(0), field(1));
+    co_return fmt::format(R"({{"scope":"{}","store":"redis","calls":{},"calls_remembered":{},"in_flight":{},"tokens_used_and_reserved":{},"cost_used_and_reserved_micros":{}}})",
+                          scope, field(2), remembered->integer, in->integer, field(0), field(1));
   }
   const bool tenant_owned = scope.starts_with("tenant:") || scope.starts_with("user:") || scope.starts_with("key:");
   std::string base;
@@ -203,10 +214,8 @@ net::awaitable<Expected<std::string>> RedisLimitStore::report_async(std::string_
   } else {
     base = limits::scope_base(opts_, "", scope, false);
   }
-  const auto now_us =
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   const std::vector<std::string> hmget{"HMGET", base + ":b", "l1", "l2"};
-  const std::vector<std::string> zcount{"ZCOUNT", base + ":c", "(" + std::to_string(now_us), "+inf"};  // unexpired leases
+  const std::vector<std::string> zcount{"ZCOUNT", base + ":c", "(" + std::to_string(now_us()), "+inf"};  // unexpired leases
   const std::vector<std::string> zcard{"ZCARD", base + ":a"};
   auto h = co_await client_->command(hmget);
   auto c = co_await client_->command(zcount);
@@ -215,8 +224,15 @@ net::awaitable<Expected<std::string>> RedisLimitStore::report_async(std::string_
   auto level = [&](std::size_t i) -> std::string {
     return h->array.size() > i && h->array[i].type == RedisValue::Type::kString ? h->array[i].str : "null";
   };
-  co_return fmt::format(R"({{"scope":"{}","store":"redis","limits":{},"in_flight":{},"active_children":{},"requests_level":{},"tokens_level":{}}})",
-                        scope, scope_limits, c->integer, a->integer, level(0), level(1));
+  std::string runs;
+  if (scope.starts_with("tenant:")) {  // the tenant's live runs (its index of them)
+    const std::vector<std::string> live{"ZCARD", fmt::format("{}:runs", tag(scope.substr(7)))};
+    auto n = co_await client_->command(live);
+    if (!n) co_return unavailable(client_->last_error());
+    runs = fmt::format(R"(,"runs_live":{})", n->integer);
+  }
+  co_return fmt::format(R"({{"scope":"{}","store":"redis","limits":{},"in_flight":{},"active_children":{},"requests_level":{},"tokens_level":{}{}}})",
+                        scope, scope_limits, c->integer, a->integer, level(0), level(1), runs);
 }
 
 Expected<std::string> RedisLimitStore::report(std::string_view, limits::Micros) {
@@ -245,11 +261,12 @@ std::optional<ScopeLimits> decode_limits(const std::string& s) {
 
 }  // namespace
 
-net::awaitable<Expected<std::string>> RedisLimitStore::set_limits_async(std::string_view scope, const ScopeLimits& l) {
+net::awaitable<Expected<std::string>> RedisLimitStore::set_limits_async(std::string_view scope,
+                                                                        const limits::LimitsUpdate& update) {
+  const ScopeLimits l = update.limits;
   {
     std::lock_guard lock(policy_.mu);
-    if (!limits::LimitPolicy::valid_scope(scope) || scope.starts_with("run:"))
-      co_return not_found(fmt::format("Scope '{}' cannot carry limits.", scope), "scope_not_found", "scope");
+    if (auto refused = limits::refuse_limits_update(policy_.policy, scope, update)) co_return *refused;
   }
   const std::vector<std::string> hset{"HSET", opts_.prefix + ":policy", std::string(scope), encode_limits(l)};
   const std::vector<std::string> incr{"INCR", opts_.prefix + ":policy:v"};
@@ -295,10 +312,11 @@ net::awaitable<void> RedisLimitStore::follow_policy(const std::atomic<bool>& sto
   }
 }
 
-Expected<std::string> RedisLimitStore::set_limits(std::string_view scope, const ScopeLimits& limits, limits::Micros) {
+Expected<std::string> RedisLimitStore::set_limits(std::string_view scope, const limits::LimitsUpdate& update,
+                                                  limits::Micros) {
   std::lock_guard lock(policy_.mu);
-  if (!policy_.policy.set(scope, limits))
-    return not_found(fmt::format("Scope '{}' cannot carry limits.", scope), "scope_not_found", "scope");
+  if (auto refused = limits::refuse_limits_update(policy_.policy, scope, update)) return *refused;
+  policy_.policy.set(scope, update.limits);
   return fmt::format(R"j({{"scope":"{}","store":"redis","applied":"this gateway; set it on every gateway of the fleet, or reload their config"}})j", scope);
 }
 

@@ -14,7 +14,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <atomic>
 #include <memory>
-#include <atomic>
 #include <mutex>
 #include <unordered_map>
 
@@ -64,7 +63,8 @@ class RedisLimitStore final : public limits::LimitStore {
   // PUT /admin/limits for the whole fleet: stored in Redis (a hash of
   // overrides and a version), applied here, and by every other gateway within
   // a second (follow_policy). Refused when Redis is unreachable.
-  boost::asio::awaitable<Expected<std::string>> set_limits_async(std::string_view scope, const ScopeLimits& limits);
+  boost::asio::awaitable<Expected<std::string>> set_limits_async(std::string_view scope,
+                                                                 const limits::LimitsUpdate& update);
   // Runs on one worker per process: polls the overrides' version every second
   // and applies the overrides when it changed. Returns when `stop` is set.
   boost::asio::awaitable<void> follow_policy(const std::atomic<bool>& stop);
@@ -73,7 +73,8 @@ class RedisLimitStore final : public limits::LimitStore {
   // The synchronous interface is for the in-process store; this one is async.
   Expected<limits::Admission> admit(const limits::Ask&, limits::Micros) override;
   Expected<std::string> report(std::string_view scope, limits::Micros now) override;
-  Expected<std::string> set_limits(std::string_view scope, const ScopeLimits& limits, limits::Micros now) override;
+  Expected<std::string> set_limits(std::string_view scope, const limits::LimitsUpdate& update,
+                                   limits::Micros now) override;
   void reload(const Config& config) override;
 
  protected:

@@ -48,7 +48,8 @@ describe('limits', () => {
   });
 
   it('names the tenant when its tokens-per-minute limit is exhausted, and refuses requests that can never fit', async () => {
-    const gw = await startGateway({ yaml: config({ tenantLimits: 'tokens_per_min: 120000' }) });
+    // (20 ms a token: the held streams stay open, their reservations held, while the third asks.)
+    const gw = await startGateway({ yaml: config({ tenantLimits: 'tokens_per_min: 120000', decodeMs: 20 }) });
     // Each request reserves prompt + max_tokens: 40,000 output tokens three times fills 120,000.
     const held = [];
     for (let i = 0; i < 2; i++) {
@@ -100,7 +101,7 @@ describe('limits', () => {
     await gw.stop();
   });
 
-  it('enforces agent run trees: depth, fan-out, concurrency, budget, ownership', async () => {
+  it('enforces agent run trees: depth, fan-out, concurrency, budget; a run id names a run of its tenant only', async () => {
     const gw = await startGateway({ yaml: config({ runs: 'max_depth: 1, max_fanout: 2, max_tokens: 200' }) });
     const call = (run, parent, key = DEMO_KEYS.alice, maxTokens = 4) =>
       chat(gw.base, key, { maxTokens, headers: { 'X-TG-Run': run, ...(parent ? { 'X-TG-Parent': parent } : {}) } });
@@ -121,15 +122,25 @@ describe('limits', () => {
     const unknown = await expectError(await call('run-a', 'req_nope'), 400, 'unknown_parent');
     assert.equal(unknown.param, 'X-TG-Parent');
     await expectError(await chat(gw.base, DEMO_KEYS.alice, { headers: { 'X-TG-Parent': rootId } }), 400, 'parent_without_run');
-    await expectError(await call('run-a', null, DEMO_KEYS.carol), 403, 'run_forbidden');
     // 200 tokens per run: prompt (~8) + 190 output is over what is left.
     await expectError(await call('run-a', null, DEMO_KEYS.alice, 190), 429, 'run_budget_exhausted');
-    const rep = await (await fetch(`${gw.base}/admin/limits/run:run-a`, { headers: admin })).json();
+    // globex's 'run-a' is another run: its own whole budget, and no way into acme's tree
+    // (acme's request is no parent there, exactly like one that never existed).
+    const theirs = await call('run-a', null, DEMO_KEYS.carol, 190);
+    assert.equal(theirs.status, 200, await theirs.clone().text());
+    await theirs.text();
+    const into = await expectError(await call('run-a', rootId, DEMO_KEYS.carol), 400, 'unknown_parent');
+    assert.equal(into.message, unknown.message.replace('req_nope', rootId));
+    const rep = await (await fetch(`${gw.base}/admin/limits/run:acme/run-a`, { headers: admin })).json();
     assert.equal(rep.calls, 3);
     assert.equal(rep.in_flight, 0);
     assert.equal(rep.tokens_reserved, 0);
     assert.equal(rep.max_depth_seen, 1);
     assert.equal(rep.tenant, 'acme');
+    const theirRep = await (await fetch(`${gw.base}/admin/limits/run:globex/run-a`, { headers: admin })).json();
+    assert.equal(theirRep.calls, 1);
+    assert.equal(theirRep.tenant, 'globex');
+    await expectError(await fetch(`${gw.base}/admin/limits/run:run-a`, { headers: admin }), 404, 'scope_not_found');
     await gw.stop();
   });
 
@@ -197,6 +208,60 @@ describe('limits', () => {
     await gw.stop();
   });
 
+  it('keeps a tenant to 1000 live agent runs: a new one past that is a 429 too_many_runs', async () => {
+    const gw = await startGateway({ yaml: config({}) });
+    const run = (id, key = DEMO_KEYS.alice, h = {}) => chat(gw.base, key, { headers: { 'X-TG-Run': id, ...h } });
+    let next = 0;
+    const worker = async () => {
+      while (next < 1000) {
+        const r = await run(`r${next++}`);
+        assert.equal(r.status, 200, await r.text());
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    const tenant = await (await fetch(`${gw.base}/admin/limits/tenant:acme`, { headers: admin })).json();
+    assert.equal(tenant.runs_live, 1000);
+    const res = await run('one-too-many');
+    const retry = Number(res.headers.get('retry-after'));
+    const e = await expectError(res, 429, 'too_many_runs');
+    assert.match(e.message, /^tenant 'acme' has 1000 live agent runs \(the limit\); a run is let go once it has had no call for 300s\./);
+    assert.ok(retry >= 290 && retry <= 330, `Retry-After ${retry}: the oldest run is quiet 300 s after its call, plus jitter`);
+    // A live run goes on, and another tenant starts runs as before.
+    const live = await run('r5');
+    assert.equal(live.status, 200);
+    await live.text();
+    const other = await run('one-too-many', DEMO_KEYS.carol);
+    assert.equal(other.status, 200);
+    await other.text();
+    assert.equal((await (await fetch(`${gw.base}/admin/limits/tenant:acme`, { headers: admin })).json()).runs_live, 1000);
+    await gw.stop();
+  });
+
+  it('sets limits only on configured scopes, and never empties a scope without being told to', async () => {
+    const gw = await startGateway({ yaml: config({ userLimits: 'requests_per_min: 3' }) });
+    const put = (scope, body) => fetch(`${gw.base}/admin/limits/${scope}`, { method: 'PUT', headers: admin, body: JSON.stringify(body) });
+    const get = (scope) => fetch(`${gw.base}/admin/limits/${scope}`, { headers: admin });
+    for (const scope of ['tenant:nobody', 'user:nobody%2Falice', 'key:nokey', 'org:nowhere', 'model:gpt-nope', 'deployment:nodep', 'run:acme%2Fr1']) {
+      const e = await expectError(await put(scope, { requests_per_min: 5 }), 404, 'scope_not_found');
+      assert.equal(e.param, 'scope');
+      if (!scope.startsWith('user:')) await expectError(await get(scope), 404, 'scope_not_found');  // nothing was created
+    }
+    const e = await expectError(await put('tenant:nobody', { requests_per_min: 5 }), 404, 'scope_not_found');
+    assert.match(e.message, /^No tenant 'nobody' in the configuration/);
+    assert.equal((await put('user:acme%2Fnew-user', { requests_per_min: 5 })).status, 200, 'any user of a configured tenant');
+    // {} would silently lift alice's limits, her tenant's user_limits included.
+    const empty = await expectError(await put('user:acme%2Falice', {}), 400, 'empty_limits');
+    assert.match(empty.message, /\{"requests_per_min": null, "tokens_per_min": null, "concurrency": null\}/);
+    assert.equal((await (await get('user:acme%2Falice')).json()).limits.requests_per_min.ceil, 3, 'unchanged');
+    // Said explicitly, every limit of the scope goes.
+    const cleared = await put('user:acme%2Falice', { requests_per_min: null, tokens_per_min: null, concurrency: null });
+    assert.equal(cleared.status, 200, await cleared.clone().text());
+    assert.deepEqual((await (await get('user:acme%2Falice')).json()).limits,
+      { requests_per_min: { rate: 0, ceil: 0 }, tokens_per_min: { rate: 0, ceil: 0 }, concurrency: 0 });
+    for (let i = 0; i < 5; i++) assert.equal((await chat(gw.base, DEMO_KEYS.alice).then(async (r) => { await r.text(); return r; })).status, 200);
+    await gw.stop();
+  });
+
   it('leaves every counter at zero after thousands of aborted streams', async () => {
     const gw = await startGateway({ yaml: config({ tenantLimits: 'concurrency: 64, tokens_per_min: 100000000', decodeMs: 5, runs: 'max_concurrency: 1000' }) });
     let aborted = 0;
@@ -215,7 +280,7 @@ describe('limits', () => {
     };
     await Promise.all(Array.from({ length: 40 }, (_, w) => worker(w)));
     assert.equal(aborted, 2000);
-    for (const scope of ['global', 'org:demo', 'tenant:acme', 'user:acme/alice', 'key:acme-alice', 'model:chat', 'deployment:chat-sim', 'run:storm-0']) {
+    for (const scope of ['global', 'org:demo', 'tenant:acme', 'user:acme/alice', 'key:acme-alice', 'model:chat', 'deployment:chat-sim', 'run:acme/storm-0']) {
       await waitFor(async () => {
         const j = await (await fetch(`${gw.base}/admin/limits/${scope}`, { headers: admin })).json();
         return j.in_flight === 0 && (j.reserved_tokens ?? j.tokens_reserved) === 0;

@@ -4,6 +4,8 @@
 // load (local share, fail closed, reconnect).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { startGateway, tempDir, waitFor, metric, chat, limitsConfig, freePort, startRedis, startRedisCluster, DEMO_KEYS, ADMIN_KEY } from './harness.mjs';
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` };
@@ -20,6 +22,33 @@ async function held(res, ctl, release) {
   if (res.status !== 200) { await res.text(); return res.status; }
   release.push(() => ctl.abort());
   return 200;
+}
+
+// Runs the admit and settle scripts directly (redis-cli EVAL) on one run of
+// tenant acme with chosen bounds, as the gateway would send them.
+const ADMIT = readFileSync(new URL('../../src/limits/lua/admit.lua', import.meta.url), 'utf8');
+const SETTLE = readFileSync(new URL('../../src/limits/lua/settle.lua', import.meta.url), 'utf8');
+function scriptDriver(port, pfx, cluster = false) {
+  const cli = (...args) => new Promise((resolve, reject) => execFile('redis-cli', [...(cluster ? ['-c'] : []), '-p', String(port), '--no-raw', ...args],
+    (err, out) => (err ? reject(err) : resolve(out.trim()))));
+  const key = (k) => `${pfx}:{acme}:${k}`;
+  const runKeys = (run) => [key(`run:${run}`), key(`run:${run}:calls`), key(`run:${run}:inflight`), key(`run:${run}:order`), key('runs')];
+  const admitReply = async (run, hold, parent, { maxCalls, maxRuns, quietUs }) => {
+    const args = ['0', '10', '0', '10000000', '60000000', '1', hold, '1800000000', '900000',
+      run, 'acme', parent, '0', '0', '0', '0', '0', '0', '0', '3600000', String(maxCalls), String(maxRuns), String(quietUs), '10000'];
+    const out = await cli('EVAL', ADMIT, '5', ...runKeys(run), ...args);
+    // --no-raw: "1) (integer) 1\n2) \"run_calls\"\n..." → [1, 'run_calls', ...]
+    return out.split('\n').map((l) => l.replace(/^\s*\d+\)\s*/, '')).map((v) =>
+      (v.startsWith('(integer) ') ? Number(v.slice(10)) : v.replace(/^"|"$/g, '')));
+  };
+  return {
+    admitReply,
+    admit: async (...a) => (await admitReply(...a))[0],
+    settle: (run, hold) => cli('EVAL', SETTLE, '3', key(`run:${run}`), key(`run:${run}:inflight`), key('runs'),
+      '0', '10', '10', '0', '0', hold, '0', run),
+    zcard: async (k) => Number((await cli('ZCARD', key(k))).replace('(integer) ', '')),
+    exists: async (k) => Number((await cli('EXISTS', key(k))).replace('(integer) ', '')),
+  };
 }
 
 let redis;
@@ -59,11 +88,85 @@ describe('limits shared through Redis', () => {
     assert.equal(await code(await svc('u3', { 'X-TG-Run': 'run-r', 'X-TG-Parent': rid })), 'run_fanout_exceeded');
     assert.equal(await code(await svc('u3', { 'X-TG-Run': 'run-r', 'X-TG-Parent': kid.headers.get('x-request-id') })), 'run_depth_exceeded');
     assert.equal(await code(await svc('u3', { 'X-TG-Run': 'run-r', 'X-TG-Parent': rootId })), 'unknown_parent');
-    assert.equal(await code(await chat(gw.base, DEMO_KEYS.carol, { headers: { 'X-TG-Run': 'run-r' } })), 'run_forbidden');
+    // globex's 'run-r' is globex's own run: admitted, and acme's requests are no parents in it.
+    const theirs = await chat(gw.base, DEMO_KEYS.carol, { headers: { 'X-TG-Run': 'run-r' } });
+    assert.equal(theirs.status, 200);
+    await theirs.text();
+    assert.equal(await code(await chat(gw.base, DEMO_KEYS.carol, { headers: { 'X-TG-Run': 'run-r', 'X-TG-Parent': rid } })), 'unknown_parent');
     const rep = await (await fetch(`${gw.base}/admin/limits/run:acme/run-r`, { headers: admin })).json();
     assert.equal(rep.calls, 2);
     assert.equal(rep.in_flight, 0);
+    assert.equal((await (await fetch(`${gw.base}/admin/limits/run:globex/run-r`, { headers: admin })).json()).calls, 1);
     await gw.stop();
+  });
+
+  it('refuses PUT /admin/limits of unconfigured scopes and of no limits, fleet-wide', async () => {
+    const gw = await startGateway({ yaml: config(redis.port, { prefix: prefix(), userLimits: 'requests_per_min: 3' }) });
+    const put = (scope, body) => fetch(`${gw.base}/admin/limits/${scope}`, { method: 'PUT', headers: admin, body: JSON.stringify(body) });
+    for (const scope of ['tenant:nobody', 'user:nobody%2Falice', 'org:nowhere', 'key:nokey']) {
+      const r = await put(scope, { requests_per_min: 5 });
+      const e = (await r.json()).error;
+      assert.equal(r.status, 404, scope);
+      assert.equal(e.code, 'scope_not_found');
+    }
+    const r = await put('user:acme%2Falice', {});
+    assert.equal(r.status, 400);
+    assert.equal((await r.json()).error.code, 'empty_limits');
+    const codes = [];
+    for (let i = 0; i < 4; i++) codes.push(await status(await chat(gw.base, DEMO_KEYS.alice)));
+    assert.deepEqual(codes, [200, 200, 200, 429], 'alice keeps her 3 a minute');
+    await gw.stop();
+  });
+
+  it('keeps a tenant to 1000 live runs in Redis, and its runs independent of another tenant\'s', async () => {
+    const gw = await startGateway({ yaml: config(redis.port, { prefix: prefix() }) });
+    let next = 0;
+    const worker = async () => {
+      while (next < 1000) {
+        const r = await chat(gw.base, DEMO_KEYS.alice, { headers: { 'X-TG-Run': `r${next++}` } });
+        assert.equal(r.status, 200, await r.text());
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    assert.equal((await (await fetch(`${gw.base}/admin/limits/tenant:acme`, { headers: admin })).json()).runs_live, 1000);
+    const res = await chat(gw.base, DEMO_KEYS.alice, { headers: { 'X-TG-Run': 'one-too-many' } });
+    const e = (await res.json()).error;
+    assert.equal(res.status, 429);
+    assert.equal(e.code, 'too_many_runs');
+    assert.match(e.message, /^tenant 'acme' has 1000 live agent runs \(the limit\)/);
+    assert.ok(Number(res.headers.get('retry-after')) >= 290);
+    assert.equal(await status(await chat(gw.base, DEMO_KEYS.alice, { headers: { 'X-TG-Run': 'r5' } })), 200, 'a live run goes on');
+    assert.equal(await status(await chat(gw.base, DEMO_KEYS.carol, { headers: { 'X-TG-Run': 'one-too-many' } })), 200, 'globex is not affected');
+    await gw.stop();
+  });
+
+  it('the admit script forgets a run\'s oldest finished call and a tenant\'s oldest quiet run at their bounds', async () => {
+    const s = scriptDriver(redis.port, prefix());
+    // A run remembering at most 3 calls: the oldest finished one makes room, one in flight never does.
+    const b = { maxCalls: 3, maxRuns: 100, quietUs: 0 };
+    assert.deepEqual(await s.admit('r', 'c1', '', b), 0);
+    for (const c of ['c2', 'c3']) { assert.equal(await s.admit('r', c, 'c1', b), 0); await s.settle('r', c); }
+    assert.equal(await s.zcard('run:r:order'), 3);
+    assert.equal(await s.admit('r', 'c4', 'c1', b), 0, 'c2 is forgotten, c1 (in flight, the parent) kept');
+    assert.equal(await s.zcard('run:r:order'), 3);
+    assert.deepEqual(await s.admitReply('r', 'c5', 'c2', b), [1, 'unknown_parent']);
+    await s.settle('r', 'c3'); await s.settle('r', 'c4');
+    // All remembered calls in flight: refused.
+    const tight = { maxCalls: 2, maxRuns: 100, quietUs: 0 };
+    assert.equal(await s.admit('q', 'q1', '', tight), 0);
+    assert.equal(await s.admit('q', 'q2', '', tight), 0);
+    assert.deepEqual(await s.admitReply('q', 'q3', '', tight), [1, 'run_calls', 2]);
+    // Two live runs at most: a quiet one is forgotten (its keys deleted), one in flight is not.
+    const few = { maxCalls: 10, maxRuns: 3, quietUs: 0 };  // r and q live already, c1 of r and q1, q2 in flight
+    assert.equal(await s.admit('x', 'x1', '', few), 0);
+    await s.settle('x', 'x1');
+    assert.equal(await s.zcard('runs'), 3);
+    assert.equal(await s.admit('y', 'y1', '', few), 0, 'x (quiet, nothing in flight) made room');
+    assert.equal(await s.exists('run:x'), 0);
+    assert.equal(await s.zcard('runs'), 3);
+    const refused = await s.admitReply('z', 'z1', '', { ...few, quietUs: 3600e6 });
+    assert.equal(refused[1], 'too_many_runs');
+    assert.equal(await s.exists('run:r'), 1, 'runs with calls in flight stay');
   });
 
   it('PUT /admin/limits on one gateway changes the limit on every gateway of the fleet', async () => {
@@ -221,13 +324,15 @@ describe('limits on a Redis Cluster (three primaries)', () => {
       const yaml = clusterYaml(100);
       const gws = await Promise.all(Array.from({ length: 4 }, () => startGateway({ yaml })));
       try {
-        // A run lives in its tenant's slot, its owner record in the shared one: another tenant using it is refused.
+        // A run lives in its tenant's slot, all of it: another tenant's run of the same id is another run.
         const mine = await chat(gws[1].base, DEMO_KEYS.acmeService, { headers: { 'X-TG-User': 'r', 'X-TG-Run': 'cluster-run' } });
         assert.equal(mine.status, 200, await mine.text());
         const theirs = await chat(gws[2].base, DEMO_KEYS.carol, { headers: { 'X-TG-Run': 'cluster-run' } });
-        assert.equal(theirs.status, 403);
-        assert.equal((await theirs.json()).error.code, 'run_forbidden');
-        // (one of the org's 100 used; the refusal came before any reservation)
+        assert.equal(theirs.status, 200, await theirs.text());
+        const into = await chat(gws[3].base, DEMO_KEYS.carol, { headers: { 'X-TG-Run': 'cluster-run', 'X-TG-Parent': mine.headers.get('x-request-id') } });
+        assert.equal(into.status, 400);
+        assert.equal((await into.json()).error.code, 'unknown_parent');
+        // (two of the org's 100 used; the unknown parent refused before any reservation)
         const release = [];
         const t0 = Date.now();
         const codes = await Promise.all(Array.from({ length: 400 }, (_, i) => {
@@ -257,6 +362,16 @@ describe('limits on a Redis Cluster (three primaries)', () => {
         await Promise.all(gws.map((g) => g.stop()));
       }
     }
+  });
+
+  it('forgets a tenant\'s quiet run at the bound inside the tenant\'s slot', async () => {
+    const s = scriptDriver(cluster.ports[0], prefix(), true);
+    const few = { maxCalls: 10, maxRuns: 1, quietUs: 0 };
+    assert.equal(await s.admit('a', 'a1', '', few), 0);
+    await s.settle('a', 'a1');
+    assert.equal(await s.admit('b', 'b1', '', few), 0, 'a (quiet) made room');
+    assert.equal(await s.exists('run:a'), 0);
+    assert.equal(await s.exists('run:b'), 1);
   });
 });
 

@@ -153,7 +153,7 @@ limits:
     ASSERT_TRUE(rep.ok()) << scope;
     EXPECT_NE(rep->find(R"("in_flight":0,"reserved_tokens":0)"), std::string::npos) << scope << " " << *rep;
   }
-  auto run = store->report("run:run-1", 3 * kSec);
+  auto run = store->report("run:acme/run-1", 3 * kSec);
   ASSERT_TRUE(run.ok());
   EXPECT_NE(run->find(R"("in_flight":0)"), std::string::npos) << *run;
   EXPECT_NE(run->find(R"("tokens_reserved":0,"cost_used_micros":0,"cost_reserved_micros":0)"), std::string::npos) << *run;
@@ -205,7 +205,7 @@ TEST(Limits, AnIdleParentLendsEverythingUpToTheChildsCeil) {
   EXPECT_TRUE(r.ok()) << "the tenant still had 200";
 }
 
-TEST(Limits, AgentRunsTrackDepthFanOutAndOwnership) {
+TEST(Limits, AgentRunsTrackDepthFanOutAndBudget) {
   auto store = in_process_limit_store(config(R"(
 limits:
   runs: { max_depth: 2, max_fanout: 2, max_concurrency: 3, max_tokens: 1000 }
@@ -245,10 +245,6 @@ limits:
   EXPECT_EQ(unknown.error().status, 400);
   EXPECT_EQ(unknown.error().code, "unknown_parent");
   EXPECT_EQ(unknown.error().param, "X-TG-Parent");
-  auto foreign = call("f", "", "globex");
-  ASSERT_FALSE(foreign.ok());
-  EXPECT_EQ(foreign.error().status, 403);
-  EXPECT_EQ(foreign.error().code, "run_forbidden");
   // Budget: 1000 tokens; 20 used, 20 in flight.
   auto big = call("big", "c2", "acme", 961);
   ASSERT_FALSE(big.ok());
@@ -291,12 +287,273 @@ TEST(Limits, AdminChangesAndReloadTakeEffectWithoutLosingUsage) {
   EXPECT_NE(set->find(R"("requests_per_min":{"rate":0,"ceil":2})"), std::string::npos) << *set;
   EXPECT_FALSE(store->admit(ask("alice"), kSec).ok());
   EXPECT_TRUE(store->admit(ask("bob"), kSec).ok());
-  EXPECT_FALSE(store->set_limits("planet:mars", two, kSec).ok());
+  EXPECT_EQ(store->set_limits("planet:mars", two, kSec).error().status, 404);
   store->reload(c);  // back to 100/min; the 5 already used still count
   int ok = 0;
   while (store->admit(ask("alice"), kSec).ok()) ++ok;
   EXPECT_EQ(ok, 95);
   EXPECT_EQ(store->report("nowhere:x", kSec).error().status, 404);
+}
+
+// A number field of a report, or -1 when the report has no such field.
+std::int64_t field(const Expected<std::string>& report, const std::string& name) {
+  if (!report.ok()) return -1;
+  const std::string key = "\"" + name + "\":";
+  const auto at = report->find(key);
+  return at == std::string::npos ? -1 : std::stoll(report->substr(at + key.size()));
+}
+
+// An Ask that keeps the strings its views point at.
+struct RunCall {
+  std::string user, run, id, parent;
+  Ask ask(std::string_view tenant = "acme", std::int64_t tokens = 10) const {
+    Ask a = limits::ask(user, tokens, tenant);
+    a.run_id = run;
+    a.request_id = id;
+    a.parent_id = parent;
+    return a;
+  }
+};
+
+TEST(Limits, TwoTenantsUsingOneRunIdHaveTwoIndependentRuns) {
+  auto store = in_process_limit_store(config(R"(
+limits:
+  runs: { max_tokens: 100 }
+)"));
+  const RunCall acme_root{"alice", "r1", "acme-root", ""};
+  auto a = store->admit(acme_root.ask("acme", 60), kSec);
+  ASSERT_TRUE(a.ok());
+  a->settle(60, 0, kSec);
+  // globex's "r1" is its own run: admitted, with its whole budget (acme used 60 of 100).
+  const RunCall globex_root{"carol", "r1", "globex-root", ""};
+  auto g = store->admit(globex_root.ask("globex", 90), kSec);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  g->settle(90, 0, kSec);
+  // It cannot hang calls under acme's: acme's request is no parent in globex's run,
+  // refused exactly like a parent that never existed.
+  const RunCall into_acme{"carol", "r1", "g2", "acme-root"}, nowhere{"carol", "r1", "g3", "never-sent"};
+  auto e1 = store->admit(into_acme.ask("globex", 1), kSec);
+  auto e2 = store->admit(nowhere.ask("globex", 1), kSec);
+  ASSERT_FALSE(e1.ok());
+  ASSERT_FALSE(e2.ok());
+  EXPECT_EQ(e1.error().status, 400);
+  EXPECT_EQ(e1.error().code, "unknown_parent");
+  EXPECT_EQ(e2.error().code, e1.error().code);
+  // Nor is acme's budget touched by globex's 90.
+  const RunCall acme_kid{"alice", "r1", "acme-kid", "acme-root"};
+  EXPECT_TRUE(store->admit(acme_kid.ask("acme", 40), kSec).ok()) << "60 + 40 = acme's 100";
+  // The admin API names a run by tenant and id.
+  auto ra = store->report("run:acme/r1", kSec);
+  auto rg = store->report("run:globex/r1", kSec);
+  ASSERT_TRUE(ra.ok());
+  ASSERT_TRUE(rg.ok());
+  EXPECT_NE(ra->find(R"("tenant":"acme")"), std::string::npos) << *ra;
+  EXPECT_EQ(field(ra, "tokens_used"), 100);
+  EXPECT_EQ(field(rg, "tokens_used"), 90);
+  auto bare = store->report("run:r1", kSec);
+  ASSERT_FALSE(bare.ok());
+  EXPECT_EQ(bare.error().status, 404);
+  EXPECT_NE(bare.error().message.find("run:TENANT/RUN_ID"), std::string::npos) << bare.error().message;
+}
+
+TEST(Limits, TenThousandUserNamesStayWithinTheTenantsBound) {
+  // One request a minute per user: an admitted user's bucket is not full again for a minute.
+  auto store = in_process_limit_store(config("", "    user_limits: { requests_per_min: 1 }"));
+  const Micros t = 100 * kSec;
+  std::vector<std::string> names;
+  for (int i = 0; i < 10'050; ++i) names.push_back("u" + std::to_string(i));
+  int admitted = 0;
+  for (int i = 0; i < 10'000; ++i) {
+    auto r = store->admit(ask(names[i]), t);
+    if (r.ok()) ++admitted, r->settle(10, 0, t);
+  }
+  EXPECT_EQ(admitted, 10'000);
+  EXPECT_EQ(field(store->report("tenant:acme", t), "users_tracked"), kMaxTrackedUsersPerTenant);
+  // Every tracked user still owes its minute: forgetting one would hand it a
+  // fresh bucket, so a new name is refused, naming the bound.
+  auto full = store->admit(ask(names[10'000]), t + 10 * kSec);
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.error().status, 429);
+  EXPECT_EQ(full.error().code, "too_many_users");
+  EXPECT_NE(full.error().message.find("tenant 'acme' has 10000 users"), std::string::npos) << full.error().message;
+  EXPECT_EQ(full.error().retry_after_s, 50) << "the oldest user's bucket is full 60 s after its request";
+  EXPECT_TRUE(store->admit(ask("u0"), t + 60 * kSec).ok()) << "a tracked user is served as before";
+  EXPECT_TRUE(store->admit(ask("dora", 10, "globex"), t + 10 * kSec).ok()) << "another tenant is not affected";
+  // A minute on, the oldest can go: new names come in, the count stays at the bound.
+  for (int i = 10'000; i < 10'050; ++i) EXPECT_TRUE(store->admit(ask(names[i]), t + 61 * kSec).ok()) << i;
+  EXPECT_EQ(field(store->report("tenant:acme", t + 61 * kSec), "users_tracked"), kMaxTrackedUsersPerTenant);
+  EXPECT_EQ(field(store->report("user:acme/u0", t + 61 * kSec), "requests_total"), 2) << "used last: kept";
+}
+
+TEST(Limits, UsersWithNothingToRememberNeverHitTheBound) {
+  auto store = in_process_limit_store(config(""));  // no user limits: a user node holds only counters
+  for (int i = 0; i < 20'000; ++i) {
+    auto r = store->admit(ask("n" + std::to_string(i)), kSec + i);
+    ASSERT_TRUE(r.ok()) << i << " " << r.error().message;
+  }  // (each released at once)
+  EXPECT_EQ(field(store->report("tenant:acme", 2 * kSec), "users_tracked"), kMaxTrackedUsersPerTenant);
+}
+
+TEST(Limits, ARefusedRequestLeavesNoNewUserBehind) {
+  auto store = in_process_limit_store(config("", "    limits: { concurrency: 1 }"));
+  auto held = store->admit(ask("alice"), kSec);
+  ASSERT_TRUE(held.ok());
+  for (int i = 0; i < 10'000; ++i) {
+    auto r = store->admit(ask("x" + std::to_string(i)), kSec);
+    ASSERT_FALSE(r.ok());
+    ASSERT_EQ(r.error().code, "tenant_concurrency_exhausted");
+  }
+  auto tenant = store->report("tenant:acme", kSec);
+  EXPECT_EQ(field(tenant, "users_tracked"), 1) << *tenant;
+  EXPECT_EQ(field(tenant, "active_children"), 1) << *tenant;
+}
+
+TEST(Limits, RefusedUsersCountForFairShareOnlyWithinTheBound) {
+  // A rate-limited tenant: a user refused on its first request still counts
+  // as active (its share is reserved against the others), up to the bound.
+  auto store = in_process_limit_store(config("", "    limits: { requests_per_min: 2 }"));
+  for (const char* u : {"alice", "bob"}) {
+    auto r = store->admit(ask(u), kSec);
+    ASSERT_TRUE(r.ok());
+    r->settle(10, 0, kSec);
+  }
+  for (int i = 0; i < 10'050; ++i) ASSERT_FALSE(store->admit(ask("x" + std::to_string(i)), kSec).ok());
+  auto tenant = store->report("tenant:acme", kSec);
+  EXPECT_EQ(field(tenant, "users_tracked"), kMaxTrackedUsersPerTenant) << *tenant;
+  EXPECT_EQ(field(tenant, "active_children"), kMaxTrackedUsersPerTenant) << *tenant;
+  // Those who used their share are not what goes first.
+  EXPECT_EQ(field(store->report("user:acme/alice", kSec), "requests_total"), 1);
+  EXPECT_EQ(field(store->report("user:acme/bob", kSec), "requests_total"), 1);
+}
+
+TEST(Limits, TenThousandRunIdsStayWithinTheTenantsBound) {
+  auto store = in_process_limit_store(config(""));
+  const Micros t = 10 * kSec;
+  // A run with a call in flight all along.
+  const RunCall long_call{"alice", "long", "long-1", ""};
+  auto held = store->admit(long_call.ask(), t);
+  ASSERT_TRUE(held.ok());
+  std::vector<RunCall> runs;
+  for (int i = 0; i < 10'000; ++i) runs.push_back({"alice", "run-" + std::to_string(i), "req-" + std::to_string(i), ""});
+  // Ten rounds of 999 new runs, each round once the last one is quiet.
+  int refused = 0;
+  for (int round = 0; round < 10; ++round) {
+    const Micros now = t + round * (kRunEvictQuietS + 1) * kSec;
+    for (int i = round * 999; i < (round + 1) * 999; ++i) {
+      auto r = store->admit(runs[i].ask(), now);
+      if (!r.ok()) { ++refused; continue; }
+      r->settle(10, 0, now);
+    }
+    EXPECT_EQ(field(store->report("tenant:acme", now), "runs_live"), kMaxLiveRunsPerTenant) << round;
+  }
+  EXPECT_EQ(refused, 0);
+  EXPECT_TRUE(store->report("run:acme/long", t + 3000 * kSec).ok()) << "a run in flight is never forgotten";
+  EXPECT_FALSE(store->report("run:acme/run-0", t + 3000 * kSec).ok()) << "the oldest quiet runs were";
+}
+
+TEST(Limits, ANewRunPastTheBoundIsRefusedUntilAnOldOneIsQuiet) {
+  auto store = in_process_limit_store(config(""));
+  const Micros t = 10 * kSec;
+  std::vector<RunCall> runs;
+  for (int i = 0; i <= 1000; ++i) runs.push_back({"alice", "run-" + std::to_string(i), "req-" + std::to_string(i), ""});
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(store->admit(runs[i].ask(), t).ok()) << i;
+  auto r = store->admit(runs[1000].ask(), t + 100 * kSec);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().status, 429);
+  EXPECT_EQ(r.error().code, "too_many_runs");
+  EXPECT_EQ(r.error().message,
+            "tenant 'acme' has 1000 live agent runs (the limit); a run is let go once it has had no call for 300s. "
+            "Finish or pause runs, or reuse a run's X-TG-Run id; retry after 200s.");
+  EXPECT_EQ(r.error().retry_after_s, 200);
+  // A call of a live run, and another tenant's new run, are not affected.
+  const RunCall again{"alice", "run-7", "req-7b", "req-7"};
+  EXPECT_TRUE(store->admit(again.ask(), t + 100 * kSec).ok());
+  EXPECT_TRUE(store->admit(runs[1000].ask("globex"), t + 100 * kSec).ok());
+  // 300 s on, the runs not called since t are quiet: one of them makes room.
+  EXPECT_TRUE(store->admit(runs[1000].ask(), t + 300 * kSec).ok());
+  EXPECT_EQ(field(store->report("tenant:acme", t + 300 * kSec), "runs_live"), kMaxLiveRunsPerTenant);
+  int kept = 0;
+  for (int i = 0; i < 1000; ++i) kept += store->report("run:acme/run-" + std::to_string(i), t + 300 * kSec).ok();
+  EXPECT_EQ(kept, 999);
+  EXPECT_TRUE(store->report("run:acme/run-7", t + 300 * kSec).ok()) << "called at t + 100 s: not quiet";
+}
+
+TEST(Limits, ARunRemembersAtMostItsBoundOfCalls) {
+  auto store = in_process_limit_store(config(""));
+  const RunCall root{"alice", "agent", "root", ""};
+  auto held = store->admit(root.ask(), kSec);  // in flight throughout: the parent of every call
+  ASSERT_TRUE(held.ok());
+  std::string last;
+  for (int i = 0; i < 12'000; ++i) {
+    const RunCall c{"alice", "agent", "c" + std::to_string(i), "root"};
+    auto r = store->admit(c.ask(), kSec + i);
+    ASSERT_TRUE(r.ok()) << i << " " << r.error().message;
+    r->settle(10, 0, kSec + i);
+  }
+  auto rep = store->report("run:acme/agent", 2 * kSec);
+  EXPECT_EQ(field(rep, "calls_remembered"), kMaxCallsPerRun) << *rep;
+  EXPECT_EQ(field(rep, "calls"), 12'001);
+  // The newest calls can still be parents; the oldest were forgotten.
+  const RunCall child_of_new{"alice", "agent", "d1", "c11999"}, child_of_old{"alice", "agent", "d2", "c0"};
+  EXPECT_TRUE(store->admit(child_of_new.ask(), 2 * kSec).ok());
+  EXPECT_EQ(store->admit(child_of_old.ask(), 2 * kSec).error().code, "unknown_parent");
+}
+
+TEST(Limits, ARunWhoseRememberedCallsAreAllInFlightRefusesTheNext) {
+  TrackingBounds b;
+  b.calls_per_run = 3;
+  auto store = in_process_limit_store(config(""), b);
+  std::vector<Admission> held;
+  for (int i = 0; i < 3; ++i) {
+    const RunCall c{"alice", "agent", "c" + std::to_string(i), ""};
+    auto r = store->admit(c.ask(), kSec);
+    ASSERT_TRUE(r.ok());
+    held.push_back(std::move(*r));
+  }
+  const RunCall next{"alice", "agent", "c3", ""};
+  auto r = store->admit(next.ask(), kSec);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "run_calls_exhausted");
+  EXPECT_EQ(r.error().message,
+            "run 'agent' remembers 3 calls (the limit) and the oldest of them are still in flight; retry when one "
+            "finishes.");
+  held[1].settle(10, 0, kSec);
+  EXPECT_TRUE(store->admit(next.ask(), kSec).ok()) << "c1 finished: forgotten to make room";
+  EXPECT_EQ(field(store->report("run:acme/agent", kSec), "calls_remembered"), 3);
+}
+
+TEST(Limits, AdminPutSetsOnlyConfiguredScopesAndNeverEmptiesOneSilently) {
+  auto store = in_process_limit_store(config("", "    user_limits: { requests_per_min: 3 }"));
+  ScopeLimits two;
+  two.requests_per_min.ceil = 2;
+  for (const char* scope : {"tenant:nobody", "user:nobody/alice", "user:acme/", "org:nowhere", "key:nokey",
+                            "model:nomodel", "deployment:nodep", "run:acme/r1", "planet:mars"}) {
+    auto r = store->set_limits(scope, two, kSec);
+    ASSERT_FALSE(r.ok()) << scope;
+    EXPECT_EQ(r.error().status, 404) << scope;
+    EXPECT_EQ(r.error().code, "scope_not_found") << scope;
+    if (!std::string_view(scope).starts_with("user:acme")) EXPECT_FALSE(store->report(scope, kSec).ok()) << scope;
+  }
+  EXPECT_EQ(store->set_limits("tenant:nobody", two, kSec).error().message,
+            "No tenant 'nobody' in the configuration; limits can be set only on configured scopes (add it to the "
+            "config and reload first).");
+  ScopeLimits plenty;
+  plenty.requests_per_min.ceil = 1000;
+  for (const char* scope : {"global", "org:demo", "tenant:globex", "user:acme/anyone", "model:chat", "deployment:chat-sim"})
+    EXPECT_TRUE(store->set_limits(scope, plenty, kSec).ok()) << scope;
+  // {} would remove every limit, the tenant's user_limits included: refused, saying how.
+  auto empty = store->set_limits("user:acme/alice", ScopeLimits{}, kSec);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.error().status, 400);
+  EXPECT_EQ(empty.error().code, "empty_limits");
+  EXPECT_NE(empty.error().message.find(R"({"requests_per_min": null, "tokens_per_min": null, "concurrency": null})"),
+            std::string::npos) << empty.error().message;
+  int ok = 0;
+  while (ok < 10 && store->admit(ask("alice"), kSec).ok()) ++ok;
+  EXPECT_EQ(ok, 3) << "alice keeps her tenant's 3 a minute";
+  // Said explicitly, it is done.
+  ASSERT_TRUE(store->set_limits("user:acme/alice", LimitsUpdate{ScopeLimits{}, true}, kSec).ok());
+  EXPECT_TRUE(store->admit(ask("alice"), kSec).ok()) << "no limit left on alice";
 }
 
 TEST(RateHeaders, OpenAIAndIetfFormats) {
@@ -345,14 +602,13 @@ TEST(RedisScript, OnAClusterAPathSplitsIntoTheSharedSlotThenTheTenantSlot) {
     for (const auto& k : p.call.keys) EXPECT_EQ(slot(k), slot(p.call.keys.front())) << k << ": one slot per call";
   }
   EXPECT_NE(slot(parts[0].call.keys.front()), slot(parts[1].call.keys.front()));
-  // Part 1: the org, the run's owner record; the tenant registered as the org's child; the org's facts handed off.
+  // Part 1: the org; the tenant registered as the org's child; the org's facts handed off. Nothing of the run.
   EXPECT_EQ(parts[0].call.keys[0], "tg:{shared}:org:demo:b");
-  EXPECT_EQ(parts[0].call.keys.back(), "tg:{shared}:run-owner:r1");
+  for (const auto& k : parts[0].call.keys) EXPECT_EQ(k.find("run"), std::string::npos) << k;
   const auto& a1 = parts[0].call.args;
-  EXPECT_EQ(a1[a1.size() - 4], "1");  // child of: the org (its first scope)
-  EXPECT_EQ(a1[a1.size() - 3], "tenant:acme");
-  EXPECT_EQ(a1[a1.size() - 2], "1");  // handoff: the org
-  EXPECT_EQ(a1.back(), "owner_only");
+  EXPECT_EQ(a1[a1.size() - 3], "1");  // child of: the org (its first scope)
+  EXPECT_EQ(a1[a1.size() - 2], "tenant:acme");
+  EXPECT_EQ(a1.back(), "1");  // handoff: the org
   // Part 2: the tenant and the user (the user its child), the tenant's parent external, the run's state.
   const auto& p2 = parts[1];
   EXPECT_EQ(p2.call.keys[0], "tg:{acme}:user:acme/alice:b");
@@ -360,8 +616,9 @@ TEST(RedisScript, OnAClusterAPathSplitsIntoTheSharedSlotThenTheTenantSlot) {
   EXPECT_EQ(p2.call.args[9 + 7], "2");
   EXPECT_EQ(p2.call.args[9 + 8 + 7], "-1") << "the tenant's parent lives in the other slot";
   EXPECT_GE(p2.ext_at, 0);
-  EXPECT_EQ(p2.call.args.back(), "no_owner");
+  EXPECT_EQ(p2.call.args.back(), "0");  // no handoff
   EXPECT_EQ(p2.path.run_key, "tg:{acme}:run:r1");
+  EXPECT_EQ(p2.call.keys.back(), "tg:{acme}:runs") << "the tenant's live runs, in its slot";
   EXPECT_EQ(p2.path.ext_parent_kind, "org");
   // A refusal naming the external parent names the org.
   RedisValue reply{RedisValue::Type::kArray};
@@ -378,6 +635,12 @@ TEST(RedisScript, OnAClusterAPathSplitsIntoTheSharedSlotThenTheTenantSlot) {
   LimitPolicy p3(c3);
   Ask b = ask("alice", 50);
   EXPECT_EQ(admit_parts(p3, b, o).size(), 1u);
+  // ...and with a run too: a run is its tenant's, all of it in the tenant's slot.
+  b.run_id = "r1";
+  b.request_id = "req-2";
+  const auto with_run = admit_parts(p3, b, o);
+  ASSERT_EQ(with_run.size(), 1u);
+  for (const auto& k : with_run[0].call.keys) EXPECT_EQ(slot(k), slot("acme")) << k;
 }
 
 TEST(RedisScript, KeysAreHashTaggedPerTenantAndRefusalsDecodeToTheSameErrors) {
@@ -390,10 +653,16 @@ TEST(RedisScript, KeysAreHashTaggedPerTenantAndRefusalsDecodeToTheSameErrors) {
   RedisPath path;
   RedisScriptCall call = admit_call(policy, a, RedisOptions{}, path);
   // Only the limited scopes (user) and the children of limited parents go:
-  // here the user alone, plus the 4 run keys, all in the tenant's slot.
-  ASSERT_EQ(call.keys.size(), 1u * 3 + 4);
+  // here the user alone, plus the 5 run keys, all in the tenant's slot.
+  ASSERT_EQ(call.keys.size(), 1u * 3 + 5);
   EXPECT_EQ(call.keys[0], "tg:{acme}:user:acme/alice:b");
   EXPECT_EQ(call.keys[3], "tg:{acme}:run:r1");
+  EXPECT_EQ(call.keys[6], "tg:{acme}:run:r1:order");
+  EXPECT_EQ(call.keys[7], "tg:{acme}:runs");
+  // Settling a run's call names the run so the tenant's index knows it was used.
+  const RedisScriptCall settle = settle_call(path, 10, 0);
+  EXPECT_EQ(settle.keys.back(), "tg:{acme}:runs");
+  EXPECT_EQ(settle.args.back(), "r1");
   EXPECT_EQ(path.scopes[0].kind, "user");
   // With limits on the org and the tenant, the tenant and user go too (the
   // user as the tenant's fair-share child), each linked to its parent.
@@ -426,6 +695,17 @@ TEST(RedisScript, KeysAreHashTaggedPerTenantAndRefusalsDecodeToTheSameErrors) {
   EXPECT_EQ(q->requests.remaining, 2);
   RedisValue junk{RedisValue::Type::kString};
   EXPECT_EQ(decode_admit(junk, path).error().status, 503);
+  // The bounds' refusals read like the in-process store's.
+  reply.array = {num(1), str("too_many_runs"), num(1000), num(300), num(42'000'000)};
+  auto runs = decode_admit(reply, path);
+  ASSERT_FALSE(runs.ok());
+  EXPECT_EQ(runs.error().code, "too_many_runs");
+  EXPECT_EQ(runs.error().retry_after_s, 42);
+  EXPECT_NE(runs.error().message.find("tenant 'acme' has 1000 live agent runs (the limit)"), std::string::npos);
+  reply.array = {num(1), str("run_calls"), num(10000)};
+  EXPECT_EQ(decode_admit(reply, path).error().message,
+            "run 'r1' remembers 10000 calls (the limit) and the oldest of them are still in flight; retry when one "
+            "finishes.");
 }
 
 }  // namespace

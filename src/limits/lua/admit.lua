@@ -9,16 +9,24 @@
 --       then per scope (leaf first) 8 values: kind, id, req_rate, req_ceil,
 --       tok_rate, tok_ceil, concurrency, parent index (0: none),
 --       then the run: run id ('' for none), tenant, parent id, 7 run limits
---       (tokens, cost, concurrency, depth, fanout, calls/min, wall_s), run ttl ms.
+--       (tokens, cost, concurrency, depth, fanout, calls/min, wall_s), run ttl ms,
+--       then the bounds: calls a run remembers, live runs per tenant, the quiet
+--       µs after which a run may be forgotten, active children per parent.
 --       Optional, for Redis Cluster (a path split over two slots, see
---       docs/limits-cluster.md), 11 more: the external parent's facts
+--       docs/limits-cluster.md), 10 more: the external parent's facts
 --       (l1, l2, ceil1, ceil2, rate1, rate2, active children) for scopes whose
 --       parent index is -1; a child to register (index in this call, name);
---       a handoff scope whose facts the reply carries (index); the run mode:
---       all | owner_only (the owner record only) | no_owner (all but it).
+--       a handoff scope whose facts the reply carries (index).
 -- KEYS: per scope 3 (bucket hash, concurrency zset, active-children zset),
---       then the run's: all: 4 (hash, calls hash, in-flight zset, owner
---       string); owner_only: the owner string; no_owner: the first 3.
+--       then, when the call holds the run, 5 under the tenant's tag: the run's
+--       hash, calls hash, in-flight zset, calls in use order (zset), and the
+--       tenant's live runs (zset, score: last use). A run is its tenant's: the
+--       same id from another tenant is another run.
+--       At a bound the script forgets the oldest entry that can be
+--       forgotten: a run's oldest call not in flight, or the least recently
+--       used run of the tenant with nothing in flight, quiet for the quiet µs
+--       and a full calls bucket (deleting that run's keys, which share this
+--       slot); entries in flight count as used now.
 -- Reply: {0, req_limit, req_remaining, req_reset_us, req_scope, tok_limit,
 --         tok_remaining, tok_reset_us, tok_scope[, handoff facts x7]} or
 --        {1, why, args...}.
@@ -62,20 +70,32 @@ for i = 1, n do
   S[i] = s
 end
 
+-- The run block and the bounds.
+local a = 9 + n * 8
+local run, tenant, parent = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+local rl = {}
+for k = 1, 7 do rl[k] = tonumber(ARGV[a + 3 + k]) end
+local run_ttl = tonumber(ARGV[a + 11])
+local max_calls, max_runs, quiet_us = tonumber(ARGV[a + 12]), tonumber(ARGV[a + 13]), tonumber(ARGV[a + 14])
+local max_active = tonumber(ARGV[a + 15])
+local EVICT_SCAN = 32
+
 -- The cluster block (absent: one call holds the whole path).
-local c0 = 9 + n * 8 + 12
-local EXT, child_of, child_name, handoff, run_mode = nil, 0, '', 0, 'all'
-if #ARGV >= c0 + 10 then
+local c0 = a + 16
+local EXT, child_of, child_name, handoff = nil, 0, '', 0
+if #ARGV >= c0 + 9 then
   EXT = {l = {tonumber(ARGV[c0]), tonumber(ARGV[c0 + 1])}, ceil = {tonumber(ARGV[c0 + 2]), tonumber(ARGV[c0 + 3])},
          rate = {tonumber(ARGV[c0 + 4]), tonumber(ARGV[c0 + 5])}, active = tonumber(ARGV[c0 + 6]), ext = true}
   child_of, child_name = tonumber(ARGV[c0 + 7]), ARGV[c0 + 8]
-  handoff, run_mode = tonumber(ARGV[c0 + 9]), ARGV[c0 + 10]
+  handoff = tonumber(ARGV[c0 + 9])
 end
 
--- Children count as active from their first request, refused or not.
+-- Children count as active from their first request, refused or not: for
+-- the active window, and the most recent max_active of them.
 local function register(ka, name)
   redis.call('ZADD', ka, now, name)
   redis.call('ZREMRANGEBYSCORE', ka, '-inf', now - window_us)
+  if max_active > 0 then redis.call('ZREMRANGEBYRANK', ka, 0, -(max_active + 1)) end
   redis.call('PEXPIRE', ka, math.floor(window_us / 1000) * 2)
 end
 for i = 1, n do
@@ -134,19 +154,24 @@ if fair then
 end
 
 -- 3. the run
-local a = 9 + n * 8
-local run, tenant, parent = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-local rl = {}
-for k = 1, 7 do rl[k] = tonumber(ARGV[a + 3 + k]) end
-local run_ttl = tonumber(ARGV[a + 11])
-local kr, kcalls, kin, kown = KEYS[n * 3 + 1], KEYS[n * 3 + 2], KEYS[n * 3 + 3], KEYS[n * 3 + 4]
-if run_mode == 'owner_only' then kr, kcalls, kin, kown = nil, nil, nil, KEYS[n * 3 + 1] end
-if run_mode == 'no_owner' then kown = nil end
+local kr, kcalls, kin, korder, kruns = KEYS[n * 3 + 1], KEYS[n * 3 + 2], KEYS[n * 3 + 3], KEYS[n * 3 + 4], KEYS[n * 3 + 5]
 local depth = 0
 local r = nil
-if run ~= '' and kown then
-  local owner = redis.call('GET', kown)
-  if owner and owner ~= tenant then return {1, 'run_forbidden'} end
+local forget_run, forget_call = nil, nil
+-- Microseconds until a run of this tenant can be forgotten (0: now; nil: it is gone).
+local function run_forgettable_in(id, last)
+  local base = string.sub(kr, 1, #kr - #run) .. id
+  if redis.call('EXISTS', base) == 0 then return 0 end
+  if redis.call('ZCOUNT', base .. ':inflight', '(' .. now, '+inf') > 0 then return nil end
+  local wait = math.max(0, last + quiet_us - now)
+  if rl[6] > 0 then
+    local f = redis.call('HMGET', base, 'cl', 'ct', 'cc')
+    if f[1] then
+      local level = refill(tonumber(f[1]), tonumber(f[2]), rl[6], tonumber(f[3]), rl[6])
+      wait = math.max(wait, wait_for(level, rl[6], rl[6]))
+    end
+  end
+  return wait
 end
 if run ~= '' and kr then
   if parent ~= '' then
@@ -175,6 +200,35 @@ if run ~= '' and kr then
   end
   if rl[1] > 0 and r.tokens + cost[2] > rl[1] then return {1, 'run_tokens', rl[1], r.tokens, cost[2]} end
   if rl[2] > 0 and r.cost + cost_micros > rl[2] then return {1, 'run_cost', rl[2], r.cost, cost_micros} end
+  -- Room (the last checks: they may pick an entry to forget).
+  if not r.start then
+    redis.call('ZREMRANGEBYSCORE', kruns, '-inf', now - run_ttl * 1000)  -- runs whose keys expired
+    if max_runs > 0 and redis.call('ZCARD', kruns) >= max_runs then
+      local soonest = nil
+      local c = redis.call('ZRANGE', kruns, 0, EVICT_SCAN - 1, 'WITHSCORES')
+      for j = 1, #c, 2 do
+        local wait = run_forgettable_in(c[j], tonumber(c[j + 1]))
+        if wait == 0 then forget_run = c[j] break end
+        if wait == nil then
+          redis.call('ZADD', kruns, now, c[j])  -- in flight: in use
+          wait = 1000000
+        end
+        if not soonest or wait < soonest then soonest = wait end
+      end
+      if not forget_run then return {1, 'too_many_runs', max_runs, math.floor(quiet_us / 1000000), soonest or 1000000} end
+    end
+  elseif max_calls > 0 and not redis.call('ZSCORE', korder, hold) and redis.call('ZCARD', korder) >= max_calls then
+    for _, id in ipairs(redis.call('ZRANGE', korder, 0, EVICT_SCAN - 1)) do
+      local lease = redis.call('ZSCORE', kin, id)
+      if id == parent or (lease and tonumber(lease) > now) then
+        redis.call('ZADD', korder, now, id)  -- in use
+      else
+        forget_call = id
+        break
+      end
+    end
+    if not forget_call then return {1, 'run_calls', max_calls} end
+  end
 end
 
 -- Every check passed. The handoff scope's facts, as they were before this request.
@@ -218,24 +272,27 @@ for i = 1, n do
     redis.call('PEXPIRE', s.kb, key_ttl)
   end
 end
-if run ~= '' and run_mode == 'owner_only' then
-  redis.call('SET', kown, tenant, 'PX', run_ttl, 'NX')
-  redis.call('PEXPIRE', kown, run_ttl)
-end
 if r then
-  if not r.start then
-    if kown then redis.call('SET', kown, tenant, 'PX', run_ttl) end
-    redis.call('HSET', kr, 'start', now)
+  if forget_run then
+    local base = string.sub(kr, 1, #kr - #run) .. forget_run
+    redis.call('DEL', base, base .. ':calls', base .. ':inflight', base .. ':order')
+    redis.call('ZREM', kruns, forget_run)
   end
+  if forget_call then
+    redis.call('HDEL', kcalls, 'd:' .. forget_call, 'n:' .. forget_call)
+    redis.call('ZREM', korder, forget_call)
+  end
+  if not r.start then redis.call('HSET', kr, 'start', now) end
   redis.call('HINCRBY', kr, 'tokens', cost[2])
   redis.call('HINCRBY', kr, 'cost', cost_micros)
   redis.call('HINCRBY', kr, 'calls', 1)
   if rl[6] > 0 then redis.call('HSET', kr, 'cl', r.cl - 1, 'ct', now, 'cc', r.cc) end
   redis.call('HSET', kcalls, 'd:' .. hold, depth)
   if parent ~= '' then redis.call('HINCRBY', kcalls, 'n:' .. parent, 1) end
+  redis.call('ZADD', korder, now, hold)
   redis.call('ZADD', kin, now + hold_ttl, hold)
-  for _, k in ipairs({kr, kcalls, kin}) do redis.call('PEXPIRE', k, run_ttl) end
-  if kown then redis.call('PEXPIRE', kown, run_ttl) end
+  redis.call('ZADD', kruns, now, run)
+  for _, k in ipairs({kr, kcalls, kin, korder, kruns}) do redis.call('PEXPIRE', k, run_ttl) end
 end
 if facts then
   for _, v in ipairs(facts) do table.insert(q, v) end

@@ -3,10 +3,11 @@
 -- releases its concurrency leases.
 -- ARGV: 1 n scopes, 2 reserved tokens, 3 used tokens, 4 reserved cost,
 --       5 used cost, 6 hold id, then per scope 2 values: tok_ceil, concurrency,
---       then optionally '1': give the request back too (an admission undone
---       because the other half of a split path refused it).
+--       then '1' to give the request back too (an admission undone because
+--       the other half of a split path refused it) or '0', then the run id
+--       when the request was part of a run.
 -- KEYS: per scope 2 (bucket hash, concurrency zset), then the run's 3
---       (hash, in-flight zset) when the request was part of a run.
+--       (hash, in-flight zset, the tenant's live runs) when it was part of a run.
 local n = tonumber(ARGV[1])
 local delta = tonumber(ARGV[3]) - tonumber(ARGV[2])
 local dcost = tonumber(ARGV[5]) - tonumber(ARGV[4])
@@ -32,10 +33,13 @@ for i = 1, n do
   end
 end
 if #KEYS > n * 2 then
-  local kr, kin = KEYS[n * 2 + 1], KEYS[n * 2 + 2]
+  local kr, kin, kruns = KEYS[n * 2 + 1], KEYS[n * 2 + 2], KEYS[n * 2 + 3]
   if redis.call('EXISTS', kr) == 1 then
     redis.call('HINCRBY', kr, 'tokens', delta)
     redis.call('HINCRBY', kr, 'cost', dcost)
+    -- The run was last used now (a run is forgotten only once quiet).
+    local t = redis.call('TIME')
+    redis.call('ZADD', kruns, 'XX', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[8 + n * 2])
   end
   redis.call('ZREM', kin, hold)
 end
