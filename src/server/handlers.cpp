@@ -241,6 +241,16 @@ std::optional<ApiError> refused_unread(WorkerContext& ctx, const Exchange& x) {
   return e;
 }
 
+}  // namespace
+
+std::optional<ApiError> refused_before_body(WorkerContext& ctx, const Request& head, Exchange& x) {
+  if (!ctx.refusals || !x.path.starts_with("/v1/")) return std::nullopt;
+  if (auto principal = ctx.keys.authenticate(head[http::field::authorization], head["x-api-key"])) x.principal = *principal;
+  return refused_unread(ctx, x);
+}
+
+namespace {
+
 // Everything an inference request needs before it goes upstream, decided
 // without suspending: authenticate → parse → resolve the end user → route.
 struct Prepared {
@@ -252,14 +262,13 @@ struct Prepared {
 Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange& x, api::Endpoint ep,
                                      json::storage_ptr storage) {
   x.endpoint = std::string(api::endpoint_name(ep));
-  auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
-  if (!principal) {
-    if (auto e = refused_unread(ctx, x)) return *e;
-    return principal.error();
+  // (authenticated already when the session judged the refusal budget on the head)
+  if (!x.principal) {
+    auto principal = ctx.keys.authenticate(req[http::field::authorization], req["x-api-key"]);
+    if (!principal) return principal.error();
+    x.principal = *principal;
   }
-  x.principal = *principal;
   x.user = x.principal->user;
-  if (auto e = refused_unread(ctx, x)) return *e;
   if (!is_json_content_type(req[http::field::content_type]))
     return ApiError{415, "invalid_request_error", "unsupported_media_type",
                     fmt::format("Content-Type must be application/json, got '{}'. Send the request body "
@@ -517,8 +526,10 @@ std::optional<ApiError> check_admin_key(const WorkerContext& ctx, const Request&
 namespace {
 
 // The body of PUT /admin/limits/{scope}: the fields of a `limits:` block,
-// each a number (the cap) or {"rate": R, "ceil": C}; absent fields are none.
-Expected<ScopeLimits> parse_scope_limits(std::string_view body) {
+// each a number (the cap), {"rate": R, "ceil": C}, or null (no limit);
+// absent fields are none. Every field null removes all of the scope's limits
+// (a body that sets no limit otherwise is refused by the store).
+Expected<limits::LimitsUpdate> parse_scope_limits(std::string_view body) {
   boost::system::error_code ec;
   json::value v = json::parse(body, ec);
   if (ec || !v.is_object())
@@ -531,8 +542,14 @@ Expected<ScopeLimits> parse_scope_limits(std::string_view body) {
     if (n.is_uint64() && n.as_uint64() >= 1 && n.as_uint64() <= kMax) { out = static_cast<std::int64_t>(n.as_uint64()); return std::nullopt; }
     return invalid_request(fmt::format("'{}' must be an integer from 1 to {}.", field, kMax), field, "invalid_value");
   };
+  unsigned nulled = 0;  // the fields given as null
   for (const auto& [k, val] : v.as_object()) {
     const std::string key(k);
+    const unsigned bit = key == "requests_per_min" ? 1u : key == "tokens_per_min" ? 2u : key == "concurrency" ? 4u : 0u;
+    if (bit && val.is_null()) {
+      nulled |= bit;
+      continue;
+    }
     if (key == "concurrency") {
       if (auto e = number(val, key, l.concurrency)) return *e;
       continue;
@@ -553,7 +570,7 @@ Expected<ScopeLimits> parse_scope_limits(std::string_view body) {
       return *e;
     }
   }
-  return l;
+  return limits::LimitsUpdate(l, nulled == 7u);
 }
 
 // GET /admin/limits/{scope}: a scope's limits, usage and reservations.

@@ -17,6 +17,11 @@ namespace tg::server {
 
 boost::asio::awaitable<void> handle(Session& s, WorkerContext& ctx, Request& req, Exchange& x);
 
+// Judged on the head alone, before the body is read: the 429 too_many_refusals
+// of a /v1/ request whose key (or, without a valid key, address) spent its
+// refusal budget (limits/refusal_budget.h). Sets x.principal when the key is valid.
+std::optional<ApiError> refused_before_body(WorkerContext& ctx, const Request& head, Exchange& x);
+
 // The last stage for every request, answered or not: metrics and the access
 // log line. Called exactly once per request.
 void settle(WorkerContext& ctx, Exchange& x);

@@ -405,6 +405,8 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
   std::optional<ApiError> refusal = framing_error(parser);
   if (!refusal) refusal = host_error(head);
   if (!refusal && !target) refusal = target.error();
+  // A key (or address) that spent its refusal budget costs no body read or parse.
+  if (!refusal) refusal = refused_before_body(ctx_, head, x);
   if (refusal) {
     keep_alive_ = false;
     linger_ = true;
