@@ -5,7 +5,10 @@
 // stated bound. The figures are printed for docs/security.md.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway } from '../e2e/harness.mjs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startGateway, waitFor } from '../e2e/harness.mjs';
 import { adversarialConfig, rssBytes, metricsText, drive, post, chatBody, SERVICE_KEY, ALICE_KEY } from './common.mjs';
 
 const N = 10000;
@@ -28,7 +31,10 @@ function report(what, g) {
 describe(`${N} distinct values of each client-controlled string`, () => {
   let gw;
   // The refusal budget off: every one of the N requests must reach the code under test.
-  before(async () => { gw = await startGateway({ yaml: adversarialConfig({ server: 'refusal_burst: 0' }) }); });
+  // The ledger and the access log on: every row and line the N requests leave is checked at the end.
+  before(async () => {
+    gw = await startGateway({ yaml: adversarialConfig({ server: 'refusal_burst: 0', ledger: '"ledger.db"', accessLog: '"access.log"' }) });
+  });
   after(async () => { await gw.stop(); });
 
   it('unknown model names are one metric label value and cost no memory', async () => {
@@ -77,5 +83,21 @@ describe(`${N} distinct values of each client-controlled string`, () => {
     assert.equal(g.statuses[200] + g.statuses[404], N);
     assert.ok(g.metrics < 2048, `/metrics grew ${g.metrics} bytes`);
     assert.ok(g.rss < 16 * MB, `RSS grew ${(g.rss / MB).toFixed(1)} MB`);
+  });
+
+  it('ledger columns and access-log lines stay bounded over every request above', async () => {
+    const db = join(gw.cwd, 'ledger.db');
+    const sql = (q) => execFileSync('sqlite3', [db, q], { encoding: 'utf8' }).trim();
+    await waitFor(() => Number(sql('SELECT count(*) FROM ledger')) >= 4 * N, 30000, 'the ledger rows');  // (keyless requests have none)
+    const [model, user, run, feature, code] = sql(
+      'SELECT max(length(model)), max(length(user)), max(length(run_id)), max(length(feature)), max(length(error_code)) FROM ledger')
+      .split('|').map(Number);
+    console.log(`# ledger: ${sql('SELECT count(*) FROM ledger')} rows; longest model ${model}, user ${user}, run ${run}, feature ${feature}, error code ${code}`);
+    assert.ok(model <= 256 && user <= 128 && run <= 128 && feature <= 128 && code <= 64, { model, user, run, feature, code });
+    const lines = readFileSync(join(gw.cwd, 'access.log'), 'utf8').trim().split('\n');
+    const longest = Math.max(...lines.map((l) => l.length));
+    console.log(`# access log: ${lines.length} lines, the longest ${longest} characters`);
+    assert.ok(lines.length >= 5 * N);
+    assert.ok(longest < 2048, `a log line of ${longest} characters`);
   });
 });
