@@ -256,6 +256,11 @@ class InProcessLimitStore final : public LimitStore {
     policy_.load(c);
   }
 
+  std::int64_t token_ceiling(const Ask& a) override {
+    std::lock_guard lock(mu_);
+    return policy_.token_ceiling(a.org, a.tenant, a.user, a.key, a.model, a.deployment);
+  }
+
  protected:
   void settle(void* hold, std::int64_t tokens, std::int64_t cost, Micros now) override {
     std::unique_ptr<Hold> h(static_cast<Hold*>(hold));

@@ -133,6 +133,9 @@ class LimitStore {
   // Replaces every limit with those of `config` (config reload). Usage and
   // reservations carry over.
   virtual void reload(const Config& config) = 0;
+  // LimitPolicy::token_ceiling of `ask`'s path under the limits in force
+  // (admin changes included): 0 when no tokens-per-minute ceiling applies.
+  virtual std::int64_t token_ceiling(const Ask& ask) = 0;
 
  protected:
   friend class Admission;

@@ -1,5 +1,6 @@
 #include "limits/policy.h"
 
+#include <algorithm>
 #include <fmt/format.h>
 
 namespace tg::limits {
@@ -53,6 +54,24 @@ const ScopeLimits& LimitPolicy::of(std::string_view scope) const {
   static const ScopeLimits kNone{};
   const ScopeLimits* l = find(scope);
   return l ? *l : kNone;
+}
+
+std::int64_t LimitPolicy::token_ceiling(std::string_view org, std::string_view tenant, std::string_view user,
+                                        std::string_view key, std::string_view model,
+                                        std::string_view deployment) const {
+  std::int64_t ceiling = 0;
+  auto take = [&](const std::string& scope) {
+    if (const ScopeLimits* l = find(scope); l && l->tokens_per_min.ceil)
+      ceiling = ceiling ? std::min(ceiling, l->tokens_per_min.ceil) : l->tokens_per_min.ceil;
+  };
+  take("global");
+  take(std::string("org:").append(org));
+  take(std::string("tenant:").append(tenant));
+  if (!user.empty()) take(std::string("user:").append(tenant).append("/").append(user));
+  take(std::string("key:").append(key));
+  take(std::string("model:").append(model));
+  take(std::string("deployment:").append(deployment));
+  return ceiling;
 }
 
 const RunLimits& LimitPolicy::run_limits(std::string_view tenant) const {

@@ -28,6 +28,12 @@ class LimitPolicy {
   // find(), or limits that set nothing.
   const ScopeLimits& of(std::string_view scope) const;
   const RunLimits& run_limits(std::string_view tenant) const;
+  // The smallest tokens-per-minute ceiling on a request's path (global, org,
+  // tenant, user when named, key, model, deployment); 0 when none is set. A
+  // request reserving more is refused (400 tokens_exceed_limit) whatever the
+  // buckets hold, so counting its prompt past this is work for nothing.
+  std::int64_t token_ceiling(std::string_view org, std::string_view tenant, std::string_view user,
+                             std::string_view key, std::string_view model, std::string_view deployment) const;
   // Replaces one scope's limits. False when the scope is not configured().
   bool set(std::string_view scope, const ScopeLimits& limits);
   static bool valid_scope(std::string_view scope);

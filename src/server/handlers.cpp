@@ -320,7 +320,19 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
 net::awaitable<std::optional<ApiError>> estimate(WorkerContext& ctx, Exchange& x, Prepared& prep, std::size_t body_bytes) {
   const ModelConfig& m = *x.model_config;
   const std::uint64_t out = std::uint64_t{prep.parsed.max_output_tokens.value_or(kDefaultOutputEstimate)} * prep.parsed.choices;
-  const std::uint64_t limit = m.context_tokens ? m.context_tokens : std::numeric_limits<std::uint64_t>::max();
+  // Counting stops where the answer is known to be a refusal: past the context window, or past the
+  // path's smallest tokens-per-minute ceiling less the output (admit refuses it: tokens_exceed_limit).
+  std::uint64_t limit = m.context_tokens ? m.context_tokens : std::numeric_limits<std::uint64_t>::max();
+  limits::Ask path;
+  path.org = x.principal->org;
+  path.tenant = x.principal->tenant;
+  path.user = x.user;
+  path.key = x.principal->key_id;
+  path.model = x.model;
+  path.deployment = x.deployment;
+  limits::LimitStore& store = ctx.redis_limits ? static_cast<limits::LimitStore&>(*ctx.redis_limits) : ctx.limits;
+  if (const std::int64_t ceiling = store.token_ceiling(path); ceiling > 0)
+    limit = std::min<std::uint64_t>(limit, static_cast<std::uint64_t>(ceiling) > out ? ceiling - out : 0);
   auto count = [&] { x.prompt_tokens_est = estimate_prompt_tokens(ctx, m, prep.parsed, limit); };
   if (body_bytes > ctx.config.server.offload_count_bytes && ctx.count_executor) {
     auto work = [&]() -> net::awaitable<void> {

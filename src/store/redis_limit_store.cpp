@@ -320,6 +320,11 @@ Expected<std::string> RedisLimitStore::set_limits(std::string_view scope, const 
   return fmt::format(R"j({{"scope":"{}","store":"redis","applied":"this gateway; set it on every gateway of the fleet, or reload their config"}})j", scope);
 }
 
+std::int64_t RedisLimitStore::token_ceiling(const limits::Ask& a) {
+  std::lock_guard lock(policy_.mu);
+  return policy_.policy.token_ceiling(a.org, a.tenant, a.user, a.key, a.model, a.deployment);
+}
+
 void RedisLimitStore::reload(const Config& config) {
   std::lock_guard lock(policy_.mu);
   policy_.load(config);

@@ -76,6 +76,7 @@ class RedisLimitStore final : public limits::LimitStore {
   Expected<std::string> set_limits(std::string_view scope, const limits::LimitsUpdate& update,
                                    limits::Micros now) override;
   void reload(const Config& config) override;
+  std::int64_t token_ceiling(const limits::Ask& ask) override;
 
  protected:
   void settle(void* hold, std::int64_t tokens, std::int64_t cost_micros, limits::Micros now) override;

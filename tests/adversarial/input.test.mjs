@@ -3,7 +3,7 @@
 // defect found by a probe of the landed gateway, or its class.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, rawExchange, ADMIN_KEY } from '../e2e/harness.mjs';
+import { startGateway, rawExchange, waitFor, ADMIN_KEY } from '../e2e/harness.mjs';
 import { adversarialConfig, recordingUpstream, post, chatBody, SERVICE_KEY, ALICE_KEY } from './common.mjs';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -130,6 +130,19 @@ describe('client-controlled input', () => {
     assert.match(body.error.message, /131072/);
   });
 
+  it("refuses a prompt over the path's tokens-per-minute ceiling, as an admin set it (counting stops there)", async () => {
+    const put = await fetch(`${gw.base}/admin/limits/user:acme/ceil-user`, {
+      method: 'PUT', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ tokens_per_min: 20000 }) });
+    assert.equal(put.status, 200, await put.text());
+    const words = Array.from({ length: 60000 }, (_, i) => `w${i % 5000}`).join(' ');  // ~120k tokens: within the context
+    const r = await post(gw.base, SERVICE_KEY, chatBody(words, { max_tokens: 10 }), { 'x-tg-user': 'ceil-user' });
+    const body = await r.json();
+    assert.equal(r.status, 400, JSON.stringify(body));
+    assert.equal(body.error.code, 'tokens_exceed_limit');
+    assert.match(body.error.message, /user 'acme\/ceil-user' tokens-per-minute limit \(20000\)/);
+  });
+
   it('echoes invalid UTF-8 and control bytes as printable text, in bounded error bodies', async () => {
     const bad = Buffer.from([0xff, 0xfe, 0x41, 0xc3]);  // obs-text: HTTP lets it through, JSON must not
     const ct = (name) => (name === 'Content-Type' ? '' : 'Content-Type: application/json\r\n');
@@ -155,8 +168,9 @@ describe('client-controlled input', () => {
     const path = Buffer.concat([Buffer.from('GET /v1/'), Buffer.from([0xff, 0xfe]), Buffer.from('y'.repeat(8000)),
       Buffer.from(' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')]);
     await rawExchange(gw.port, [path]);
-    await new Promise((r) => setTimeout(r, 300));
-    const lines = gw.stdout.slice(before).split('\n').filter((l) => l.includes('"path"'));
+    const logged = () => gw.stdout.slice(before).split('\n').filter((l) => l.includes('yyyyyyyy'));
+    await waitFor(() => logged().length >= 1, 10000, 'the access-log line');
+    const lines = logged();
     assert.ok(lines.length >= 1);
     for (const l of lines) {
       assert.ok(l.length < 2048, `log line of ${l.length} chars`);

@@ -710,3 +710,30 @@ TEST(RedisScript, KeysAreHashTaggedPerTenantAndRefusalsDecodeToTheSameErrors) {
 
 }  // namespace
 }  // namespace tg::limits
+
+namespace tg::limits {
+namespace {
+
+TEST(Limits, TokenCeilingIsTheSmallestTokensPerMinuteCeilOnThePath) {
+  auto store = in_process_limit_store(config(R"(limits: { global: { tokens_per_min: 900000 } })",
+                                             "    limits: { tokens_per_min: 600000 }\n    user_limits: { tokens_per_min: 240000 }"));
+  Ask a = ask("alice");
+  a.org = "demo";
+  a.key = "k";
+  a.model = "chat";
+  a.deployment = "chat-sim";
+  EXPECT_EQ(store->token_ceiling(a), 240000);
+  a.user = "";  // no user scope on the path: the tenant's ceiling
+  EXPECT_EQ(store->token_ceiling(a), 600000);
+  Ask g = ask("carol", 10, "globex");
+  g.org = "demo";
+  EXPECT_EQ(store->token_ceiling(g), 900000);
+  ASSERT_TRUE(store->set_limits("user:acme/alice", ScopeLimits{{}, {0, 50000}, 0}, 0).ok());  // an admin change counts
+  a.user = "alice";
+  EXPECT_EQ(store->token_ceiling(a), 50000);
+  auto none = in_process_limit_store(config(""));
+  EXPECT_EQ(none->token_ceiling(ask("alice")), 0);
+}
+
+}  // namespace
+}  // namespace tg::limits
