@@ -313,6 +313,18 @@ Expected<Prepared> prepare_inference(WorkerContext& ctx, Request& req, Exchange&
   return Prepared{std::move(*parsed), *provider, {}};
 }
 
+// The scopes of the request's path, as the limit stores see them (views into `x`).
+limits::Ask limits_ask(const Exchange& x) {
+  limits::Ask a;
+  a.org = x.principal->org;
+  a.tenant = x.principal->tenant;
+  a.user = x.user;
+  a.key = x.principal->key_id;
+  a.model = x.model;
+  a.deployment = x.deployment;
+  return a;
+}
+
 // estimate: the prompt's tokens (counted on the counting thread when the
 // body is large, so an I/O worker never spends long on one request) plus the
 // most it may generate (per choice, times the choices). Counting stops once
@@ -323,13 +335,7 @@ net::awaitable<std::optional<ApiError>> estimate(WorkerContext& ctx, Exchange& x
   // Counting stops where the answer is known to be a refusal: past the context window, or past the
   // path's smallest tokens-per-minute ceiling less the output (admit refuses it: tokens_exceed_limit).
   std::uint64_t limit = m.context_tokens ? m.context_tokens : std::numeric_limits<std::uint64_t>::max();
-  limits::Ask path;
-  path.org = x.principal->org;
-  path.tenant = x.principal->tenant;
-  path.user = x.user;
-  path.key = x.principal->key_id;
-  path.model = x.model;
-  path.deployment = x.deployment;
+  const limits::Ask path = limits_ask(x);
   limits::LimitStore& store = ctx.redis_limits ? static_cast<limits::LimitStore&>(*ctx.redis_limits) : ctx.limits;
   if (const std::int64_t ceiling = store.token_ceiling(path); ceiling > 0)
     limit = std::min<std::uint64_t>(limit, static_cast<std::uint64_t>(ceiling) > out ? ceiling - out : 0);
@@ -364,13 +370,7 @@ net::awaitable<std::optional<ApiError>> estimate(WorkerContext& ctx, Exchange& x
 // process, or in Redis for a fleet), then at every budget. The refusal, if any.
 net::awaitable<std::optional<ApiError>> admit(WorkerContext& ctx, Exchange& x, const meter::Spend& est) {
   x.reached_admission = true;
-  limits::Ask ask;
-  ask.org = x.principal->org;
-  ask.tenant = x.principal->tenant;
-  ask.user = x.user;
-  ask.key = x.principal->key_id;
-  ask.model = x.model;
-  ask.deployment = x.deployment;
+  limits::Ask ask = limits_ask(x);
   ask.run_id = x.run_id;
   ask.parent_id = x.parent_id;
   ask.request_id = x.request_id;
