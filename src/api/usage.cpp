@@ -25,8 +25,10 @@ std::optional<Usage> usage_of(const json::object& response) {
   Usage out;
   out.prompt_tokens = count(u, "prompt_tokens");
   out.completion_tokens = count(u, "completion_tokens");
-  if (auto d = u.find("prompt_tokens_details"); d != u.end() && d->value().is_object())
+  if (auto d = u.find("prompt_tokens_details"); d != u.end() && d->value().is_object()) {
     out.cached_tokens = count(d->value().get_object(), "cached_tokens");
+    out.cache_creation_tokens = count(d->value().get_object(), "cache_creation_tokens");
+  }
   return out;
 }
 
@@ -35,7 +37,11 @@ json::object usage_json(const Usage& u) {
   o["prompt_tokens"] = u.prompt_tokens;
   o["completion_tokens"] = u.completion_tokens;
   o["total_tokens"] = u.prompt_tokens + u.completion_tokens;
-  if (u.cached_tokens) o["prompt_tokens_details"] = json::object{{"cached_tokens", u.cached_tokens}};
+  if (u.cached_tokens || u.cache_creation_tokens) {
+    json::object d{{"cached_tokens", u.cached_tokens}};
+    if (u.cache_creation_tokens) d["cache_creation_tokens"] = u.cache_creation_tokens;
+    o["prompt_tokens_details"] = std::move(d);
+  }
   return o;
 }
 

@@ -15,7 +15,11 @@ namespace tg::api {
 struct Usage {
   std::uint64_t prompt_tokens = 0;
   std::uint64_t completion_tokens = 0;
-  std::uint64_t cached_tokens = 0;  // prompt_tokens_details.cached_tokens
+  std::uint64_t cached_tokens = 0;  // prompt_tokens_details.cached_tokens: read from a prompt cache
+  // Written to the upstream's prompt cache (Anthropic's cache_creation_input_tokens), part of
+  // prompt_tokens and priced apart; carried in OpenAI-shaped usage as
+  // prompt_tokens_details.cache_creation_tokens.
+  std::uint64_t cache_creation_tokens = 0;
 };
 
 // nullopt when `usage` is absent or null.
