@@ -164,7 +164,7 @@ std::string joined(std::initializer_list<std::string_view> parts) {
 }
 }  // namespace
 
-RequestFacts request_facts(const api::ParsedRequest& req, const Policy& policy) {
+RequestFacts request_facts(const api::ParsedRequest& req, const Policy& policy, std::string_view door) {
   RequestFacts f;
   const json::object& b = req.body;
   // Messages: system/developer apart; the last user turn (plus prior_turns
@@ -206,9 +206,11 @@ RequestFacts request_facts(const api::ParsedRequest& req, const Policy& policy) 
   const std::string tools = field("tools") + "|" + field("tool_choice") + "|" + field("functions") + "|" +
                             field("function_call") + "|" + field("parallel_tool_calls");
   const std::string context_access;  // the context issue's ACL scope; empty until then
+  // Another door's answers have another shape (and its sampling knobs, top_k): its own partitions.
+  const std::string door_shape = door.empty() ? std::string() : std::string(door) + ";k=" + field("top_k");
   f.content = sha256_hex(joined({api::endpoint_name(req.endpoint), req.model, sha256_hex(system), sha256_hex(tools),
                                  sha256_hex(field("response_format")), sampling, sha256_hex(history),
-                                 sha256_hex(context_access)}));
+                                 sha256_hex(context_access), door_shape}));
   std::string rest;
   canonical_object(b, rest, {"stream", "stream_options", "user", "metadata", "store"});
   f.exact = sha256_hex(rest).substr(0, 32);

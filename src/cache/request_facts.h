@@ -42,7 +42,9 @@ Decision decide(const api::ParsedRequest& req, std::string_view cache_control, c
 struct RequestFacts {
   std::string content, exact, prompt;
 };
-RequestFacts request_facts(const api::ParsedRequest& req, const Policy& policy);
+// `door`: empty for the OpenAI door; another door's name ("anthropic") puts
+// its requests in partitions of their own.
+RequestFacts request_facts(const api::ParsedRequest& req, const Policy& policy, std::string_view door = {});
 // The key in one partition (the user's, the tenant's, or with
 // `public_namespace` the operator-defined namespace's: no tenant, scope
 // "public:<name>"); one hash. A private key of a request that names no user

@@ -141,7 +141,7 @@ struct OrgConfig {
   ScopeLimits limits;
 };
 
-enum class ProviderKind { kSim, kOpenAI };
+enum class ProviderKind { kSim, kOpenAI, kAnthropic };
 
 // The built-in `sim` provider's engine. `engine` names a continuous-batching
 // profile (sim::BatchEngine, one engine per deployment shared by all workers:
@@ -177,7 +177,7 @@ struct DeploymentConfig {
   ProviderKind provider = ProviderKind::kSim;
   std::string model;  // the name sent upstream
   std::uint32_t weight = 1;
-  // kOpenAI only:
+  // kOpenAI and kAnthropic:
   std::string scheme;     // http | https
   std::string host;
   std::uint16_t port = 0;
@@ -189,6 +189,11 @@ struct DeploymentConfig {
   bool tls_verify = true;
   std::string tls_ca_file;  // empty: system trust store
   std::uint32_t max_idle_connections = 64;  // per worker thread
+  // kAnthropic only (Messages API, POST {base_url}/messages):
+  std::string anthropic_version = "2023-06-01";  // sent as the anthropic-version header
+  bool auth_bearer = false;  // auth_header: x-api-key (false, Anthropic's own) | authorization (Bearer)
+  // max_tokens when the client sets none: Anthropic requires it, OpenAI does not.
+  std::uint32_t default_max_tokens = 4096;
   ScopeLimits limits;
   // kSim only:
   SimProfile sim;
@@ -200,6 +205,7 @@ struct PriceConfig {
   std::int64_t input_per_1m = 0;
   std::int64_t output_per_1m = 0;
   std::int64_t cached_input_per_1m = 0;
+  std::int64_t cache_write_per_1m = 0;  // prompt-cache writes (Anthropic); absent: input_per_1m
 };
 
 struct ModelConfig {

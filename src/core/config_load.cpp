@@ -430,12 +430,15 @@ void load_deployment(Fields& f, DeploymentConfig& d, Problems& p, const EnvLooku
   std::string provider = f.str("provider", true).value_or("");
   if (provider == "sim") d.provider = ProviderKind::kSim;
   else if (provider == "openai") d.provider = ProviderKind::kOpenAI;
+  else if (provider == "anthropic") d.provider = ProviderKind::kAnthropic;
   else if (!provider.empty())
     p.add(f.get("provider"), f.sub("provider"),
-          fmt::format("unknown provider '{}' (known: sim, openai — any OpenAI-compatible endpoint)", provider));
+          fmt::format("unknown provider '{}' (known: sim, openai — any OpenAI-compatible endpoint, anthropic — "
+                      "any Anthropic Messages endpoint)", provider));
+  const bool http = d.provider == ProviderKind::kOpenAI || d.provider == ProviderKind::kAnthropic;
   d.model = f.str("model", false).value_or("");
   f.number("weight", d.weight, 1, 1'000'000);
-  auto url = f.str("base_url", d.provider == ProviderKind::kOpenAI);
+  auto url = f.str("base_url", http);
   if (url) {
     auto r = boost::urls::parse_absolute_uri(*url);
     if (!r) {
@@ -469,6 +472,31 @@ void load_deployment(Fields& f, DeploymentConfig& d, Problems& p, const EnvLooku
   f.boolean("tls_verify", d.tls_verify);
   d.tls_ca_file = f.str("tls_ca_file", false).value_or("");
   f.number("max_idle_connections", d.max_idle_connections, 0, 100'000);
+  {
+    const bool anthropic = d.provider == ProviderKind::kAnthropic;
+    auto only_anthropic = [&](const char* key) {
+      if (!anthropic && f.get(key).IsDefined()) p.add(f.get(key), f.sub(key), "only applies to provider 'anthropic'");
+    };
+    if (auto v = f.str("anthropic_version", false)) {
+      only_anthropic("anthropic_version");
+      // A header value: printable, bounded.
+      if (v->empty() || v->size() > 64 || v->find_first_of("\r\n") != std::string::npos)
+        p.add(f.get("anthropic_version"), f.sub("anthropic_version"),
+              fmt::format("'{}' is not an anthropic-version header value (e.g. \"2023-06-01\")", *v));
+      d.anthropic_version = *v;
+    }
+    if (auto v = f.str("auth_header", false)) {
+      only_anthropic("auth_header");
+      if (*v == "x-api-key") d.auth_bearer = false;
+      else if (*v == "authorization") d.auth_bearer = true;
+      else
+        p.add(f.get("auth_header"), f.sub("auth_header"),
+              fmt::format("unknown auth_header '{}' (known: x-api-key — Anthropic's own, authorization — "
+                          "'Authorization: Bearer <key>')", *v));
+    }
+    only_anthropic("default_max_tokens");
+    f.number("default_max_tokens", d.default_max_tokens, 1, 10'000'000);
+  }
   load_limits(f, "limits", d.limits, p);
   {
     Fields s(f.get("sim"), f.sub("sim"), p);
@@ -482,8 +510,8 @@ void load_deployment(Fields& f, DeploymentConfig& d, Problems& p, const EnvLooku
     // A simulated batching engine always has its pool (its capacity by default).
     d.pool.enabled = f.get("pool").IsDefined() || (d.provider == ProviderKind::kSim && d.sim.engine != "fixed");
   }
-  if (d.provider == ProviderKind::kOpenAI && d.model.empty())
-    p.add(f.get("model"), f.sub("model"), "is required for provider 'openai' (the upstream model name)");
+  if (http && d.model.empty())
+    p.add(f.get("model"), f.sub("model"), fmt::format("is required for provider '{}' (the upstream model name)", provider));
   f.done();
 }
 
@@ -746,6 +774,9 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
       usd("input_per_1m", m.price.input_per_1m);
       usd("output_per_1m", m.price.output_per_1m);
       usd("cached_input_per_1m", m.price.cached_input_per_1m);
+      // A prompt-cache write is never free by omission: absent, it costs what input does.
+      m.price.cache_write_per_1m = m.price.input_per_1m;
+      usd("cache_write_per_1m", m.price.cache_write_per_1m);
       pf.done();
     }
     load_limits(f, "limits", m.limits, p);

@@ -33,7 +33,7 @@ std::string new_request_id() {
   return id;
 }
 
-bool is_valid_external_id(const std::string& s) {
+bool is_valid_external_id(std::string_view s) {
   if (s.empty() || s.size() > 128) return false;
   for (unsigned char c : s) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace tg {
 
@@ -10,6 +11,6 @@ std::string new_request_id();
 
 // True when `s` is acceptable as a caller-supplied identifier (user ids,
 // run ids, feature tags): 1..128 chars of [A-Za-z0-9._:@/-].
-bool is_valid_external_id(const std::string& s);
+bool is_valid_external_id(std::string_view s);
 
 }  // namespace tg

@@ -29,12 +29,14 @@
 #include <string>
 #include <string_view>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/request_identity.h"
 
 namespace tg::limits {
 
-using Micros = std::int64_t;
+using Micros = tg::Micros;
 
 // What one request asks for, with the scopes it passes through.
 struct Ask {
@@ -44,6 +46,12 @@ struct Ask {
   std::string_view request_id;
   std::int64_t tokens = 0;       // estimate: prompt tokens + the most it may generate
   std::int64_t cost_micros = 0;  // estimate, for run cost limits
+
+  // The scopes of `who`'s path (views into it: `who` outlives the Ask).
+  static Ask of(const RequestIdentity& who, std::int64_t tokens = 0, std::int64_t cost_micros = 0) {
+    return {who.org, who.tenant, who.user, who.key_id, who.model, who.deployment, who.run_id, who.parent_id,
+            who.request_id, tokens, cost_micros};
+  }
 };
 
 // The tightest scope in one dimension, for the x-ratelimit-* and RateLimit

@@ -16,14 +16,14 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/request_identity.h"
 
 namespace tg::meter {
 
 using SysTime = std::chrono::system_clock::time_point;
 
-struct BudgetSubject {
-  std::string tenant, user, key_id, feature;
-};
+// Budgets apply by the request's tenant, user, key and feature tag.
+using BudgetSubject = RequestIdentity;
 
 struct Spend {
   std::int64_t micros = 0;

@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/request_identity.h"
+
 namespace tg::meter {
 
 // What the response cache did for a request, for its audit trail (stored
@@ -32,11 +34,8 @@ struct CacheAudit {
 
 struct LedgerRow {
   std::int64_t ts_ms = 0;  // request start, Unix milliseconds (UTC)
-  std::string request_id;
-  std::string org, tenant, user, key_id;
-  std::string run_id, feature;  // X-TG-Run, X-TG-Feature; empty when absent
-  std::string model, deployment;
-  std::string endpoint;
+  RequestIdentity who;  // request id, org, tenant, user, key, run, feature, model, deployment (parent_id and door unstored)
+  std::string endpoint;  // "chat.completions", ..., "messages" (the Anthropic door)
   bool stream = false;
   std::uint64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
   std::string usage_source;  // "upstream" (the upstream's usage) or "gateway" (our own count)

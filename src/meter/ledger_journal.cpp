@@ -57,8 +57,8 @@ std::string encode_row(const LedgerRow& r) {
   std::string p;
   p.reserve(256);
   put_u64(p, static_cast<std::uint64_t>(r.ts_ms));
-  for (const std::string* s : {&r.request_id, &r.org, &r.tenant, &r.user, &r.key_id, &r.run_id, &r.feature,
-                               &r.model, &r.deployment, &r.endpoint, &r.usage_source, &r.cache_status,
+  for (const std::string* s : {&r.who.request_id, &r.who.org, &r.who.tenant, &r.who.user, &r.who.key_id, &r.who.run_id, &r.who.feature,
+                               &r.who.model, &r.who.deployment, &r.endpoint, &r.usage_source, &r.cache_status,
                                &r.error_code})
     put_str(p, *s);
   p.push_back(r.stream ? 1 : 0);
@@ -100,8 +100,8 @@ std::vector<LedgerRow> decode_rows(std::string_view bytes) {
     Reader p{payload};
     LedgerRow r;
     r.ts_ms = static_cast<std::int64_t>(p.u(8));
-    for (std::string* s : {&r.request_id, &r.org, &r.tenant, &r.user, &r.key_id, &r.run_id, &r.feature, &r.model,
-                           &r.deployment, &r.endpoint, &r.usage_source, &r.cache_status, &r.error_code})
+    for (std::string* s : {&r.who.request_id, &r.who.org, &r.who.tenant, &r.who.user, &r.who.key_id, &r.who.run_id, &r.who.feature, &r.who.model,
+                           &r.who.deployment, &r.endpoint, &r.usage_source, &r.cache_status, &r.error_code})
       *s = p.s();
     r.stream = p.u(1) != 0;
     r.prompt_tokens = p.u(8);

@@ -77,15 +77,15 @@ class PostgresLedger final : public LedgerSink {
         if (!r.cache.event.empty()) audit(r);
         if (r.audit_only) continue;
         const bool inserted = run("tg_insert", "insert",
-                                  {r.request_id, std::to_string(r.ts_ms), r.org, r.tenant, r.user, r.key_id, r.run_id,
-                                   r.feature, r.model, r.deployment, r.endpoint, r.stream ? "true" : "false",
+                                  {r.who.request_id, std::to_string(r.ts_ms), r.who.org, r.who.tenant, r.who.user, r.who.key_id, r.who.run_id,
+                                   r.who.feature, r.who.model, r.who.deployment, r.endpoint, r.stream ? "true" : "false",
                                    std::to_string(r.prompt_tokens), std::to_string(r.completion_tokens),
                                    std::to_string(r.cached_tokens), r.usage_source, std::to_string(r.cost_micros),
                                    r.cache_status, std::to_string(r.status), r.error_code, std::to_string(r.ttft_us),
                                    std::to_string(r.latency_us)}) == 1;
         if (!inserted) continue;  // already stored: counted already
-        auto& s = sums[{r.ts_ms / 3'600'000 * 3'600'000, r.org, r.tenant, r.user, r.key_id, r.feature, r.model,
-                        r.deployment}];
+        auto& s = sums[{r.ts_ms / 3'600'000 * 3'600'000, r.who.org, r.who.tenant, r.who.user, r.who.key_id, r.who.feature, r.who.model,
+                        r.who.deployment}];
         s[0] += 1;
         s[1] += static_cast<std::int64_t>(r.prompt_tokens);
         s[2] += static_cast<std::int64_t>(r.completion_tokens);
@@ -123,7 +123,7 @@ class PostgresLedger final : public LedgerSink {
   void audit(const LedgerRow& r) {
     const CacheAudit& c = r.cache;
     run("tg_audit", "cache audit",
-        {r.request_id, c.event, std::to_string(r.ts_ms), c.entry, c.partition, r.tenant, r.user, c.scope,
+        {r.who.request_id, c.event, std::to_string(r.ts_ms), c.entry, c.partition, r.who.tenant, r.who.user, c.scope,
          c.origin_request_id, std::to_string(c.expires_ms), std::to_string(c.similarity), std::to_string(c.threshold),
          c.guards});
   }

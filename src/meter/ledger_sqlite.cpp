@@ -95,10 +95,10 @@ class SqliteLedger final : public LedgerSink {
         int i = 0;
         auto text = [&](const std::string& s) { sqlite3_bind_text(insert_, ++i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC); };
         auto num = [&](std::int64_t v) { sqlite3_bind_int64(insert_, ++i, v); };
-        text(r.request_id);
+        text(r.who.request_id);
         num(r.ts_ms);
-        text(r.org), text(r.tenant), text(r.user), text(r.key_id), text(r.run_id), text(r.feature);
-        text(r.model), text(r.deployment), text(r.endpoint), num(r.stream ? 1 : 0);
+        text(r.who.org), text(r.who.tenant), text(r.who.user), text(r.who.key_id), text(r.who.run_id), text(r.who.feature);
+        text(r.who.model), text(r.who.deployment), text(r.endpoint), num(r.stream ? 1 : 0);
         num(static_cast<std::int64_t>(r.prompt_tokens)), num(static_cast<std::int64_t>(r.completion_tokens));
         num(static_cast<std::int64_t>(r.cached_tokens));
         text(r.usage_source), num(r.cost_micros), text(r.cache_status), num(r.status), text(r.error_code);
@@ -107,8 +107,8 @@ class SqliteLedger final : public LedgerSink {
         sqlite3_reset(insert_);
         if (rc != SQLITE_DONE) fail("insert");
         if (sqlite3_changes(db_) == 0) continue;  // already stored: counted already
-        RollupSum& s = sums[RollupKey{r.ts_ms / 3'600'000 * 3'600'000, r.org, r.tenant, r.user, r.key_id, r.feature,
-                                      r.model, r.deployment}];
+        RollupSum& s = sums[RollupKey{r.ts_ms / 3'600'000 * 3'600'000, r.who.org, r.who.tenant, r.who.user, r.who.key_id, r.who.feature,
+                                      r.who.model, r.who.deployment}];
         s.requests += 1;
         s.prompt += static_cast<std::int64_t>(r.prompt_tokens);
         s.completion += static_cast<std::int64_t>(r.completion_tokens);
@@ -140,7 +140,7 @@ class SqliteLedger final : public LedgerSink {
     auto num = [&](std::int64_t v) { sqlite3_bind_int64(audit_, ++i, v); };
     auto real = [&](double v) { sqlite3_bind_double(audit_, ++i, v); };
     const CacheAudit& c = r.cache;
-    text(r.request_id), text(c.event), num(r.ts_ms), text(c.entry), text(c.partition), text(r.tenant), text(r.user);
+    text(r.who.request_id), text(c.event), num(r.ts_ms), text(c.entry), text(c.partition), text(r.who.tenant), text(r.who.user);
     text(c.scope), text(c.origin_request_id), num(c.expires_ms), real(c.similarity), real(c.threshold), text(c.guards);
     int rc = sqlite3_step(audit_);
     sqlite3_reset(audit_);

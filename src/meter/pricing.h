@@ -13,12 +13,18 @@ namespace tg::meter {
 struct Price {
   std::int64_t input_per_1m = 0;
   std::int64_t output_per_1m = 0;
-  std::int64_t cached_input_per_1m = 0;  // cached prompt tokens (part of prompt_tokens)
+  std::int64_t cached_input_per_1m = 0;  // prompt tokens read from a prompt cache (part of prompt_tokens)
+  std::int64_t cache_write_per_1m = 0;   // prompt tokens written to a prompt cache (part of prompt_tokens)
 };
 
 // The cost of one request in micro-dollars, rounded half up once per request.
-// REQUIRES: cached_tokens <= prompt_tokens (clamped otherwise).
+// `prompt_tokens` counts every prompt token, OpenAI's way: the cache reads
+// (`cached_tokens`) and cache writes (`cache_creation_tokens`) are parts of
+// it, priced at cached_input_per_1m and cache_write_per_1m; the rest of the
+// prompt at input_per_1m.
+// REQUIRES: cached_tokens + cache_creation_tokens <= prompt_tokens (clamped
+// otherwise: reads first, then writes, never a negative remainder).
 std::int64_t cost_micros(const Price& p, std::uint64_t prompt_tokens, std::uint64_t completion_tokens,
-                         std::uint64_t cached_tokens);
+                         std::uint64_t cached_tokens, std::uint64_t cache_creation_tokens = 0);
 
 }  // namespace tg::meter

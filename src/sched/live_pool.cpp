@@ -62,7 +62,7 @@ std::int64_t LivePool::expected_output(const AdmissionAsk& ask) {
   std::optional<double> avg;  // the tenant's output per choice
   {
     std::lock_guard lock(mu_);
-    if (auto it = avg_output_.find(ask.tenant); it != avg_output_.end()) avg = it->second;
+    if (auto it = avg_output_.find(ask.who.tenant); it != avg_output_.end()) avg = it->second;
   }
   const std::int64_t choices = std::max<std::int64_t>(1, ask.choices);
   // Before any history, a request's max_tokens is the prediction (the safe
@@ -117,15 +117,15 @@ net::awaitable<Expected<Ticket>> LivePool::acquire(const AdmissionAsk& ask) {
     std::lock_guard lock(mu_);
     id = next_id_++;
     const double t = now();
-    core_.arrive({id, ask.tenant, ask.user, ask.prompt_tokens, expected, ask.priority,
+    core_.arrive({id, ask.who.tenant, ask.who.user, ask.prompt_tokens, expected, ask.priority,
                   t + std::chrono::duration<double>(timeout).count()},
                  t);
-    info_[id] = {ask.tenant, t, std::max<std::int64_t>(1, ask.choices)};
+    info_[id] = {ask.who.tenant, t, std::max<std::int64_t>(1, ask.choices)};
     const auto ids = core_.dispatch(t);
     wake_admitted(ids, id);
     if (std::find(ids.begin(), ids.end(), id) != ids.end()) co_return Ticket(this, id);
     waiters_[id] = waiter;
-    ++metrics_[ask.tenant].queued;
+    ++metrics_[ask.who.tenant].queued;
   }
   waiter->wake.expires_after(timeout);
   for (;;) {

@@ -27,6 +27,7 @@
 #include <unordered_map>
 
 #include "core/config.h"
+#include "core/request_identity.h"
 #include "core/error.h"
 #include "sched/pool.h"
 
@@ -55,7 +56,7 @@ class Ticket {
 };
 
 struct AdmissionAsk {
-  std::string tenant, user;
+  RequestIdentity who;  // fair shares are by who.tenant, then who.user
   std::int64_t prompt_tokens = 0;
   std::optional<std::uint32_t> max_output_tokens;  // per choice
   std::string reasoning_effort;  // "", minimal, low, medium, high

@@ -37,7 +37,7 @@ std::string access_log_line(const Exchange& x) {
   json::object o;
   auto now = std::chrono::system_clock::now();
   o["ts"] = fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", std::chrono::floor<std::chrono::milliseconds>(now));
-  o["request_id"] = x.request_id;
+  o["request_id"] = x.who.request_id;
   // Client text is bounded and made printable (see core/text.h): a line is
   // never longer than a few KB, whatever was sent.
   o["method"] = printable(x.method, 32);
@@ -47,12 +47,12 @@ std::string access_log_line(const Exchange& x) {
   if (x.principal) {
     o["org"] = x.principal->org;
     o["tenant"] = x.principal->tenant;
-    o["user"] = printable(x.user, 128);
+    o["user"] = printable(x.who.user, 128);
     o["key_id"] = x.principal->key_id;
   }
   if (!x.endpoint.empty()) o["endpoint"] = x.endpoint;
-  if (!x.model.empty()) o["model"] = printable(x.model, 256);
-  if (!x.deployment.empty()) o["deployment"] = x.deployment;
+  if (!x.who.model.empty()) o["model"] = printable(x.who.model, 256);
+  if (!x.who.deployment.empty()) o["deployment"] = x.who.deployment;
   if (!x.endpoint.empty()) o["stream"] = x.stream;
   if (x.usage) {
     o["prompt_tokens"] = x.usage->prompt_tokens;

@@ -23,8 +23,10 @@
 #include "meter/usage_query.h"
 #include "server/access_log.h"
 #include "server/metrics.h"
+#include "server/request_path.h"
 #include "server/session.h"
 #include "sim/sim_provider.h"
+#include "upstream/anthropic_provider.h"
 #include "upstream/openai_provider.h"
 #include "upstream/router.h"
 
@@ -37,10 +39,10 @@ namespace {
 // Reads the rest of a connection's life on its worker; owns the Session.
 // `cancel` is bound to this coroutine's cancellation slot: the session emits
 // it when its client disconnects mid-request.
-net::awaitable<void> serve_connection(tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry,
+net::awaitable<void> serve_connection(tcp::socket socket, const SessionDeps& deps, std::list<Session*>& registry,
                                       std::shared_ptr<net::cancellation_signal> cancel) {
   try {
-    Session session(std::move(socket), ctx, registry, *cancel);
+    Session session(std::move(socket), deps, registry, *cancel);
     co_await session.run();
   } catch (const std::exception& e) {
     spdlog::error("connection ended by an unexpected error: {}", e.what());
@@ -61,7 +63,8 @@ struct Worker {
   std::unique_ptr<upstream::Router> router;
   std::unique_ptr<store::RedisLimitStore> redis_limits;
   std::unique_ptr<limits::RefusalBudget> refusals;
-  std::unique_ptr<WorkerContext> ctx;
+  std::unique_ptr<RequestPath> path;  // this worker's request path (its stages)
+  std::unique_ptr<SessionDeps> session_deps;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::thread thread;
 };
@@ -135,7 +138,7 @@ struct Gateway::Impl {
       }
       auto cancel = std::make_shared<net::cancellation_signal>();
       auto slot = cancel->slot();
-      net::co_spawn(w.ioc, serve_connection(std::move(socket), *w.ctx, w.sessions, std::move(cancel)),
+      net::co_spawn(w.ioc, serve_connection(std::move(socket), *w.session_deps, w.sessions, std::move(cancel)),
                     net::bind_cancellation_slot(slot, net::detached));
     }
   }
@@ -213,25 +216,22 @@ int Gateway::run() {
         auto e = g.engines.find(d.id);
         return std::make_unique<sim::SimProvider>(d, e == g.engines.end() ? nullptr : e->second.get());
       }
+      if (d.provider == ProviderKind::kAnthropic)
+        return std::make_unique<upstream::AnthropicProvider>(ioc.get_executor(), d, g.tls_for(d), wdeadlines);
       return std::make_unique<upstream::OpenAIProvider>(ioc.get_executor(), d, g.tls_for(d), wdeadlines);
     });
-    w->ctx = std::make_unique<WorkerContext>(
-        WorkerContext{g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, w->deadlines, g.ledger.get(),
-                      g.budgets, g.admin_pool.get_executor(), g.webhook, *g.limit_store});
-    w->ctx->pools = &g.pools;
-    w->ctx->cache = g.cache.get();
-    w->ctx->cache_replica = g.cache_replica.get();
-    w->ctx->count_executor = g.count_pool.get_executor();
-    if (sc.refusal_burst > 0) {
+    if (sc.refusal_burst > 0)
       w->refusals = std::make_unique<limits::RefusalBudget>(
           limits::RefusalBudgetSettings{sc.refusal_burst, sc.refusal_per_s, 4096});
-      w->ctx->refusals = w->refusals.get();
-    }
-    if (g.redis_policy) {
+    if (g.redis_policy)
       w->redis_limits = std::make_unique<store::RedisLimitStore>(w->ioc.get_executor(), g.config.limits, w->deadlines,
                                                                  *g.redis_policy, *g.limit_store, g.redis_stats);
-      w->ctx->redis_limits = w->redis_limits.get();
-    }
+    w->path = std::make_unique<RequestPath>(PathDeps{
+        g.config, g.keys, *w->router, g.metrics, g.access_log, g.draining, g.ledger.get(), g.budgets, g.webhook,
+        *g.limit_store, w->redis_limits.get(), w->refusals.get(), &g.pools, g.cache.get(), g.cache_replica.get(),
+        g.admin_pool.get_executor(), g.count_pool.get_executor(), Clock::system()});
+    w->session_deps = std::make_unique<SessionDeps>(
+        SessionDeps{g.config.server, g.metrics.stats, w->deadlines, g.draining, *w->path});
     g.workers.push_back(std::move(w));
   }
   // With limits in Redis, one worker follows the fleet's admin overrides.

@@ -16,7 +16,6 @@
 #include "api/errors.h"
 #include "core/ids.h"
 #include "core/text.h"
-#include "server/handlers.h"
 #include "upstream/provider.h"
 
 namespace tg::server {
@@ -235,22 +234,22 @@ ApiError head_parse_error(const boost::system::error_code& ec, const Request& pa
 }
 }  // namespace
 
-Session::Session(net::ip::tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry,
+Session::Session(net::ip::tcp::socket socket, const SessionDeps& deps, std::list<Session*>& registry,
                  net::cancellation_signal& cancel)
-    : stream_(std::move(socket)), deadline_(ctx.deadlines, stream_.socket()), cancel_(cancel), ctx_(ctx),
+    : stream_(std::move(socket)), deadline_(deps.deadlines, stream_.socket()), cancel_(cancel), deps_(deps),
       registry_(registry) {
   self_ = registry_.insert(registry_.end(), this);
   boost::system::error_code ec;
   auto ep = stream_.socket().remote_endpoint(ec);
   if (!ec) peer_ = ep.address().to_string();
   stream_.socket().set_option(net::ip::tcp::no_delay(true), ec);
-  ctx_.metrics.stats.connections_accepted_total.fetch_add(1);
-  ctx_.metrics.stats.connections_open.fetch_add(1);
+  deps_.stats.connections_accepted_total.fetch_add(1);
+  deps_.stats.connections_open.fetch_add(1);
 }
 
 Session::~Session() {
   registry_.erase(self_);
-  ctx_.metrics.stats.connections_open.fetch_sub(1);
+  deps_.stats.connections_open.fetch_sub(1);
 }
 
 void Session::close_if_idle() {
@@ -265,30 +264,20 @@ void Session::force_close() {
   stream_.socket().close(ec);
 }
 
-// Settles (metrics, access log, budgets, the ledger row and its journal
-// append) once. send() and end_stream() call it just before writing the last
-// bytes of a response, so a client that has its whole answer also has its
-// ledger row in the journal, whatever happens to the process next.
-void Session::finish(Exchange& x) {
-  if (x.settled) return;
-  x.settled = true;
-  settle(ctx_, x);
-}
-
 net::awaitable<void> Session::run() {
-  const ServerConfig& sc = ctx_.config.server;
+  const ServerConfig& sc = deps_.server;
   bool first = true;
   while (!closed_) {
     // Between requests: wait for the first byte under the idle timeout (the
     // header timeout for a brand-new connection).
     state_ = State::kIdle;
-    if (ctx_.draining.load() && !first) break;
+    if (deps_.draining.load() && !first) break;
     if (buffer_.size() == 0) {
       deadline_.arm(first ? sc.header_timeout : sc.idle_timeout);
       auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(8192), net::as_tuple(use_awaitable));
       deadline_.disarm();
       if (ec) {
-        if (deadline_.expired()) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+        if (deadline_.expired()) deps_.stats.client_timeouts_total.fetch_add(1);
         break;
       }
       buffer_.commit(n);
@@ -297,16 +286,16 @@ net::awaitable<void> Session::run() {
     state_ = State::kReading;
     Exchange x;
     x.start = std::chrono::steady_clock::now();
-    x.request_id = new_request_id();
+    x.who.request_id = new_request_id();
     x.client_ip = peer_;
     std::optional<Request> req;
     if (!co_await read_request(x, req)) break;
     state_ = State::kBusy;
-    keep_alive_ = req->keep_alive() && !ctx_.draining.load();
+    keep_alive_ = req->keep_alive() && !deps_.draining.load();
     {
-      InFlight in_flight(ctx_.metrics.stats);
-      co_await handle(*this, ctx_, *req, x);
-      finish(x);
+      InFlight in_flight(deps_.stats);
+      co_await deps_.handler.serve(*this, *req, x);
+      deps_.handler.settle_unanswered(x);  // a request the path left unanswered (it settles before answering)
     }
     if (!keep_alive_) break;
   }
@@ -335,7 +324,7 @@ net::awaitable<void> Session::run() {
 // limit holds for the whole head. Returns Beast's error codes (header_limit
 // for the bound, end_of_stream when the peer closed before any byte).
 net::awaitable<boost::system::error_code> Session::read_head(http::request_parser<http::string_body>& parser) {
-  const std::size_t limit = ctx_.config.server.max_header_bytes;
+  const std::size_t limit = deps_.server.max_header_bytes;
   std::size_t parsed = 0;
   for (;;) {
     if (buffer_.size() > 0) {
@@ -358,12 +347,12 @@ net::awaitable<boost::system::error_code> Session::read_head(http::request_parse
 // Reads one request. Returns false when the connection must close (after
 // answering the error, when there is one to answer).
 net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& out) {
-  const ServerConfig& sc = ctx_.config.server;
+  const ServerConfig& sc = deps_.server;
   http::request_parser<http::string_body> parser;
   parser.header_limit(static_cast<std::uint32_t>(sc.max_header_bytes));
   parser.body_limit(sc.max_body_bytes);
   auto too_large = [&]() -> ApiError {
-    ctx_.metrics.stats.bodies_too_large_total.fetch_add(1);
+    deps_.stats.bodies_too_large_total.fetch_add(1);
     return ApiError{413, "invalid_request_error", "request_too_large",
                     fmt::format("The request body exceeds the gateway's limit of {} bytes "
                                 "(server.max_body_bytes). Send a smaller request.", sc.max_body_bytes),
@@ -374,7 +363,7 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
   deadline_.disarm();
   if (ec) {
     if (deadline_.expired()) {
-      ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+      deps_.stats.client_timeouts_total.fetch_add(1);
       co_return false;  // a stalled header gets no answer: the peer may be hostile
     }
     if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset)
@@ -385,14 +374,12 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
     x.path = std::string(parser.get().target());
     if (ec == http::error::body_limit) {  // Content-Length alone is over the limit
       const ApiError e = too_large();
-      co_await send_error(x, e);
-      finish(x);
+      co_await deps_.handler.refuse(*this, x, e);
       co_return false;
     }
     const std::string_view unparsed(static_cast<const char*>(buffer_.data().data()), buffer_.size());
     const ApiError e = head_parse_error(ec, parser.get(), unparsed, sc.max_header_bytes);
-    co_await send_error(x, e);
-    finish(x);
+    co_await deps_.handler.refuse(*this, x, e);
     co_return false;
   }
   auto& head = parser.get();
@@ -406,12 +393,11 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
   if (!refusal) refusal = host_error(head);
   if (!refusal && !target) refusal = target.error();
   // A key (or address) that spent its refusal budget costs no body read or parse.
-  if (!refusal) refusal = refused_before_body(ctx_, head, x);
+  if (!refusal) refusal = deps_.handler.judge_head(head, x);
   if (refusal) {
     keep_alive_ = false;
     linger_ = true;
-    co_await send_error(x, *refusal);
-    finish(x);
+    co_await deps_.handler.refuse(*this, x, *refusal);
     co_return false;
   }
 
@@ -419,8 +405,7 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
     keep_alive_ = false;  // the unread body is still on the wire
     linger_ = true;
     const ApiError e = too_large();  // (no temporaries inside co_await: GCC 12 destroys them twice)
-    co_await send_error(x, e);
-    finish(x);
+    co_await deps_.handler.refuse(*this, x, e);
     co_return false;
   }
   if (beast::iequals(head[http::field::expect], "100-continue"))
@@ -434,28 +419,26 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
     if (ec2 == http::error::body_limit) {
       linger_ = true;
       const ApiError e = too_large();
-      co_await send_error(x, e);
-      finish(x);
+      co_await deps_.handler.refuse(*this, x, e);
     } else if (deadline_.expired()) {
       // The timed-out socket is already closed: nothing can be answered.
-      ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+      deps_.stats.client_timeouts_total.fetch_add(1);
       x.status = 408;
       x.error_code = "body_timeout";
-      finish(x);
+      deps_.handler.settle_unanswered(x);
     } else if (ec2.category() == http::make_error_code(http::error::bad_chunk).category()) {
       // A body Beast cannot parse (a bad chunk size or extension, a broken
       // trailer, the client's FIN mid-body): answered, closed, settled.
       linger_ = true;
       const ApiError e = invalid_request(fmt::format("Malformed HTTP request body: {}.", ec2.message()), {},
                                          "malformed_http");
-      co_await send_error(x, e);
-      finish(x);
+      co_await deps_.handler.refuse(*this, x, e);
     } else {
       // The socket failed (a reset) mid-body: nothing can be answered.
       x.status = 499;
       x.client_gone = true;
       x.error_code = "client_closed_request";
-      finish(x);
+      deps_.handler.settle_unanswered(x);
     }
     co_return false;
   }
@@ -465,12 +448,12 @@ net::awaitable<bool> Session::read_request(Exchange& x, std::optional<Request>& 
 }
 
 net::awaitable<void> Session::write_raw(std::string_view bytes) {
-  deadline_.arm(ctx_.config.server.write_timeout);
+  deadline_.arm(deps_.server.write_timeout);
   auto [ec, n] = co_await net::async_write(stream_, net::buffer(bytes.data(), bytes.size()),
                                            net::as_tuple(use_awaitable));
   deadline_.disarm();
   if (ec) {
-    if (deadline_.expired()) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+    if (deadline_.expired()) deps_.stats.client_timeouts_total.fetch_add(1);
     keep_alive_ = false;
     throw upstream::ClientGone();
   }
@@ -478,7 +461,7 @@ net::awaitable<void> Session::write_raw(std::string_view bytes) {
 
 net::awaitable<void> Session::send(Exchange& x, int status, std::string_view content_type,
                                    const std::string& body, const std::string& extra_headers) {
-  if (ctx_.draining.load()) keep_alive_ = false;
+  if (deps_.draining.load()) keep_alive_ = false;
   // Appended by hand: this head is written once per request.
   std::string head;
   head.reserve(160 + content_type.size() + extra_headers.size());
@@ -490,48 +473,30 @@ net::awaitable<void> Session::send(Exchange& x, int status, std::string_view con
   head += "\r\nContent-Type: ";
   head += content_type;
   head += "\r\nx-request-id: ";
-  head += x.request_id;
+  head += x.who.request_id;
   head += "\r\nContent-Length: ";
   head.append(num, std::to_chars(num, num + sizeof num, body.size()).ptr);
   head += keep_alive_ ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n";
   head += x.extra_headers;
   head += extra_headers;
   head += "\r\n";
-  x.status = status;
-  x.bytes_out += body.size();
-  finish(x);
   std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
-  deadline_.arm(ctx_.config.server.write_timeout);
+  deadline_.arm(deps_.server.write_timeout);
   auto [ec, n] = co_await net::async_write(stream_, bufs, net::as_tuple(use_awaitable));
   deadline_.disarm();
   if (ec) {
-    if (deadline_.expired()) ctx_.metrics.stats.client_timeouts_total.fetch_add(1);
+    if (deadline_.expired()) deps_.stats.client_timeouts_total.fetch_add(1);
     x.client_gone = true;
     keep_alive_ = false;
   }
 }
 
-net::awaitable<void> Session::send_json(Exchange& x, int status, const std::string& body) {
-  static const std::string kNone;
-  co_await send(x, status, "application/json", body, kNone);
-}
-
-net::awaitable<void> Session::send_error(Exchange& x, const ApiError& e) {
-  std::string extra;
-  if (e.retry_after_s >= 0) extra += fmt::format("Retry-After: {}\r\n", e.retry_after_s);
-  if (e.status == 405) extra += fmt::format("Allow: {}\r\n", e.param);
-  extra += e.headers;
-  const std::string body = api::error_body(e);
-  x.error_code = e.code;
-  co_await send(x, e.status, "application/json", body, extra);
-}
-
 net::awaitable<void> Session::begin_stream(Exchange& x) {
-  keep_alive_ = keep_alive_ && !ctx_.draining.load();
+  keep_alive_ = keep_alive_ && !deps_.draining.load();
   std::string head = fmt::format(
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
       "x-request-id: {}\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n{}\r\n",
-      x.request_id, keep_alive_ ? "keep-alive" : "close", x.extra_headers);
+      x.who.request_id, keep_alive_ ? "keep-alive" : "close", x.extra_headers);
   x.status = 200;
   co_await write_raw(head);
 }
@@ -546,7 +511,6 @@ net::awaitable<void> Session::stream_chunk(Exchange& x, std::string_view bytes) 
 }
 
 net::awaitable<void> Session::end_stream(Exchange& x) {
-  finish(x);
   co_await write_raw("0\r\n\r\n");
 }
 

@@ -1,8 +1,10 @@
 // Session: one client connection (HTTP/1.1, keep-alive). It reads requests
 // under header, body and idle timeouts, enforces the header and body limits,
-// hands each request to the handlers, and offers them the primitives to
-// answer: a whole response, or a chunked event stream, plus
-// wait_disconnect() to learn that the client went away mid-request.
+// hands each request to its Handler (the request path), and is the
+// Responder the path answers through: a whole response, or a chunked event
+// stream, plus watch_disconnect() to learn that the client went away
+// mid-request. Refusals it decides itself go back through the handler, so
+// they are settled and shaped like any other answer.
 // Lives on one worker thread; not thread-safe.
 //
 // Framing (RFC 9112): a request head is judged before a byte of its body is
@@ -31,20 +33,32 @@
 #include <memory>
 #include <optional>
 
+#include <atomic>
+
+#include "core/config.h"
 #include "core/error.h"
 #include "io/deadlines.h"
 #include "server/exchange.h"
-#include "server/worker_context.h"
+#include "server/handler.h"
+#include "server/metrics.h"
+#include "server/responder.h"
 
 namespace tg::server {
 
-using Request = boost::beast::http::request<boost::beast::http::string_body>;
+// What a worker's sessions share.
+struct SessionDeps {
+  const ServerConfig& server;
+  GatewayStats& stats;
+  io::DeadlineSweeper& deadlines;  // this worker's
+  const std::atomic<bool>& draining;
+  Handler& handler;  // this worker's request path
+};
 
-class Session {
+class Session final : public Responder {
  public:
   // `registry` is the worker's list of live sessions (for drain).
   // `cancel` is bound to the slot of the coroutine that runs this session.
-  Session(boost::asio::ip::tcp::socket socket, WorkerContext& ctx, std::list<Session*>& registry,
+  Session(boost::asio::ip::tcp::socket socket, const SessionDeps& deps, std::list<Session*>& registry,
           boost::asio::cancellation_signal& cancel);
   ~Session();
   Session(const Session&) = delete;
@@ -58,31 +72,18 @@ class Session {
   // Drain deadline: closes the connection whatever it is doing.
   void force_close();
 
-  // --- for handlers ---
-  // Sends a whole response (one gather write of a hand-formatted head and the
-  // body); adds x-request-id, Content-Length and Connection. `extra_headers`
-  // is "Name: value\r\n" lines. Arguments are lvalues on purpose: GCC 12 may
-  // destroy temporaries inside a co_await expression twice.
-  boost::asio::awaitable<void> send(Exchange& x, int status, std::string_view content_type,
-                                    const std::string& body, const std::string& extra_headers);
-  boost::asio::awaitable<void> send_json(Exchange& x, int status, const std::string& body);
-  boost::asio::awaitable<void> send_error(Exchange& x, const ApiError& e);
-  // A chunked text/event-stream response: head, then chunks, then the end.
-  // Write failures throw upstream::ClientGone.
-  boost::asio::awaitable<void> begin_stream(Exchange& x);
-  boost::asio::awaitable<void> stream_chunk(Exchange& x, std::string_view bytes);
-  boost::asio::awaitable<void> end_stream(Exchange& x);
-  // While a request is upstream: when the client closes the connection, emit
-  // terminal cancellation on the connection coroutine (`cancel`), which
-  // aborts whatever it awaits (the upstream call). stop_watching() ends it.
-  void watch_disconnect();
-  void stop_watching();
-  bool client_gone() const { return watch_ && watch_->fired; }
-  void close_after_response() { keep_alive_ = false; }
-  // Scratch memory for one request's JSON (a monotonic arena): requests on a
-  // connection are sequential, so one buffer serves them all.
-  unsigned char* json_arena() { return json_arena_.get(); }
-  static constexpr std::size_t kJsonArenaBytes = 16 * 1024;
+  // --- Responder (server/responder.h) ---
+  boost::asio::awaitable<void> send(Exchange& x, int status, std::string_view content_type, const std::string& body,
+                                    const std::string& extra_headers) override;
+  boost::asio::awaitable<void> begin_stream(Exchange& x) override;
+  boost::asio::awaitable<void> stream_chunk(Exchange& x, std::string_view bytes) override;
+  boost::asio::awaitable<void> end_stream(Exchange& x) override;
+  // A client that closes its connection emits terminal cancellation on the
+  // connection coroutine (`cancel`), which aborts whatever it awaits.
+  void watch_disconnect() override;
+  void stop_watching() override;
+  void close_after_response() override { keep_alive_ = false; }
+  unsigned char* json_arena() override { return json_arena_.get(); }
 
  private:
   enum class State { kIdle, kReading, kBusy };
@@ -90,7 +91,6 @@ class Session {
   boost::asio::awaitable<boost::system::error_code> read_head(
       boost::beast::http::request_parser<boost::beast::http::string_body>& parser);
   boost::asio::awaitable<void> write_raw(std::string_view bytes);
-  void finish(Exchange& x);
 
   struct Watch {
     bool active = false;
@@ -101,7 +101,7 @@ class Session {
   boost::asio::cancellation_signal& cancel_;
   std::shared_ptr<Watch> watch_;
   boost::beast::flat_buffer buffer_;
-  WorkerContext& ctx_;
+  const SessionDeps& deps_;
   std::list<Session*>& registry_;
   std::list<Session*>::iterator self_;
   std::string peer_;

@@ -2,7 +2,8 @@
 // llama.cpp's llama-server, TGI's OpenAI API, another gateway). Pooled
 // keep-alive connections per worker thread, connect and read timeouts, one
 // transparent retry when a reused keep-alive connection turns out to be dead
-// before any response byte arrived (the request cannot have been processed).
+// before any response byte arrived (the request cannot have been processed):
+// the policy of upstream::post() (http_pool.h), shared with AnthropicProvider.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

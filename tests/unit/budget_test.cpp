@@ -21,7 +21,7 @@ BudgetConfig tenant_usd(const char* t, std::int64_t micros, BudgetPeriod p = Bud
 
 TEST(BudgetBook, AdmitsExactlyUpToTheLimit) {
   BudgetBook book({tenant_usd("acme", 1000)});
-  BudgetSubject acme{"acme", "alice", "k", ""};
+  BudgetSubject acme{.tenant = "acme", .user = "alice", .key_id = "k"};
   auto now = at(2026, 11, 27, 10);
   auto a = book.reserve(acme, {600, 0}, now);
   ASSERT_TRUE(a.ok());
@@ -40,7 +40,7 @@ TEST(BudgetBook, AdmitsExactlyUpToTheLimit) {
 
 TEST(BudgetBook, SettleRefundsOrChargesTheDifference) {
   BudgetBook book({tenant_usd("acme", 1000)});
-  BudgetSubject acme{"acme", "", "", ""};
+  BudgetSubject acme{.tenant = "acme"};
   auto now = at(2026, 11, 27, 10);
   auto h = book.reserve(acme, {900, 0}, now);
   ASSERT_TRUE(h.ok());
@@ -51,7 +51,7 @@ TEST(BudgetBook, SettleRefundsOrChargesTheDifference) {
 
 TEST(BudgetBook, ResetsAtUtcMidnightAndOnTheFirstOfTheMonth) {
   BudgetBook book({tenant_usd("acme", 100), tenant_usd("acme", 150, BudgetPeriod::kMonth)});
-  BudgetSubject acme{"acme", "", "", ""};
+  BudgetSubject acme{.tenant = "acme"};
   auto h = book.reserve(acme, {100, 0}, at(2026, 11, 30, 23, 59));
   ASSERT_TRUE(h.ok());
   book.settle(*h, {100, 0}, at(2026, 11, 30, 23, 59));
@@ -72,7 +72,7 @@ TEST(BudgetBook, ReservesAtEveryScopeOrNone) {
   user.in_tokens = true;
   user.limit = 50;
   BudgetBook book({tenant_usd("acme", 1000), user});
-  BudgetSubject alice{"acme", "alice", "k", ""};
+  BudgetSubject alice{.tenant = "acme", .user = "alice", .key_id = "k"};
   auto now = at(2026, 11, 27);
   auto fail = book.reserve(alice, {500, 60}, now);  // the user's token budget refuses
   ASSERT_FALSE(fail.ok());
@@ -85,7 +85,7 @@ TEST(BudgetBook, SoftThresholdAlertsOncePerPeriod) {
   auto b = tenant_usd("acme", 1000);
   b.soft_percent = 50;
   BudgetBook book({b});
-  BudgetSubject acme{"acme", "", "", ""};
+  BudgetSubject acme{.tenant = "acme"};
   auto now = at(2026, 11, 27);
   auto h1 = book.reserve(acme, {400, 0}, now);
   EXPECT_TRUE(book.settle(*h1, {400, 0}, now).empty());
@@ -99,7 +99,7 @@ TEST(BudgetBook, SoftThresholdAlertsOncePerPeriod) {
 
 TEST(BudgetBook, PreloadCountsOnlyTheCurrentPeriod) {
   BudgetBook book({tenant_usd("acme", 1000)});
-  BudgetSubject acme{"acme", "", "", ""};
+  BudgetSubject acme{.tenant = "acme"};
   auto now = at(2026, 11, 27, 12);
   book.preload(acme, {900, 0}, at(2026, 11, 27, 3), now);
   book.preload(acme, {5000, 0}, at(2026, 11, 26, 3), now);  // yesterday: ignored

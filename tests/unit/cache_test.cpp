@@ -300,6 +300,25 @@ TEST(CacheStore, ALookupNeverReturnsAnotherPartitionsEntry) {
   }
   EXPECT_GT(hits, 100);
   EXPECT_GT(misses_of_others_questions, 20) << "the same question stored by another user is not this user's hit";
+  // Afterwards, directly: every question hits exactly in its asker's
+  // partition, with the asker's own entry, and never in a partition that
+  // stored nothing, the same text notwithstanding.
+  ASSERT_FALSE(stored.empty());
+  for (const auto& [user, q] : stored) {
+    const std::string body = R"({"model":"m","messages":[{"role":"user","content":")" + q + R"("}]})";
+    for (const std::string asker : {user, std::string("u-stranger")}) {
+      Key k = make_key(parse(body), "t", asker, false, {});
+      k.embedding = local_embedding(k.prompt);
+      auto r = s.lookup(k, 0.7f, 400);
+      if (asker == user) {
+        ASSERT_TRUE(r.hit) << user << " stored '" << q << "'";
+        EXPECT_TRUE(r.hit->exact);
+        EXPECT_EQ(owner.at(r.hit->entry_id), user);
+      } else {
+        EXPECT_FALSE(r.hit) << "'" << q << "' stored by " << user << " reached a user who stored nothing";
+      }
+    }
+  }
 }
 
 // A partition minted per request (another seed, max_tokens, system prompt...)

@@ -18,15 +18,15 @@ namespace fs = std::filesystem;
 LedgerRow row(int i) {
   LedgerRow r;
   r.ts_ms = 1'780'000'000'000 + i;
-  r.request_id = "req-" + std::to_string(i);
-  r.org = "demo";
-  r.tenant = "acme";
-  r.user = "alice";
-  r.key_id = "acme-alice";
-  r.run_id = i % 2 ? "run-1" : "";
-  r.feature = "search";
-  r.model = "chat";
-  r.deployment = "chat-sim";
+  r.who.request_id = "req-" + std::to_string(i);
+  r.who.org = "demo";
+  r.who.tenant = "acme";
+  r.who.user = "alice";
+  r.who.key_id = "acme-alice";
+  r.who.run_id = i % 2 ? "run-1" : "";
+  r.who.feature = "search";
+  r.who.model = "chat";
+  r.who.deployment = "chat-sim";
   r.endpoint = "chat.completions";
   r.stream = i % 3 == 0;
   r.prompt_tokens = 10 + i;
@@ -70,8 +70,8 @@ TEST(LedgerJournal, RoundTripsEveryField) {
   for (int i = 0; i < 20; ++i) {
     const LedgerRow want = row(i), &got = rows[i];
     EXPECT_EQ(got.ts_ms, want.ts_ms);
-    EXPECT_EQ(got.request_id, want.request_id);
-    EXPECT_EQ(got.run_id, want.run_id);
+    EXPECT_EQ(got.who.request_id, want.who.request_id);
+    EXPECT_EQ(got.who.run_id, want.who.run_id);
     EXPECT_EQ(got.stream, want.stream);
     EXPECT_EQ(got.prompt_tokens, want.prompt_tokens);
     EXPECT_EQ(got.cost_micros, want.cost_micros);

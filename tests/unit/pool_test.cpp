@@ -172,7 +172,7 @@ TEST(LivePool, ExpectedOutputBeforeHistory) {
   SchedulingConfig sc;
   sc.default_output_tokens = 500;
   LivePool pool("d", PoolSettings{}, sc, {});
-  AdmissionAsk ask{"t", "u", 100, std::nullopt, "", false, Priority::kInteractive};
+  AdmissionAsk ask{{.tenant = "t", .user = "u"}, 100, std::nullopt, "", false, Priority::kInteractive};
   EXPECT_EQ(pool.expected_output(ask), 500);
   ask.reasoning_model = true;
   EXPECT_EQ(pool.expected_output(ask), 1000) << "a reasoning model counts as medium effort";

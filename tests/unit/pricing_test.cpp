@@ -39,6 +39,47 @@ TEST(Pricing, CostIsIntegerAndRoundedOncePerRequest) {
   EXPECT_EQ(cost_micros(big, 1'000'000'000'000ULL, 0, 0), 1'000'000'000'000'000LL);
 }
 
+// Anthropic-style prompt caching (claude-sonnet-4-like: $3 input, $15 output,
+// $0.30 cache read, $3.75 cache write per 1M). prompt_tokens includes the
+// reads and the writes, as OpenAI-shaped usage does.
+TEST(Pricing, CacheReadsAtTheCachedPriceAndWritesAtTheWritePrice) {
+  Price p{3'000'000, 15'000'000, 300'000, 3'750'000};
+  // 10,000 prompt tokens of which 9,000 read from the cache, 100 output:
+  // 1,000*3 + 9,000*0.3 + 100*15 = 3,000 + 2,700 + 1,500 micro-dollars.
+  EXPECT_EQ(cost_micros(p, 10'000, 100, 9'000, 0), 7'200);
+  // Billing the reads as plain input (LiteLLM #11789) would cost 10x for them.
+  EXPECT_EQ(cost_micros(p, 10'000, 100, 0, 0), 31'500);
+  // 10,000 prompt tokens of which 8,000 written to the cache:
+  // 2,000*3 + 8,000*3.75 + 100*15 = 6,000 + 30,000 + 1,500.
+  EXPECT_EQ(cost_micros(p, 10'000, 100, 0, 8'000), 37'500);
+  // Both: 1,000 plain, 4,000 read, 5,000 written.
+  EXPECT_EQ(cost_micros(p, 10'000, 0, 4'000, 5'000), 3'000 + 1'200 + 18'750);
+  // Reads and writes above the prompt are clamped (reads first): never a negative remainder.
+  EXPECT_EQ(cost_micros(p, 10, 0, 8, 50), cost_micros(p, 10, 0, 8, 2));
+  EXPECT_EQ(cost_micros(p, 10, 0, 50, 50), cost_micros(p, 10, 0, 10, 0));
+  // Without the fifth argument nothing is a write: the OpenAI-compatible path is unchanged.
+  EXPECT_EQ(cost_micros(p, 10'000, 100, 9'000), 7'200);
+}
+
+TEST(Pricing, CacheWritePriceDefaultsToTheInputPrice) {
+  const char* yaml = R"(
+orgs: [{ id: demo }]
+tenants: [{ id: t, org: demo }]
+models:
+  - alias: a
+    price: { input_per_1m: "3", output_per_1m: "15", cached_input_per_1m: "0.30" }
+    deployments: [{ id: a1, provider: sim }]
+  - alias: b
+    price: { input_per_1m: "3", output_per_1m: "15", cached_input_per_1m: "0.30", cache_write_per_1m: "3.75" }
+    deployments: [{ id: b1, provider: sim }]
+)";
+  auto r = load_config(yaml, "t.yaml", [](const std::string&) -> std::optional<std::string> { return std::nullopt; });
+  ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigProblems>(r).joined();
+  const Config& c = std::get<Config>(r);
+  EXPECT_EQ(c.models[0].price.cache_write_per_1m, 3'000'000);
+  EXPECT_EQ(c.models[1].price.cache_write_per_1m, 3'750'000);
+}
+
 TEST(ChatCount, AddsOpenAIsFraming) {
   const auto& tok = Tokenizer::builtin(Encoding::kO200kBase);
   // Empty conversation: just the reply priming.

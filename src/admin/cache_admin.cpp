@@ -1,4 +1,4 @@
-#include "server/admin_cache.h"
+#include "admin/admin_api.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -11,9 +11,8 @@
 
 #include "core/ids.h"
 #include "meter/cache_audit.h"
-#include "server/handlers.h"
 
-namespace tg::server {
+namespace tg::admin {
 namespace net = boost::asio;
 namespace json = boost::json;
 namespace http = boost::beast::http;
@@ -21,10 +20,6 @@ namespace http = boost::beast::http;
 namespace {
 
 constexpr std::string_view kEntries = "/admin/cache/entries/";
-
-std::int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 json::object audit_json(const meter::CacheAuditRow& r) {
   json::object o;
@@ -52,14 +47,10 @@ json::object audit_json(const meter::CacheAuditRow& r) {
 
 }  // namespace
 
-bool is_admin_cache_path(const std::string& path) {
-  return path == "/admin/cache" || path == "/admin/cache/served" || path.starts_with(kEntries);
-}
-
-net::awaitable<void> serve_admin_cache(Session& s, WorkerContext& ctx, Request& req, Exchange& x) {
-  x.endpoint = "admin.cache";
-  std::optional<ApiError> err = check_admin_key(ctx, req);
-  if (!err && !ctx.cache)
+net::awaitable<Expected<Reply>> AdminApi::cache(const Request& req, const std::string& path,
+                                                const std::string& request_id) const {
+  std::optional<ApiError> err;
+  if (!d_.cache)
     err = not_found("The response cache is off (no `cache:` section in the config).", "cache_disabled");
   std::string tenant, user, entry;
   auto target = boost::urls::parse_origin_form(req.target());
@@ -71,72 +62,69 @@ net::awaitable<void> serve_admin_cache(Session& s, WorkerContext& ctx, Request& 
       else if (k == "user") user = v;
       else err = invalid_request(fmt::format("Unknown parameter '{}' (tenant, user).", k), k, "unknown_parameter");
     }
-    if (x.path.starts_with(kEntries)) entry = x.path.substr(kEntries.size());
+    if (path.starts_with(kEntries)) entry = path.substr(kEntries.size());
   }
   const bool del = req.method() == http::verb::delete_;
-  if (!err && x.path == "/admin/cache/served" && del)
+  if (!err && path == "/admin/cache/served" && del)
     err = ApiError{405, "invalid_request_error", "method_not_allowed", "DELETE is not allowed on /admin/cache/served; use GET.", "GET"};
-  if (!err && x.path == "/admin/cache" && !del)
+  if (!err && path == "/admin/cache" && !del)
     err = ApiError{405, "invalid_request_error", "method_not_allowed",
                    "GET is not allowed on /admin/cache; use DELETE ?tenant=T[&user=U] to purge, or GET "
                    "/admin/cache/entries/{entry} and /admin/cache/served?tenant=T&user=U to audit.", "DELETE"};
-  if (!err && (x.path == "/admin/cache" || x.path == "/admin/cache/served") && tenant.empty())
+  if (!err && (path == "/admin/cache" || path == "/admin/cache/served") && tenant.empty())
     err = invalid_request("Name the tenant: ?tenant=T (and &user=U for one user).", "tenant", "missing_parameter");
-  if (!err && x.path == "/admin/cache/served" && user.empty())
+  if (!err && path == "/admin/cache/served" && user.empty())
     err = invalid_request("Name the user: ?tenant=T&user=U.", "user", "missing_parameter");
-  if (!err && x.path.starts_with(kEntries) && entry.empty())
+  if (!err && path.starts_with(kEntries) && entry.empty())
     err = invalid_request("Name the entry: /admin/cache/entries/{entry} (e.g. ce_req_...).", "entry", "missing_parameter");
-  if (err) co_return co_await s.send_error(x, *err);
+  if (err) co_return *err;
 
   if (del) {
     if (!entry.empty())
-      if (auto e = ctx.cache->entry(entry)) {  // the purge's audit row names the entry's owner
+      if (auto e = d_.cache->entry(entry)) {  // the purge's audit row names the entry's owner
         tenant = e->key.tenant;
         user = e->key.user;
       }
     std::size_t n = 0;
-    if (!entry.empty()) n = ctx.cache->purge_entry(entry) ? 1 : 0;
-    else if (!user.empty()) n = ctx.cache->purge_user(tenant, user);
-    else n = ctx.cache->purge_tenant(tenant);
+    if (!entry.empty()) n = d_.cache->purge_entry(entry) ? 1 : 0;
+    else if (!user.empty()) n = d_.cache->purge_user(tenant, user);
+    else n = d_.cache->purge_tenant(tenant);
     // Fleet mode: the same purge in Redis and on every other node.
-    if (ctx.cache_replica) {
-      if (!entry.empty() && n) ctx.cache_replica->purge_entry(entry);
-      else if (entry.empty() && !user.empty()) ctx.cache_replica->purge_user(tenant, user);
-      else if (entry.empty()) ctx.cache_replica->purge_tenant(tenant);
+    if (d_.cache_replica) {
+      if (!entry.empty() && n) d_.cache_replica->purge_entry(entry);
+      else if (entry.empty() && !user.empty()) d_.cache_replica->purge_user(tenant, user);
+      else if (entry.empty()) d_.cache_replica->purge_tenant(tenant);
     }
     if (!entry.empty() && n == 0) {
-      const ApiError e = not_found(fmt::format("No live cache entry '{}' (purged or expired already?).", entry), "entry_not_found", "entry");
-      co_return co_await s.send_error(x, e);
+      co_return not_found(fmt::format("No live cache entry '{}' (purged or expired already?).", entry), "entry_not_found", "entry");
     }
     const std::string what = !entry.empty() ? "entry " + entry : !user.empty() ? fmt::format("user {}/{}", tenant, user)
                                                                                 : "tenant " + tenant;
     spdlog::info("admin: cache purge of {}: {} entries", what, n);
     // The purge is part of the audit trail (a row of its own, no ledger row).
-    if (ctx.ledger) {
+    if (d_.ledger) {
       meter::LedgerRow row;
-      row.ts_ms = wall_ms();
-      row.request_id = x.request_id;
-      row.tenant = tenant;
-      row.user = user;
+      row.ts_ms = d_.clock.wall_ms();
+      row.who.request_id = request_id;
+      row.who.tenant = tenant;
+      row.who.user = user;
       row.audit_only = true;
       row.cache.event = "purge";
       row.cache.entry = entry;
       row.cache.guards = fmt::format("{}: {} entries", what, n);
-      ctx.ledger->submit(std::move(row));
+      d_.ledger->submit(std::move(row));
     }
     json::object out;
     out["purged"] = n;
-    out["audited"] = ctx.ledger != nullptr;
-    const std::string body = json::serialize(out);
-    co_return co_await s.send_json(x, 200, body);
+    out["audited"] = d_.ledger != nullptr;
+    co_return Reply{"application/json", json::serialize(out)};
   }
 
-  if (!ctx.ledger) {
-    const ApiError e = not_found("The ledger is off (metering.ledger_sqlite: off): the cache's audit trail lives there.",
+  if (!d_.ledger) {
+    co_return not_found("The ledger is off (metering.ledger_sqlite: off): the cache's audit trail lives there.",
                                  "ledger_disabled");
-    co_return co_await s.send_error(x, e);
   }
-  ctx.ledger->flush();  // what this process audited so far is queryable
+  d_.ledger->flush();  // what this process audited so far is queryable
   meter::CacheAuditFilter f;
   f.entry = entry;
   if (entry.empty()) {
@@ -146,17 +134,16 @@ net::awaitable<void> serve_admin_cache(Session& s, WorkerContext& ctx, Request& 
   }
   std::vector<meter::CacheAuditRow> rows;
   const std::function<void()> query = [&] {
-    rows = meter::query_cache_audit({ctx.config.metering.ledger_sqlite, ctx.config.metering.ledger_postgres}, f);
+    rows = meter::query_cache_audit({d_.config.metering.ledger_sqlite, d_.config.metering.ledger_postgres}, f);
   };
-  const std::string failure = co_await on_admin_thread(ctx, query);
+  const std::string failure = co_await on_admin_thread(query);
   if (!failure.empty()) {
-    const ApiError e = server_error("Cache audit query failed: " + failure, "ledger_error");
-    co_return co_await s.send_error(x, e);
+    co_return server_error("Cache audit query failed: " + failure, "ledger_error");
   }
   json::object out;
   if (!entry.empty()) {
     out["entry"] = entry;
-    const auto live = ctx.cache->entry(entry);
+    const auto live = d_.cache->entry(entry);
     out["live"] = live.has_value();
     if (live) out["hits"] = live->hits;
     json::value created = nullptr;
@@ -167,8 +154,7 @@ net::awaitable<void> serve_admin_cache(Session& s, WorkerContext& ctx, Request& 
       else purges.push_back(audit_json(r));
     }
     if (created.is_null() && served.empty() && !live) {
-      const ApiError e = not_found(fmt::format("No cache entry '{}' in the audit trail.", entry), "entry_not_found", "entry");
-      co_return co_await s.send_error(x, e);
+      co_return not_found(fmt::format("No cache entry '{}' in the audit trail.", entry), "entry_not_found", "entry");
     }
     out["created_by"] = std::move(created);
     out["served"] = std::move(served);
@@ -181,8 +167,7 @@ net::awaitable<void> serve_admin_cache(Session& s, WorkerContext& ctx, Request& 
     out["user"] = user;
     out["data"] = std::move(data);
   }
-  const std::string body = json::serialize(out);
-  co_await s.send_json(x, 200, body);
+  co_return Reply{"application/json", json::serialize(out)};
 }
 
-}  // namespace tg::server
+}  // namespace tg::admin
