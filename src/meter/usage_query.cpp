@@ -191,7 +191,7 @@ void preload_budgets(BudgetBook& book, const LedgerSource& src, std::chrono::sys
     return;  // a new ledger: nothing spent yet
   }
   for (const auto& r : rows)
-    book.preload({r.groups[0], r.groups[1], r.groups[2], r.groups[3]},
+    book.preload({.tenant = r.groups[0], .user = r.groups[1], .key_id = r.groups[2], .feature = r.groups[3]},
                  {r.cost_micros, static_cast<std::int64_t>(r.prompt_tokens + r.completion_tokens)},
                  std::chrono::system_clock::time_point(std::chrono::milliseconds(r.period_start_ms)), now);
 }

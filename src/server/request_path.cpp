@@ -135,16 +135,18 @@ net::awaitable<void> RequestPath::serve_inference(Responder& out, Request& req, 
   }
   x.who.user = x.principal->user;
 
-  // parse
+  // identify (the headers: a refusal here costs no parse)
+  const auto identified = stages::identify(*x.principal, req, x.who);
+  if (!identified) co_return co_await fail(out, x, door, identified.error());
+  x.batch = identified->batch;
+
+  // parse, then the end user the body claims
   auto parsed = stages::parse(req, route, &arena);
   if (!parsed) co_return co_await fail(out, x, door, parsed.error());
   api::ParsedRequest& request = parsed->request;
   x.stream = request.stream;
-
-  // identify
-  const auto identified = stages::identify(*x.principal, req, *parsed, x.who);
-  if (!identified) co_return co_await fail(out, x, door, identified.error());
-  x.batch = identified->batch;
+  if (auto refused = stages::identify_user(*x.principal, req, *parsed, x.who))
+    co_return co_await fail(out, x, door, *refused);
 
   // route
   const auto routed = routing_.run(x.who.model, x.principal->tenant_config);

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { startGateway, limitsConfig, chat, metric, waitFor, DEMO_KEYS } from './harness.mjs';
+import { startGateway, limitsConfig, chat, metric, waitFor, rawExchange, DEMO_KEYS } from './harness.mjs';
 
 const ALICE = DEMO_KEYS.alice;
 const client = (base, key = ALICE, opts = {}) => new Anthropic({ baseURL: base, apiKey: key, maxRetries: 0, ...opts });
@@ -100,8 +100,13 @@ describe('anthropic door in front of the sim (embedded default config)', () => {
     assertAnthropicError(await rawMessages(gw.base, ask, { 'x-api-key': 'tg-wrong' }), 401, 'authentication_error');
     assertAnthropicError(await rawMessages(gw.base, { ...ask, metadata: { user_id: 'mallory' } }), 403, 'permission_error');
     assertAnthropicError(await rawMessages(gw.base, { ...ask, model: 'nope' }), 404, 'not_found_error');
-    const big = await rawMessages(gw.base, { ...ask, messages: [{ role: 'user', content: 'x'.repeat(9 << 20) }] });
-    assertAnthropicError(big, 413, 'request_too_large');
+    // Refused on its head (Content-Length over server.max_body_bytes), its body never read.
+    const head = `POST /v1/messages HTTP/1.1\r\nHost: t\r\nx-api-key: ${ALICE}\r\ncontent-type: application/json\r\ncontent-length: ${64 << 20}\r\n\r\n{"model":`;
+    const big = await rawExchange(gw.port, [head]);
+    const [rawHead, rawBody] = big.data.split('\r\n\r\n');
+    assert.match(rawHead, /^HTTP\/1\.1 413 /);
+    assert.match(rawHead, /\r\nrequest-id: \S+/i);
+    assert.equal(JSON.parse(rawBody).error.type, 'request_too_large');
     // The SDK raises its own error classes from them.
     await assert.rejects(client(gw.base).messages.create(noMax), (e) => e instanceof Anthropic.BadRequestError && e.status === 400);
     await assert.rejects(client(gw.base, 'tg-wrong').messages.create(ask), (e) => e instanceof Anthropic.AuthenticationError);

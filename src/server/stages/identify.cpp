@@ -36,8 +36,7 @@ Expected<std::string> resolve_user(const identity::Principal& p, std::string_vie
 
 }  // namespace
 
-Expected<Identified> identify(const identity::Principal& p, const Request& head, Parsed& parsed,
-                              RequestIdentity& who) {
+Expected<Identified> identify(const identity::Principal& p, const Request& head, RequestIdentity& who) {
   Identified out;
   who.org = p.org;
   who.tenant = p.tenant;
@@ -65,13 +64,21 @@ Expected<Identified> identify(const identity::Principal& p, const Request& head,
     return invalid_request("X-TG-Parent links a call to its parent inside an agent run: send X-TG-Run with it "
                            "(the run id the parent was sent with).",
                            "X-TG-Parent", "parent_without_run");
+  auto user = resolve_user(p, head["x-tg-user"], {}, "user");  // the header's claim alone, for now
+  if (!user) return user.error();
+  who.user = std::move(*user);
+  return out;
+}
+
+std::optional<ApiError> identify_user(const identity::Principal& p, const Request& head, Parsed& parsed,
+                                      RequestIdentity& who) {
   api::ParsedRequest& r = parsed.request;
+  who.model = r.model;
   auto user = resolve_user(p, head["x-tg-user"], r.user, who.door == "anthropic" ? "metadata.user_id" : "user");
   if (!user) return user.error();
   who.user = std::move(*user);
   if (!r.user.empty() && r.user != who.user) r.body["user"] = who.user;
-  who.model = r.model;
-  return out;
+  return std::nullopt;
 }
 
 }  // namespace tg::server::stages
