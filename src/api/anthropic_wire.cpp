@@ -597,8 +597,9 @@ void MessageStreamTranslator::feed(std::string_view event, std::string_view data
     return;
   }
   const json::object& o = v.get_object();
-  std::string_view type = str_field(o, "type");
-  if (type.empty()) type = event;
+  // The event name decides (Anthropic repeats it as the payload's "type";
+  // llama-server's error event carries an error type there instead).
+  std::string_view type = event.empty() ? str_field(o, "type") : event;
 
   if (type == "message_start") {
     if (const json::object* m = obj_field(o, "message")) {
@@ -678,8 +679,10 @@ void MessageStreamTranslator::feed(std::string_view event, std::string_view data
     out.emplace_back("[DONE]");
     ended_ = true;
   } else if (type == "error") {
+    // Anthropic: {"type":"error","error":{"type","message"}}; llama-server:
+    // {"code":500,"message":..,"type":"server_error"}.
     const json::object* e = obj_field(o, "error");
-    out.push_back(openai_error_payload(e ? *e : json::object{{"type", "api_error"}}));
+    out.push_back(openai_error_payload(e ? *e : o));
     ended_ = true;
   }
   // ping, content_block_stop, and event types added later: nothing to say.

@@ -10,7 +10,7 @@
 // back for the caller to log). Free functions are thread-safe;
 // MessageStreamTranslator is one per stream, not thread-safe.
 //
-// Decisions (docs: README "provider: anthropic"):
+// Decisions:
 //  - stop_reason -> finish_reason: end_turn, stop_sequence -> stop;
 //    max_tokens -> length; tool_use -> tool_calls; refusal -> content_filter;
 //    pause_turn (a server tool paused a long turn; the client continues it by
@@ -105,7 +105,7 @@ class MessageStreamTranslator {
   static constexpr std::size_t kMaxBlocks = 4096;
   explicit MessageStreamTranslator(std::int64_t created) : created_(created) {}
 
-  // One SSE event: its `event:` name (may be empty: the payload's "type"
+  // One SSE event: its `event:` name (when empty, the payload's "type"
   // decides) and its data. Appends the payloads it yields to `out`.
   void feed(std::string_view event, std::string_view data, std::vector<std::string>& out);
   // The upstream's stream ended; appends an error payload when it ended

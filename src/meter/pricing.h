@@ -7,6 +7,8 @@
 #include <optional>
 #include <string_view>
 
+#include "core/config.h"
+
 namespace tg::meter {
 
 // USD per 1M tokens, held as micro-dollars per 1M tokens.
@@ -26,5 +28,10 @@ struct Price {
 // otherwise: reads first, then writes, never a negative remainder).
 std::int64_t cost_micros(const Price& p, std::uint64_t prompt_tokens, std::uint64_t completion_tokens,
                          std::uint64_t cached_tokens, std::uint64_t cache_creation_tokens = 0);
+
+// A model's configured prices.
+inline Price price_of(const PriceConfig& p) {
+  return {p.input_per_1m, p.output_per_1m, p.cached_input_per_1m, p.cache_write_per_1m};
+}
 
 }  // namespace tg::meter

@@ -107,7 +107,7 @@ void LivePool::wake_shed(const std::vector<std::uint64_t>& ids) {
   }
 }
 
-net::awaitable<Expected<Ticket>> LivePool::acquire(const AdmissionAsk& ask) {
+net::awaitable<Expected<Ticket>> LivePool::acquire(const AdmissionAsk& ask, const Keepalive* keepalive) {
   auto ex = co_await net::this_coro::executor;
   const std::int64_t expected = expected_output(ask);
   const auto timeout = ask.priority == Priority::kBatch ? sched_.batch_timeout : sched_.interactive_timeout;
@@ -127,30 +127,59 @@ net::awaitable<Expected<Ticket>> LivePool::acquire(const AdmissionAsk& ask) {
     waiters_[id] = waiter;
     ++metrics_[ask.who.tenant].queued;
   }
-  waiter->wake.expires_after(timeout);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // A keepalive goes out as soon as the request has to wait, then every `every`.
+  auto next_keepalive = keepalive ? std::chrono::steady_clock::now() : deadline;
+  // Withdraws a request whose client left while it waited; true when it had
+  // been admitted meanwhile (its ticket must hand the capacity back).
+  auto withdraw = [&]() -> bool {
+    std::lock_guard lock(mu_);
+    if (waiter->state != Waiter::State::kWaiting) return waiter->state == Waiter::State::kAdmitted;
+    core_.cancel(id);
+    waiters_.erase(id);
+    info_.erase(id);
+    wake_admitted(core_.dispatch(now()), 0);  // its place may let others go
+    return false;
+  };
   for (;;) {
-    auto [ec] = co_await waiter->wake.async_wait(net::as_tuple(net::use_awaitable));
+    bool waiting;
+    {
+      std::lock_guard lock(mu_);
+      waiting = waiter->state == Waiter::State::kWaiting;
+    }
+    boost::system::error_code ec = net::error::operation_aborted;  // not waiting: woken already
+    if (waiting) {  // (checked and armed without a suspension between: a wake is posted to this thread)
+      waiter->wake.expires_at(std::min(deadline, next_keepalive));
+      auto [e] = co_await waiter->wake.async_wait(net::as_tuple(net::use_awaitable));
+      ec = e;
+    }
     auto cs = co_await net::this_coro::cancellation_state;
     const bool client_left = cs.cancelled() != net::cancellation_type::none;
+    if (client_left) {
+      if (withdraw()) Ticket t(this, id);  // admitted just as the client left: handed back
+      throw boost::system::system_error(net::error::operation_aborted);
+    }
+    bool keepalive_due = false;
     Waiter::State state;
     {
       std::lock_guard lock(mu_);
-      if (waiter->state == Waiter::State::kWaiting && client_left) {
-        core_.cancel(id);
-        waiters_.erase(id);
-        info_.erase(id);
-        wake_admitted(core_.dispatch(now()), 0);  // its place may let others go
-      } else if (waiter->state == Waiter::State::kWaiting && !ec) {
-        wake_shed(core_.expire(now()));  // the deadline: it and any others past theirs
+      if (waiter->state == Waiter::State::kWaiting && !ec) {
+        if (keepalive && std::chrono::steady_clock::now() < deadline) keepalive_due = true;
+        else wake_shed(core_.expire(now()));  // the deadline: it and any others past theirs
       }
       state = waiter->state;
     }
-    if (state == Waiter::State::kAdmitted) {
-      Ticket t(this, id);
-      if (!client_left) co_return t;
-      // Admitted just as the client left: the ticket hands the capacity back.
+    if (state == Waiter::State::kAdmitted) co_return Ticket(this, id);
+    if (keepalive_due) {
+      try {
+        co_await keepalive->send();
+      } catch (...) {
+        if (withdraw()) Ticket t(this, id);
+        throw;
+      }
+      next_keepalive = std::chrono::steady_clock::now() + keepalive->every;
+      continue;
     }
-    if (client_left) throw boost::system::system_error(net::error::operation_aborted);
     if (state == Waiter::State::kShed) {
       const double secs = std::chrono::duration<double>(timeout).count();
       ApiError e{503, "server_error", "queue_timeout",

@@ -19,6 +19,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -73,7 +74,16 @@ class LivePool {
   // Admission: at once while there is room, else in fair order; a 503
   // queue_timeout at the priority's deadline. Throws system_error
   // (operation_aborted) when the caller's cancellation slot fires.
-  boost::asio::awaitable<Expected<Ticket>> acquire(const AdmissionAsk& ask);
+  // While it waits, `keepalive` (when given) is awaited at once and then
+  // every `every`: a
+  // stream that has begun keeps its client informed (the Anthropic door's
+  // ping). A keepalive that throws (the client left) withdraws the request
+  // and the exception propagates.
+  struct Keepalive {
+    std::chrono::milliseconds every{1000};
+    std::function<boost::asio::awaitable<void>()> send;
+  };
+  boost::asio::awaitable<Expected<Ticket>> acquire(const AdmissionAsk& ask, const Keepalive* keepalive = nullptr);
 
   std::int64_t expected_output(const AdmissionAsk& ask);
   struct Snapshot {

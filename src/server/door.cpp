@@ -43,6 +43,7 @@ std::string Dialect::answer_body(std::string_view openai_body) {
 }
 
 std::string Dialect::stream_open(std::uint64_t input_tokens) {
+  opened_ = true;
   if (door_ == Door::kOpenAI) return {};
   writer_.emplace("msg_" + request_id_, model_, stops_);
   return writer_->start(input_tokens);

@@ -36,6 +36,8 @@ class Dialect {
           bool client_wants_usage);
 
   Door door() const { return door_; }
+  // The stream's head and opening bytes are out (stream_open() ran).
+  bool opened() const { return opened_; }
   bool client_wants_usage() const { return client_wants_usage_; }
 
   // A whole OpenAI completion body in the door's shape.
@@ -58,6 +60,7 @@ class Dialect {
   std::string request_id_, model_;
   std::vector<std::string> stops_;
   bool client_wants_usage_;
+  bool opened_ = false;
   std::optional<api::MessagesStreamWriter> writer_;
 };
 

@@ -13,6 +13,9 @@ namespace tg::server {
 namespace net = boost::asio;
 
 namespace {
+// How often a queued Anthropic stream is pinged.
+constexpr std::chrono::milliseconds kQueuePingEvery{1000};
+
 limits::LimitStore& limits_of(const PathDeps& d) {
   return d.redis_limits ? static_cast<limits::LimitStore&>(*d.redis_limits) : d.limits;
 }
@@ -182,13 +185,28 @@ net::awaitable<void> RequestPath::serve_inference(Responder& out, Request& req, 
   // (named, never a temporary inside co_await: GCC 12, docs/architecture.md)
   std::string traceparent(req["traceparent"]);
   if (!api::is_valid_traceparent(traceparent)) traceparent.clear();  // an invalid one is dropped, as the spec says
+  // An Anthropic stream that waits in the queue opens at once and pings meanwhile, as Anthropic's API does.
+  const sched::LivePool::Keepalive ping{kQueuePingEvery, [&]() -> net::awaitable<void> {
+    std::string bytes;
+    if (!dialect.opened()) {
+      co_await out.begin_stream(x);
+      bytes = dialect.stream_open(x.prompt_tokens_est);
+    }
+    bytes += dialect.ping();
+    co_await out.stream_chunk(x, bytes);
+  }};
+  const bool pings = door == Door::kAnthropic && request.stream;
   std::optional<upstream::UpstreamReply> reply;
   out.watch_disconnect();
   try {
-    auto ticket = co_await queue_.run(x.who, x.model_config, request, x.prompt_tokens_est, x.batch);
+    auto ticket = co_await queue_.run(x.who, x.model_config, request, x.prompt_tokens_est, x.batch,
+                                      pings ? &ping : nullptr);
     if (!ticket) {  // shed at the deadline (counted in tg_queue_timeouts_total by the pool)
       out.stop_watching();
-      co_return co_await fail(out, x, door, ticket.error());
+      if (!dialect.opened()) co_return co_await fail(out, x, door, ticket.error());
+      x.error_code = ticket.error().code;  // the stream is open: said in-band
+      const std::string last = dialect.stream_error(ticket.error());
+      co_return co_await end_stream(out, x, last);
     }
     x.pool_ticket = std::move(*ticket);
     reply = co_await relay_.run(out, x, *routed->provider, request, traceparent, dialect);
@@ -230,7 +248,10 @@ net::awaitable<void> RequestPath::serve_inference(Responder& out, Request& req, 
   if (reply->status < 200 || reply->status >= 300) {
     metrics_.record_upstream_error(x.who.deployment, fmt::format("http_{}", reply->status));
     const ApiError e = stages::upstream_status_error(reply->status, reply->body, x.who.deployment);
-    co_return co_await fail(out, x, door, e);
+    if (!dialect.opened()) co_return co_await fail(out, x, door, e);
+    x.error_code = e.code;
+    const std::string last = dialect.stream_error(e);
+    co_return co_await end_stream(out, x, last);
   }
   cache_.remember_answer(x.cache, x.who, reply->body);
   if (door == Door::kOpenAI) co_return co_await answer(out, x, reply->status, "application/json", reply->body);

@@ -144,7 +144,9 @@ net::awaitable<UpstreamReply> exchange(Stream& s, Connection& c, const Deploymen
     p.get().body().data = buf;
     p.get().body().size = cap;
     c.deadline->arm(d.read_timeout);
-    auto [ec, n] = co_await http::async_read(s, c.buffer, p, net::as_tuple(net::use_awaitable));
+    // read_some: what one socket read brings is handed on at once. (async_read
+    // would wait to fill the 16 KiB body buffer: a stream's events held back.)
+    auto [ec, n] = co_await http::async_read_some(s, c.buffer, p, net::as_tuple(net::use_awaitable));
     if (ec == http::error::need_buffer) ec = {};
     if (ec) throw boost::system::system_error(ec);
     std::size_t got = cap - p.get().body().size;

@@ -221,6 +221,56 @@ function toolUpstream() {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, seen, port: server.address().port })));
 }
 
+// The raw event names of an Anthropic stream, in order.
+async function streamEvents(base, body) {
+  const res = await fetch(`${base}/v1/messages`, {
+    method: 'POST',
+    headers: { 'x-api-key': ALICE, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+    body: JSON.stringify({ ...body, stream: true }),
+  });
+  const text = await res.text();
+  const events = [...text.matchAll(/^event: (\S+)\ndata: (.*)$/gm)].map((m) => ({ type: m[1], data: JSON.parse(m[2]) }));
+  return { status: res.status, events };
+}
+
+describe('anthropic door: a stream waiting in the queue', () => {
+  const queued = (timeoutMs) => limitsConfig().replace(/sim: \{ engine: fixed, decode_ms_per_token: \d+, ttft_base_ms: 1 \} \}/,
+    'sim: { engine: fixed, decode_ms_per_token: 20, ttft_base_ms: 1 }, pool: { max_seqs: 1 } }') +
+    `scheduling: { policy: fair, interactive_timeout_ms: ${timeoutMs}, batch_aging_s: 60 }\n`;
+  const ask = { model: 'chat', max_tokens: 4, messages: [{ role: 'user', content: 'hi' }] };
+
+  it('opens at once with message_start and pings until it is admitted', async () => {
+    const gw = await startGateway({ yaml: queued(10000) });
+    const running = chat(gw.base, DEMO_KEYS.carol, { maxTokens: 75 });  // 1.5 s
+    await waitFor(async () => (await metric(gw.base, 'tg_pool_inflight_requests')) === 1, 2000, 'admitted');
+    const { status, events } = await streamEvents(gw.base, ask);
+    assert.equal(status, 200);
+    const types = events.map((e) => e.type);
+    assert.equal(types[0], 'message_start');
+    assert.ok(events[0].data.message.usage.input_tokens > 0);
+    assert.equal(types[1], 'ping');
+    assert.ok(types.indexOf('content_block_start') > types.indexOf('ping'));
+    assert.deepEqual(types.slice(-2), ['message_delta', 'message_stop']);
+    assert.equal(types.filter((t) => t === 'message_start').length, 1);
+    assert.equal((await running).status, 200);
+    await gw.stop();
+  });
+
+  it('ends with an overloaded_error event when its queue deadline passes after it opened', async () => {
+    const gw = await startGateway({ yaml: queued(300) });
+    const running = chat(gw.base, DEMO_KEYS.carol, { maxTokens: 60 });  // 1.2 s
+    await waitFor(async () => (await metric(gw.base, 'tg_pool_inflight_requests')) === 1, 2000, 'admitted');
+    const { status, events } = await streamEvents(gw.base, ask);
+    assert.equal(status, 200);
+    const types = events.map((e) => e.type);
+    assert.deepEqual(types, ['message_start', 'ping', 'error']);
+    assert.equal(events[2].data.type, 'error');
+    assert.equal(events[2].data.error.type, 'overloaded_error');
+    assert.equal((await running).status, 200);
+    await gw.stop();
+  });
+});
+
 describe('anthropic door: tools', () => {
   let up, gw;
   before(async () => {

@@ -46,7 +46,7 @@ async function startRecorder(target) {
       const body = Buffer.concat(chunks);
       const x = { method: req.method, path: req.url, headers: req.headers, body: JSON.parse(body.toString() || 'null'), response: '' };
       exchanges.push(x);
-      const up = http.request({ host: '127.0.0.1', port: target, method: req.method, path: req.url,
+      const up = http.request({ host: '127.0.0.1', port: target, method: req.method, path: req.url, agent: false,
         headers: { ...req.headers, host: `127.0.0.1:${target}` } }, (ur) => {
         x.status = ur.statusCode;
         res.writeHead(ur.statusCode, ur.headers);
@@ -109,8 +109,10 @@ ${ACME_TENANT_YAML}`,
 
   it('answers a chat completion translated from the Messages answer, usage as llama-server counted it', async () => {
     const before = rec.exchanges.length;
+    // Greedy, this prompt reads " Scientific fold scientists...": the stop
+    // sequence ends it (llama-server says end_turn, with stop_sequence set).
     const data = await client.chat.completions.create({
-      model: 'tiny-claude', temperature: 0, max_tokens: 6, user: 'alice-e2e',
+      model: 'tiny-claude', temperature: 0, max_tokens: 6, user: 'alice', stop: ['scientists'],
       messages: [{ role: 'system', content: 'You are terse.' }, { role: 'user', content: 'Say hello' }],
     });
     assert.equal(rec.exchanges.length, before + 1);
@@ -122,8 +124,8 @@ ${ACME_TENANT_YAML}`,
     assert.equal(x.headers['x-api-key'], 'sk-ant-e2e');
     assert.equal(x.headers.authorization, undefined);
     assert.deepEqual(x.body, {
-      model: 'tiny-gpt2', max_tokens: 6, system: 'You are terse.',
-      messages: [{ role: 'user', content: 'Say hello' }], temperature: 0, metadata: { user_id: 'alice-e2e' },
+      model: 'tiny-gpt2', max_tokens: 6, system: 'You are terse.', stop_sequences: ['scientists'],
+      messages: [{ role: 'user', content: 'Say hello' }], temperature: 0, metadata: { user_id: 'alice' },
     });
     // What came back, and what the client got.
     assert.equal(x.status, 200);
@@ -133,8 +135,10 @@ ${ACME_TENANT_YAML}`,
     const text = msg.content.filter((b) => b.type === 'text').map((b) => b.text).join('');
     assert.equal(data.choices[0].message.content, text);
     assert.equal(data.choices[0].message.role, 'assistant');
+    assert.ok(FINISH[msg.stop_reason], `stop_reason ${msg.stop_reason}`);
     assert.equal(data.choices[0].finish_reason, FINISH[msg.stop_reason]);
     assert.equal(data.usage.prompt_tokens, promptTokens(msg.usage));
+    assert.equal(data.usage.prompt_tokens_details?.cached_tokens ?? 0, msg.usage.cache_read_input_tokens ?? 0);
     assert.equal(data.usage.completion_tokens, msg.usage.output_tokens);
     assert.equal(data.usage.total_tokens, data.usage.prompt_tokens + data.usage.completion_tokens);
     assert.ok(data.usage.prompt_tokens > 0 && data.usage.completion_tokens > 0);
@@ -143,7 +147,7 @@ ${ACME_TENANT_YAML}`,
   it('streams chunks translated event by event, with the final usage', async () => {
     const stream = await client.chat.completions.create({
       model: 'tiny-claude', temperature: 0, max_tokens: 6, stream: true, stream_options: { include_usage: true },
-      messages: [{ role: 'user', content: 'Count to three' }],
+      messages: [{ role: 'user', content: 'Say hello' }],
     });
     const chunks = [];
     for await (const c of stream) chunks.push(c);
@@ -203,6 +207,26 @@ ${ACME_TENANT_YAML}`,
     });
     assert.equal(rec.exchanges.at(-1).body.max_tokens, 5);
     assert.ok(dflt.usage.completion_tokens <= 5);
+  });
+
+  // With random weights, greedy "Count to three" trips llama-server's output
+  // parser after a few tokens: a real upstream failure, mid-stream and whole.
+  it('an upstream failure reaches the client as an OpenAI error, mid-stream or whole', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'tiny-claude', temperature: 0, max_tokens: 6, stream: true, messages: [{ role: 'user', content: 'Count to three' }],
+    });
+    const chunks = [];
+    await assert.rejects((async () => { for await (const c of stream) chunks.push(c); })(),
+      (e) => /peg-native/.test(e.message));
+    const events = sseEvents(rec.exchanges.at(-1).response);
+    assert.equal(events.at(-1)[0], 'error', 'llama-server ended its stream with an error event');
+    const text = events.filter(([, d]) => d.type === 'content_block_delta').map(([, d]) => d.delta.text).join('');
+    assert.equal(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), text, 'what came before the error');
+
+    await assert.rejects(client.chat.completions.create({
+      model: 'tiny-claude', temperature: 0, max_tokens: 6, messages: [{ role: 'user', content: 'Count to three' }],
+    }), (e) => e.status === 502 && /peg-native/.test(e.message));
+    assert.equal(rec.exchanges.at(-1).status, 500);
   });
 
   it('refuses what Anthropic cannot do with a 400 naming the field, without calling upstream', async () => {

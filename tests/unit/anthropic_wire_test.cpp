@@ -476,6 +476,26 @@ TEST(AnthropicStream, ErrorMidStreamEndsWithAnOpenAIErrorAndNoDone) {
   EXPECT_TRUE(t.ended());
 }
 
+// Recorded from llama.cpp's llama-server (random weights, greedy, max_tokens 6,
+// "Count to three"): its output parser fails mid-stream and it says so in its
+// own error shape, the error type where Anthropic repeats the event name.
+TEST(AnthropicStream, LlamaServersErrorEventEndsTheStreamWithItsMessage) {
+  MessageStreamTranslator t(1);
+  auto out = run(t, {{"message_start", R"({"type":"message_start","message":{"id":"chatcmpl-x","type":"message","role":"assistant","content":[],"model":"/m/tiny-gpt2.gguf","stop_reason":null,"stop_sequence":null,"usage":{"cache_read_input_tokens":9,"input_tokens":21,"output_tokens":0}}})"},
+                     {"content_block_start", R"({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})"},
+                     {"content_block_delta", R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" Guinea"}})"},
+                     {"error", R"({"code":500,"message":"The model produced output that does not match the expected peg-native format","type":"server_error"})"}});
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(json::parse(out[2]), json::parse(R"({"error":{"message":"The model produced output that does not match the expected peg-native format",
+      "type":"server_error","param":null,"code":"server_error"}})"));
+  EXPECT_EQ(t.usage().prompt_tokens, 30u);
+  EXPECT_EQ(t.usage().cached_tokens, 9u);
+  // Its non-streamed error body, with HTTP 500.
+  TranslatedError e = openai_error(500, R"({"error":{"code":500,"message":"The model produced output that does not match the expected peg-native format","type":"server_error"}})");
+  EXPECT_EQ(e.status, 500);
+  EXPECT_EQ(json::parse(e.body).at("error").at("type"), "server_error");
+}
+
 TEST(AnthropicStream, AStreamCutShortOrMalformedEndsWithAnError) {
   {
     MessageStreamTranslator t(1);

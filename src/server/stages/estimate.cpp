@@ -55,8 +55,7 @@ net::awaitable<Expected<Estimated>> Estimate::run(const ModelConfig& m, const ap
                                           m.context_tokens, what),
                               "messages", "context_length_exceeded");
   }
-  const PriceConfig& pr = m.price;
-  e.spend = {meter::cost_micros({pr.input_per_1m, pr.output_per_1m, pr.cached_input_per_1m}, e.prompt_tokens, out, 0),
+  e.spend = {meter::cost_micros(meter::price_of(m.price), e.prompt_tokens, out, 0),
              static_cast<std::int64_t>(e.prompt_tokens + out)};
   co_return e;
 }

@@ -2,7 +2,8 @@
 // Returns at once while the pool has room; otherwise waits its turn in fair
 // order (tenants, then their users; the batch lane behind interactive work)
 // and is shed with 503 queue_timeout at the deadline. A request to a
-// deployment without a pool is never queued. Throws
+// deployment without a pool is never queued. `keepalive`, when given, is
+// sent every so often while the request waits. Throws
 // system_error(operation_aborted) when cancelled (the client left). The
 // pools are process-wide and thread-safe.
 #pragma once
@@ -27,7 +28,8 @@ class Queue {
   // An empty ticket when the deployment has no pool.
   boost::asio::awaitable<Expected<sched::Ticket>> run(const RequestIdentity& who, const ModelConfig* model,
                                                       const api::ParsedRequest& r, std::uint64_t prompt_tokens,
-                                                      bool batch) const;
+                                                      bool batch,
+                                                      const sched::LivePool::Keepalive* keepalive = nullptr) const;
   bool has_pool(const std::string& deployment) const { return pools_ && pools_->contains(deployment); }
 
  private:

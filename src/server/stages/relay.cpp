@@ -16,6 +16,7 @@ class RelaySink final : public upstream::StreamSink {
   RelaySink(Responder& out, Exchange& x, Dialect& d) : out_(out), x_(x), d_(d) {}
 
   net::awaitable<void> open() override {
+    if (d_.opened()) co_return;  // opened while it waited in the queue (the door's keepalive)
     co_await out_.begin_stream(x_);
     const std::string first = d_.stream_open(x_.prompt_tokens_est);
     co_await out_.stream_chunk(x_, first);

@@ -33,9 +33,9 @@ meter::LedgerRow Settle::ledger_row(const Exchange& x) const {
   if (!x.cache.status.empty()) r.cache_status = x.cache.status;
   r.cache = x.cache.audit;
   if (x.model_config) {
-    const PriceConfig& p = x.model_config->price;
-    r.cost_micros = meter::cost_micros({p.input_per_1m, p.output_per_1m, p.cached_input_per_1m}, r.prompt_tokens,
-                                       r.completion_tokens, r.cached_tokens);
+    // Prompt-cache reads and writes at their own prices, the rest of the prompt at the input price.
+    r.cost_micros = meter::cost_micros(meter::price_of(x.model_config->price), r.prompt_tokens, r.completion_tokens,
+                                       r.cached_tokens, x.usage ? x.usage->cache_creation_tokens : 0);
   }
   r.status = x.status;
   r.error_code = printable(x.error_code, 64);  // an upstream's code may be anything
