@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import http from 'node:http';
 import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
 import { startGateway, freePort, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
 
 const CACHE = process.env.TG_LLAMA_CACHE || '/var/cache/tenantgate/llama';
@@ -241,6 +242,81 @@ ${ACME_TENANT_YAML}`,
     }), (e) => e.status === 400 && e.param === 'messages[1].tool_calls[0].function.arguments');
     await assert.rejects(client.embeddings.create({ model: 'tiny-claude', input: 'x' }),
       (e) => e.status === 400 && e.code === 'unsupported_endpoint');
+    assert.equal(rec.exchanges.length, before);
+  });
+});
+
+// The other door: the official @anthropic-ai/sdk against the gateway's
+// /v1/messages, in front of llama-server both ways: its Messages API
+// (provider: anthropic) and its OpenAI API (provider: openai, the door
+// translating). The recorder shows what llama-server itself answered.
+describe('the Anthropic SDK through the gateway to llama-server, both APIs', () => {
+  let llama, rec, gw, client;
+  before(async () => {
+    llama = await startLlama();
+    rec = await startRecorder(llama.port);
+    gw = await startGateway({
+      yaml: `
+server: { access_log: "off" }
+metering: { ledger_sqlite: "off" }
+orgs: [{ id: demo }]
+models:
+  - alias: via-messages
+    deployments:
+      - { id: llama-messages, provider: anthropic, model: tiny-gpt2, base_url: "http://127.0.0.1:${rec.port}/v1" }
+  - alias: via-chat
+    deployments:
+      - { id: llama-chat, provider: openai, model: tiny-gpt2, base_url: "http://127.0.0.1:${rec.port}/v1" }
+${ACME_TENANT_YAML}`,
+    });
+    client = new Anthropic({ baseURL: gw.base, apiKey: DEMO_KEYS.alice, maxRetries: 0, timeout: 30000 });
+  });
+  after(async () => {
+    await gw?.stop();
+    await rec?.stop();
+    await llama?.stop();
+  });
+
+  for (const [model, path] of [['via-messages', '/v1/messages'], ['via-chat', '/v1/chat/completions']]) {
+    it(`${model}: a message, its text and usage as llama-server gave them (${path})`, async () => {
+      const m = await client.messages.create({ model, max_tokens: 5, temperature: 0,
+        messages: [{ role: 'user', content: 'Say hello' }] });
+      const x = rec.exchanges.at(-1);
+      assert.equal(x.path, path);
+      assert.equal(x.status, 200);
+      const up = JSON.parse(x.response);
+      const upText = path === '/v1/messages' ? up.content.filter((b) => b.type === 'text').map((b) => b.text).join('')
+        : up.choices[0].message.content;
+      assert.equal(m.type, 'message');
+      assert.equal(m.model, model);
+      assert.equal(m.content[0].type, 'text');
+      assert.equal(m.content[0].text, upText);
+      assert.equal(m.stop_reason, 'max_tokens');
+      assert.equal(m.usage.output_tokens, path === '/v1/messages' ? up.usage.output_tokens : up.usage.completion_tokens);
+      const upInput = path === '/v1/messages' ? up.usage.input_tokens : up.usage.prompt_tokens - (up.usage.prompt_tokens_details?.cached_tokens ?? 0);
+      assert.equal(m.usage.input_tokens, upInput);
+    });
+
+    it(`${model}: a stream, message_start .. message_stop, the final message assembled by the SDK`, async () => {
+      const s = client.messages.stream({ model, max_tokens: 5, temperature: 0, messages: [{ role: 'user', content: 'Say hello' }] });
+      const types = [];
+      s.on('streamEvent', (e) => types.push(e.type));
+      const fin = await s.finalMessage();
+      const x = rec.exchanges.at(-1);
+      assert.equal(x.path, path);
+      assert.equal(x.body.stream, true);
+      assert.equal(types[0], 'message_start');
+      assert.deepEqual(types.slice(-2), ['message_delta', 'message_stop']);
+      assert.ok(fin.content[0].text.length > 0);
+      assert.equal(fin.stop_reason, 'max_tokens');
+      assert.equal(fin.usage.output_tokens, 5);
+    });
+  }
+
+  it('count_tokens counts without calling the upstream', async () => {
+    const before = rec.exchanges.length;
+    const c = await client.messages.countTokens({ model: 'via-messages', messages: [{ role: 'user', content: 'Say hello' }] });
+    assert.ok(c.input_tokens > 0);
     assert.equal(rec.exchanges.length, before);
   });
 });
