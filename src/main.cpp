@@ -14,7 +14,7 @@
 #include "core/config_load.h"
 #include "identity/keys.h"
 #include "meter/tokenizer.h"
-#include "meter/usage_query.h"
+#include "ledger/usage_query.h"
 #include "server/gateway.h"
 #include "sim/replay.h"
 
@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
       std::cerr << "tenantgate: usage needs --db FILE or --postgres CONNINFO\n";
       return 2;
     }
-    tg::meter::UsageQuery q;
+    tg::ledger::UsageQuery q;
     for (std::size_t i = 0; i < usage_group.size();) {
       std::size_t j = usage_group.find(',', i);
       if (j == std::string::npos) j = usage_group.size();
@@ -277,20 +277,20 @@ int main(int argc, char** argv) {
     q.tenant = usage_tenant;
     for (auto [text, out, name] : {std::tuple{&usage_from, &q.from_ms, "--from"}, std::tuple{&usage_to, &q.to_ms, "--to"}}) {
       if (text->empty()) continue;
-      *out = tg::meter::parse_time(*text);
+      *out = tg::ledger::parse_time(*text);
       if (!*out) {
         std::cerr << fmt::format("tenantgate: {} '{}' is not a date (2026-11-01), a UTC time (2026-11-01T00:00:00Z) "
                                  "or Unix milliseconds\n", name, *text);
         return 2;
       }
     }
-    if (auto why = tg::meter::validate(q)) {
+    if (auto why = tg::ledger::validate(q)) {
       std::cerr << "tenantgate: " << *why << "\n";
       return 2;
     }
     try {
-      auto rows = tg::meter::query_usage({usage_db, usage_pg}, q);
-      std::cout << (usage_csv ? tg::meter::usage_csv(q, rows) : tg::meter::usage_table(q, rows));
+      auto rows = tg::ledger::query_usage({usage_db, usage_pg}, q);
+      std::cout << (usage_csv ? tg::ledger::usage_csv(q, rows) : tg::ledger::usage_table(q, rows));
     } catch (const std::exception& e) {
       std::cerr << "tenantgate: " << e.what() << "\n";
       return 1;

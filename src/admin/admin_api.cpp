@@ -11,7 +11,7 @@
 
 #include "identity/keys.h"
 #include "meter/pricing.h"
-#include "meter/usage_query.h"
+#include "ledger/usage_query.h"
 
 namespace tg::admin {
 namespace net = boost::asio;
@@ -129,14 +129,14 @@ net::awaitable<Expected<Reply>> AdminApi::limits(const Request& req, std::string
 // GET /admin/usage?group_by=tenant,user&from=&to=&granularity=hour|day&tenant=
 net::awaitable<Expected<Reply>> AdminApi::usage(const Request& req) const {
   std::optional<ApiError> err;
-  meter::UsageQuery q;
+  ledger::UsageQuery q;
   {
     auto target = boost::urls::parse_origin_form(req.target());
     if (!target) err = invalid_request("Malformed query string.", {}, "invalid_query");
     for (const auto& param : target ? target->params() : boost::urls::params_view()) {
       std::string k(param.key), v(param.value);
       auto time = [&](std::optional<std::int64_t>& out) {
-        out = meter::parse_time(v);
+        out = ledger::parse_time(v);
         if (!out) err = invalid_request(fmt::format("Invalid '{}': '{}' is not a date (2026-11-01), a UTC time "
                                                     "(2026-11-01T00:00:00Z) or Unix milliseconds.", k, v), k, "invalid_value");
       };
@@ -153,19 +153,19 @@ net::awaitable<Expected<Reply>> AdminApi::usage(const Request& req) const {
       else err = invalid_request(fmt::format("Unknown parameter '{}' (group_by, from, to, granularity, tenant).", k), k, "unknown_parameter");
     }
     if (!err)
-      if (auto why = meter::validate(q)) err = invalid_request(*why, why->substr(0, why->find(':')), "invalid_value");
+      if (auto why = ledger::validate(q)) err = invalid_request(*why, why->substr(0, why->find(':')), "invalid_value");
     if (!err && d_.config.metering.ledger_sqlite == "off" && d_.config.metering.ledger_postgres.empty())
       err = not_found("The ledger is off (metering.ledger_sqlite: off): there is no usage to query.", "ledger_disabled");
   }
   if (err) co_return *err;
-  std::vector<meter::UsageRow> rows;
+  std::vector<ledger::UsageRow> rows;
   const std::function<void()> query = [&] {
-    rows = meter::query_usage({d_.config.metering.ledger_sqlite, d_.config.metering.ledger_postgres}, q);
+    rows = ledger::query_usage({d_.config.metering.ledger_sqlite, d_.config.metering.ledger_postgres}, q);
   };
   const std::string failure = co_await on_admin_thread(query);
   if (!failure.empty()) co_return server_error("Usage query failed: " + failure, "ledger_error");
   if (req[http::field::accept].find("text/csv") != std::string_view::npos)
-    co_return Reply{"text/csv; charset=utf-8", meter::usage_csv(q, rows)};
+    co_return Reply{"text/csv; charset=utf-8", ledger::usage_csv(q, rows)};
   json::array data;
   for (const auto& r : rows) {
     json::object o;
@@ -176,7 +176,7 @@ net::awaitable<Expected<Reply>> AdminApi::usage(const Request& req) const {
     o["completion_tokens"] = r.completion_tokens;
     o["cached_tokens"] = r.cached_tokens;
     o["cost_micros"] = r.cost_micros;
-    o["cost_usd"] = meter::format_micros_usd(r.cost_micros);
+    o["cost_usd"] = ledger::format_micros_usd(r.cost_micros);
     data.push_back(std::move(o));
   }
   json::object out;

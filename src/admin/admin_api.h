@@ -23,7 +23,7 @@
 #include "core/error.h"
 #include "identity/keyring.h"
 #include "limits/limit_store.h"
-#include "meter/ledger.h"
+#include "ledger/ledger.h"
 #include "store/cache_replica.h"
 #include "store/redis_limit_store.h"
 
@@ -43,7 +43,7 @@ struct AdminDeps {
   const identity::KeyRing& keys;
   limits::LimitStore& limits;             // the in-process store
   store::RedisLimitStore* redis_limits;   // this worker's, when limits live in Redis
-  meter::LedgerWriter* ledger;            // null: the ledger is off
+  ledger::LedgerWriter* ledger;            // null: the ledger is off
   cache::CacheStore* cache;               // null: the cache is off
   store::CacheReplica* cache_replica;     // fleet mode
   boost::asio::any_io_executor admin_executor;

@@ -10,7 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/ids.h"
-#include "meter/cache_audit.h"
+#include "ledger/cache_audit.h"
 
 namespace tg::admin {
 namespace net = boost::asio;
@@ -21,7 +21,7 @@ namespace {
 
 constexpr std::string_view kEntries = "/admin/cache/entries/";
 
-json::object audit_json(const meter::CacheAuditRow& r) {
+json::object audit_json(const ledger::CacheAuditRow& r) {
   json::object o;
   o["request_id"] = r.request_id;
   o["ts_ms"] = r.ts_ms;
@@ -103,7 +103,7 @@ net::awaitable<Expected<Reply>> AdminApi::cache(const Request& req, const std::s
     spdlog::info("admin: cache purge of {}: {} entries", what, n);
     // The purge is part of the audit trail (a row of its own, no ledger row).
     if (d_.ledger) {
-      meter::LedgerRow row;
+      ledger::LedgerRow row;
       row.ts_ms = d_.clock.wall_ms();
       row.who.request_id = request_id;
       row.who.tenant = tenant;
@@ -125,16 +125,16 @@ net::awaitable<Expected<Reply>> AdminApi::cache(const Request& req, const std::s
                                  "ledger_disabled");
   }
   d_.ledger->flush();  // what this process audited so far is queryable
-  meter::CacheAuditFilter f;
+  ledger::CacheAuditFilter f;
   f.entry = entry;
   if (entry.empty()) {
     f.tenant = tenant;
     f.user = user;
     f.event = "hit";
   }
-  std::vector<meter::CacheAuditRow> rows;
+  std::vector<ledger::CacheAuditRow> rows;
   const std::function<void()> query = [&] {
-    rows = meter::query_cache_audit({d_.config.metering.ledger_sqlite, d_.config.metering.ledger_postgres}, f);
+    rows = ledger::query_cache_audit({d_.config.metering.ledger_sqlite, d_.config.metering.ledger_postgres}, f);
   };
   const std::string failure = co_await on_admin_thread(query);
   if (!failure.empty()) {

@@ -16,7 +16,7 @@
 #include "identity/keyring.h"
 #include "limits/limit_store.h"
 #include "meter/budget.h"
-#include "meter/ledger.h"
+#include "ledger/ledger.h"
 #include "sched/live_pool.h"
 
 namespace tg::server {
@@ -27,7 +27,7 @@ struct CacheState {
   std::optional<cache::Key> key, shared_key;  // the user's partition; the tenant's when shareable
   std::optional<cache::Key> public_key;       // X-TG-Cache-Namespace: the public namespace's partition
   bool public_writer = false;                 // this tenant may write that namespace
-  meter::CacheAudit audit;                    // what the cache did (a write or a hit), for the audit trail
+  ledger::CacheAudit audit;                    // what the cache did (a write or a hit), for the audit trail
   api::StreamCapture capture;                 // a streamed answer's text, for the cache write
 };
 

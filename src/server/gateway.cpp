@@ -20,7 +20,7 @@
 #include "identity/keyring.h"
 #include "limits/limit_store.h"
 #include "store/redis_limit_store.h"
-#include "meter/usage_query.h"
+#include "ledger/usage_query.h"
 #include "server/access_log.h"
 #include "server/metrics.h"
 #include "server/request_path.h"
@@ -80,7 +80,7 @@ struct Gateway::Impl {
   net::thread_pool admin_pool{1};  // admin API queries and webhooks, never on a worker
   net::thread_pool count_pool{1};  // large prompts' token counts, never on a worker
   Webhook webhook{admin_pool.get_executor()};
-  std::unique_ptr<meter::LedgerWriter> ledger;  // outlives the workers (declared before them)
+  std::unique_ptr<ledger::LedgerWriter> ledger;  // outlives the workers (declared before them)
   std::unique_ptr<limits::LimitStore> limit_store;  // in-process; with Redis, this process's share for outages
   std::unique_ptr<store::SharedPolicy> redis_policy;
   store::RedisLimitStats redis_stats;
@@ -102,16 +102,16 @@ struct Gateway::Impl {
         limit_store(limits::in_process_limit_store(local_limits(config),
                                                    limits::TrackingBounds::of(config.limits.tracking))) {
     if (!config.limits.redis.host.empty()) redis_policy = std::make_unique<store::SharedPolicy>(config);
-    const meter::LedgerSource src{config.metering.ledger_sqlite, config.metering.ledger_postgres};
+    const ledger::LedgerSource src{config.metering.ledger_sqlite, config.metering.ledger_postgres};
     if (!src.postgres_conninfo.empty())
-      ledger = std::make_unique<meter::LedgerWriter>(meter::open_postgres_ledger(src.postgres_conninfo),
+      ledger = std::make_unique<ledger::LedgerWriter>(ledger::open_postgres_ledger(src.postgres_conninfo),
                                                      config.metering.journal_path());
     else if (src.sqlite_path != "off")
-      ledger = std::make_unique<meter::LedgerWriter>(meter::open_sqlite_ledger(src.sqlite_path),
+      ledger = std::make_unique<ledger::LedgerWriter>(ledger::open_sqlite_ledger(src.sqlite_path),
                                                      config.metering.journal_path());
     // Budgets continue from what the ledger says was spent this month
     // (after the journal replay above, so a killed process's spend counts).
-    if (ledger && budgets.size()) meter::preload_budgets(budgets, src, std::chrono::system_clock::now());
+    if (ledger && budgets.size()) ledger::preload_budgets(budgets, src, std::chrono::system_clock::now());
   }
 
   // The in-process store's config: the limits themselves, or with Redis this

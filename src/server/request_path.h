@@ -43,7 +43,7 @@ struct PathDeps {
   Metrics& metrics;
   AccessLog& access_log;
   const std::atomic<bool>& draining;
-  meter::LedgerWriter* ledger;  // null: the ledger is off
+  ledger::LedgerWriter* ledger;  // null: the ledger is off
   meter::BudgetBook& budgets;
   Webhook& webhook;
   limits::LimitStore& limits;                  // process-wide, thread-safe

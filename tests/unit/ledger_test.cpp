@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "meter/ledger.h"
-#include "meter/ledger_journal.h"
+#include "ledger/ledger.h"
+#include "ledger/ledger_journal.h"
 
-namespace tg::meter {
+namespace tg::ledger {
 namespace {
 
 namespace fs = std::filesystem;
@@ -143,4 +143,4 @@ TEST(LedgerWriter, ARotatedJournalIsReplayedToo) {
 }
 
 }  // namespace
-}  // namespace tg::meter
+}  // namespace tg::ledger

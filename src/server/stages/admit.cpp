@@ -33,7 +33,10 @@ net::awaitable<Expected<Admitted>> Admit::run(const RequestIdentity& who, const 
     auto hold = budgets_.reserve(who, estimate, clock_.wall());
     if (!hold) {
       metrics_.stats.budget_rejections_total.fetch_add(1);
-      co_return hold.error();  // (the admission settles at its estimate as `out` goes: no leak)
+      // Nothing will run: release the limits' reservation charging no tokens (its destructor would
+      // charge the whole estimate). The request itself still counts against requests per minute.
+      out.admission.settle(0, 0, clock_.steady_us());
+      co_return hold.error();
     }
     out.budget_hold = std::move(*hold);
   }

@@ -31,7 +31,8 @@ std::optional<ApiError> Authenticate::refused_unread(const Request& head, Exchan
 }
 
 void Authenticate::charge(const Exchange& x) const {
-  if (!refusals_ || x.status < 400 || x.status >= 500 || x.error_code == "too_many_refusals") return;
+  // A client that left (499) was not refused.
+  if (!refusals_ || x.status < 400 || x.status >= 499 || x.error_code == "too_many_refusals") return;
   refusals_->charge(source(x), limits::RefusalBudget::cost(!x.reached_admission, x.body_bytes), clock_.steady_s());
 }
 

@@ -32,7 +32,8 @@ class Authenticate {
   std::optional<ApiError> refused_unread(const Request& head, Exchange& x) const;
 
   // A 4xx answer charges its source: 1 unit refused before admission, plus
-  // one per 64 KiB of body. A request refused unread costs nothing more.
+  // one per 64 KiB of body. A request refused unread costs nothing more, nor one
+  // whose client left (499).
   void charge(const Exchange& x) const;
 
  private:

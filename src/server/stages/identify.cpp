@@ -24,11 +24,14 @@ Expected<std::string> resolve_user(const identity::Principal& p, std::string_vie
     if (!is_valid_external_id(c.value))
       return invalid_request(fmt::format("Invalid {}: use 1-128 characters of A-Z a-z 0-9 . _ : @ / -.", c.what),
                              c.param, c.code);
-    if (p.user_bound && c.value != p.user)
-      return permission_error(fmt::format("This key belongs to user '{}' and cannot act as '{}' ({}). Use a "
-                                          "tenant-level key to send requests for other users.",
-                                          p.user, c.value, c.param),
-                              "user_mismatch");
+    if (p.user_bound && c.value != p.user) {
+      ApiError e = permission_error(fmt::format("This key belongs to user '{}' and cannot act as '{}' ({}). Use a "
+                                                "tenant-level key to send requests for other users.",
+                                                p.user, c.value, c.param),
+                                    "user_mismatch");
+      e.param = c.param;
+      return e;
+    }
   }
   if (p.user_bound) return p.user;
   return std::string(header.empty() ? std::string_view(body_user) : header);

@@ -10,8 +10,8 @@
 namespace tg::server::stages {
 namespace json = boost::json;
 
-meter::LedgerRow Settle::ledger_row(const Exchange& x) const {
-  meter::LedgerRow r;
+ledger::LedgerRow Settle::ledger_row(const Exchange& x) const {
+  ledger::LedgerRow r;
   const auto elapsed = std::chrono::steady_clock::now() - x.start;
   r.ts_ms = clock_.wall_ms() - std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
   r.who = x.who;
@@ -63,7 +63,7 @@ void Settle::run(Exchange& x) const {
   authenticate_.charge(x);
   x.pool_ticket.release(x.usage ? static_cast<std::int64_t>(x.usage->completion_tokens) : -1);
   if (!x.principal || (!ledger_ && !x.budget_hold && !x.admission.held())) return;
-  meter::LedgerRow row = ledger_row(x);
+  ledger::LedgerRow row = ledger_row(x);
   const std::int64_t tokens = static_cast<std::int64_t>(row.prompt_tokens + row.completion_tokens);
   x.admission.settle(tokens, row.cost_micros, clock_.steady_us());
   if (x.budget_hold) {

@@ -12,7 +12,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "meter/budget.h"
-#include "meter/ledger.h"
+#include "ledger/ledger.h"
 #include "server/access_log.h"
 #include "server/exchange.h"
 #include "server/metrics.h"
@@ -25,7 +25,7 @@ class Settle {
  public:
   // `ledger` null: the ledger is off.
   Settle(const Config& config, Metrics& metrics, AccessLog& access_log, const Authenticate& authenticate,
-         meter::LedgerWriter* ledger, meter::BudgetBook& budgets, Webhook& webhook, const Clock& clock)
+         ledger::LedgerWriter* ledger, meter::BudgetBook& budgets, Webhook& webhook, const Clock& clock)
       : config_(config), metrics_(metrics), access_log_(access_log), authenticate_(authenticate), ledger_(ledger),
         budgets_(budgets), webhook_(webhook), clock_(clock) {}
 
@@ -33,14 +33,14 @@ class Settle {
   void run(Exchange& x) const;
 
   // The ledger row of `x` (a request with a valid key).
-  meter::LedgerRow ledger_row(const Exchange& x) const;
+  ledger::LedgerRow ledger_row(const Exchange& x) const;
 
  private:
   const Config& config_;
   Metrics& metrics_;
   AccessLog& access_log_;
   const Authenticate& authenticate_;
-  meter::LedgerWriter* ledger_;
+  ledger::LedgerWriter* ledger_;
   meter::BudgetBook& budgets_;
   Webhook& webhook_;
   const Clock& clock_;

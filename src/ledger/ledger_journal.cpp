@@ -1,4 +1,4 @@
-#include "meter/ledger_journal.h"
+#include "ledger/ledger_journal.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -12,7 +12,7 @@
 
 #include <fmt/format.h>
 
-namespace tg::meter {
+namespace tg::ledger {
 namespace {
 
 std::uint32_t fnv1a(std::string_view s) {
@@ -170,4 +170,4 @@ void LedgerJournal::truncate() {
   bytes_ = 0;
 }
 
-}  // namespace tg::meter
+}  // namespace tg::ledger

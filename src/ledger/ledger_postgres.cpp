@@ -12,9 +12,9 @@
 #include <string>
 #include <tuple>
 
-#include "meter/ledger.h"
+#include "ledger/ledger.h"
 
-namespace tg::meter {
+namespace tg::ledger {
 namespace {
 
 constexpr const char* kSchema = R"(
@@ -164,4 +164,4 @@ std::unique_ptr<LedgerSink> open_postgres_ledger(const std::string& conninfo) {
   return std::make_unique<PostgresLedger>(conninfo);
 }
 
-}  // namespace tg::meter
+}  // namespace tg::ledger

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "meter/ledger.h"
-#include "meter/usage_query.h"
+#include "ledger/ledger.h"
+#include "ledger/usage_query.h"
 
-namespace tg::meter {
+namespace tg::ledger {
 
 struct CacheAuditRow {
   std::string request_id;
@@ -28,4 +28,4 @@ struct CacheAuditFilter {
 // Throws std::runtime_error on database errors.
 std::vector<CacheAuditRow> query_cache_audit(const LedgerSource& src, const CacheAuditFilter& f);
 
-}  // namespace tg::meter
+}  // namespace tg::ledger

@@ -4,9 +4,9 @@
 #include <stdexcept>
 #include <tuple>
 
-#include "meter/ledger.h"
+#include "ledger/ledger.h"
 
-namespace tg::meter {
+namespace tg::ledger {
 namespace {
 
 constexpr const char* kSchema = R"(
@@ -169,4 +169,4 @@ class SqliteLedger final : public LedgerSink {
 
 std::unique_ptr<LedgerSink> open_sqlite_ledger(const std::string& path) { return std::make_unique<SqliteLedger>(path); }
 
-}  // namespace tg::meter
+}  // namespace tg::ledger

@@ -1,4 +1,4 @@
-#include "meter/usage_query.h"
+#include "ledger/usage_query.h"
 
 #include "meter/budget.h"
 
@@ -10,7 +10,7 @@
 #include <map>
 #include <stdexcept>
 
-namespace tg::meter {
+namespace tg::ledger {
 namespace {
 
 const std::map<std::string, std::string>& columns() {
@@ -179,11 +179,11 @@ std::vector<UsageRow> query_usage(const LedgerSource& src, const UsageQuery& q) 
   return rows;
 }
 
-void preload_budgets(BudgetBook& book, const LedgerSource& src, std::chrono::system_clock::time_point now) {
+void preload_budgets(meter::BudgetBook& book, const LedgerSource& src, std::chrono::system_clock::time_point now) {
   UsageQuery q;
   q.group_by = {"tenant", "user", "key", "feature"};
   q.granularity = "hour";
-  q.from_ms = BudgetBook::period_start(BudgetPeriod::kMonth, now);
+  q.from_ms = meter::BudgetBook::period_start(BudgetPeriod::kMonth, now);
   std::vector<UsageRow> rows;
   try {
     rows = query_usage(src, q);
@@ -264,4 +264,4 @@ std::optional<std::int64_t> parse_time(const std::string& s) {
   return duration_cast<milliseconds>(tp.time_since_epoch()).count();
 }
 
-}  // namespace tg::meter
+}  // namespace tg::ledger

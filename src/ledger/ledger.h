@@ -18,7 +18,7 @@
 
 #include "core/request_identity.h"
 
-namespace tg::meter {
+namespace tg::ledger {
 
 // What the response cache did for a request, for its audit trail (stored
 // with the ledger, in the cache_audit table). `event` empty: nothing.
@@ -105,4 +105,4 @@ class LedgerWriter {
   std::thread thread_;
 };
 
-}  // namespace tg::meter
+}  // namespace tg::ledger

@@ -1,8 +1,8 @@
-#include "meter/cache_audit.h"
+#include "ledger/cache_audit.h"
 
 #include <stdexcept>
 
-namespace tg::meter {
+namespace tg::ledger {
 namespace {
 
 // One statement for both stores ($N placeholders).
@@ -48,4 +48,4 @@ std::vector<CacheAuditRow> query_cache_audit(const LedgerSource& src, const Cach
   return rows;
 }
 
-}  // namespace tg::meter
+}  // namespace tg::ledger

@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
-namespace tg::meter {
+namespace tg::meter { class BudgetBook; }
+
+namespace tg::ledger {
 
 struct UsageQuery {
   std::vector<std::string> group_by;  // tenant, user, key, feature, model, deployment, run
@@ -53,10 +55,10 @@ std::string usage_table(const UsageQuery& q, const std::vector<UsageRow>& rows);
 
 // Feeds this month's spend from the ledger's hourly rollup into `book`, so a
 // restart does not reset budgets. A missing or empty ledger adds nothing.
-void preload_budgets(class BudgetBook& book, const LedgerSource& src, std::chrono::system_clock::time_point now);
+void preload_budgets(meter::BudgetBook& book, const LedgerSource& src, std::chrono::system_clock::time_point now);
 
 // "2026-11-27", "2026-11-27T10:00:00Z" or Unix milliseconds -> Unix ms (UTC).
 std::optional<std::int64_t> parse_time(const std::string& s);
 std::string format_micros_usd(std::int64_t micros);  // 1234567 -> "1.234567"
 
-}  // namespace tg::meter
+}  // namespace tg::ledger

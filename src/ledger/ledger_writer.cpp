@@ -1,12 +1,12 @@
-#include "meter/ledger.h"
+#include "ledger/ledger.h"
 
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
-#include "meter/ledger_journal.h"
+#include "ledger/ledger_journal.h"
 
-namespace tg::meter {
+namespace tg::ledger {
 namespace {
 // A journal is rotated (not emptied) when it grows past this while rows are
 // still pending: the old file is dropped once everything in it is stored.
@@ -152,4 +152,4 @@ void LedgerWriter::run() {
   }
 }
 
-}  // namespace tg::meter
+}  // namespace tg::ledger

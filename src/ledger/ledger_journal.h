@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "meter/ledger.h"
+#include "ledger/ledger.h"
 
-namespace tg::meter {
+namespace tg::ledger {
 
 std::string encode_row(const LedgerRow& row);
 // Decodes every whole frame of `bytes`; stops at the first torn or corrupt one.
@@ -48,4 +48,4 @@ class LedgerJournal {
   std::vector<LedgerRow> leftovers_;
 };
 
-}  // namespace tg::meter
+}  // namespace tg::ledger
