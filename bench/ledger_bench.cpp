@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <string>
 
-#include "meter/ledger.h"
-#include "meter/usage_query.h"
+#include "ledger/ledger.h"
+#include "ledger/usage_query.h"
 
 int main(int argc, char** argv) {
   const std::size_t n = argc > 1 ? std::stoul(argv[1]) : 1'000'000;
@@ -22,9 +22,9 @@ int main(int argc, char** argv) {
   // the seconds until all are stored.
   auto write_rows = [&](const std::string& db, const std::string& journal, std::size_t rows) {
     auto start = clock::now();
-    tg::meter::LedgerWriter w(tg::meter::open_sqlite_ledger(db), journal);
+    tg::ledger::LedgerWriter w(tg::ledger::open_sqlite_ledger(db), journal);
     for (std::size_t i = 0; i < rows; ++i) {
-      tg::meter::LedgerRow r;
+      tg::ledger::LedgerRow r;
       r.ts_ms = t0_ms + static_cast<std::int64_t>(i) * 86'400'000 / static_cast<std::int64_t>(rows);
       char id[32];
       std::snprintf(id, sizeof id, "req_%020zu", i);
@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   }
   struct Case {
     const char* name;
-    tg::meter::UsageQuery q;
+    tg::ledger::UsageQuery q;
   };
   Case cases[] = {
       {"group_by=tenant", {{"tenant"}, "", {}, {}, ""}},
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
   };
   for (auto& c : cases) {
     auto start = clock::now();
-    auto rows = tg::meter::query_usage({path, ""}, c.q);
+    auto rows = tg::ledger::query_usage({path, ""}, c.q);
     double ms = std::chrono::duration<double, std::milli>(clock::now() - start).count();
     std::printf("usage query over %zu rows, %-48s %8.1f ms (%zu result rows)\n", n, c.name, ms, rows.size());
   }
