@@ -35,28 +35,14 @@ constexpr unsigned kMaxDepth = 31;
 constexpr std::size_t kMaxErrorMessageBytes = 2048;  // as error_body()
 constexpr std::size_t kMaxFinishReasonBytes = 64;
 
-const char* kind_of(const json::value& v) {
-  switch (v.kind()) {
-    case json::kind::null: return "null";
-    case json::kind::bool_: return "a boolean";
-    case json::kind::int64:
-    case json::kind::uint64: return "an integer";
-    case json::kind::double_: return "a number";
-    case json::kind::string: return "a string";
-    case json::kind::array: return "an array";
-    case json::kind::object: return "an object";
-  }
-  return "?";
-}
-
 // Errors in Anthropic's wording ("<field>: <problem>"), with the field in
 // `param` as the OpenAI door does.
 ApiError field_error(const std::string& path, std::string_view problem, const char* code) {
   return invalid_request(fmt::format("{}: {}", path, problem), path, code);
 }
 ApiError missing(const std::string& path) { return field_error(path, "Field required", "missing_required_parameter"); }
-ApiError type_error(const std::string& path, const char* want, const json::value& got) {
-  return field_error(path, fmt::format("Input should be {}, but got {}", want, kind_of(got)), "invalid_type");
+ApiError field_type_error(const std::string& path, const char* want, const json::value& got) {
+  return field_error(path, fmt::format("Input should be {}, but got {}", want, json_kind_name(got)), "invalid_type");
 }
 ApiError extra_input(const std::string& path) {
   return field_error(path, "Extra inputs are not permitted", "extra_inputs");
@@ -94,7 +80,7 @@ Expected<const json::string*> string_field(const json::object& o, std::string_vi
     if (required) return missing(join(path, key));
     return static_cast<const json::string*>(nullptr);
   }
-  if (!v->is_string()) return type_error(join(path, key), "a valid string", *v);
+  if (!v->is_string()) return field_type_error(join(path, key), "a valid string", *v);
   return &v->get_string();
 }
 
@@ -102,7 +88,7 @@ std::optional<ApiError> check_bool(const json::object& o, std::string_view key, 
                                    bool* out) {
   const json::value* v = field(o, key);
   if (!v) return std::nullopt;
-  if (!v->is_bool()) return type_error(join(path, key), "a valid boolean", *v);
+  if (!v->is_bool()) return field_type_error(join(path, key), "a valid boolean", *v);
   *out = v->get_bool();
   return std::nullopt;
 }
@@ -110,7 +96,7 @@ std::optional<ApiError> check_bool(const json::object& o, std::string_view key, 
 std::optional<ApiError> check_number(const json::object& o, const char* key, double lo, double hi) {
   const json::value* v = field(o, key);
   if (!v) return std::nullopt;
-  if (!v->is_number()) return type_error(key, "a valid number", *v);
+  if (!v->is_number()) return field_type_error(key, "a valid number", *v);
   double d = v->to_number<double>();
   if (d < lo || d > hi)
     return field_error(key, fmt::format("Input should be between {} and {}, but got {}", lo, hi, json::serialize(*v)),
@@ -125,7 +111,7 @@ std::optional<ApiError> check_int(const json::object& o, const char* key, std::i
   std::int64_t n;
   if (v->is_int64()) n = v->get_int64();
   else if (v->is_uint64()) n = hi + 1;  // above every int64, so above hi
-  else return type_error(key, "a valid integer", *v);
+  else return field_type_error(key, "a valid integer", *v);
   if (n < lo || n > hi)
     return field_error(key, fmt::format("Input should be between {} and {}, but got {}", lo, hi, json::serialize(*v)),
                        "invalid_value");
@@ -149,7 +135,7 @@ std::optional<ApiError> check_cache_control(const json::object& block, const std
   const json::value* v = field(block, "cache_control");
   if (!v) return std::nullopt;
   std::string p = join(path, "cache_control");
-  if (!v->is_object()) return type_error(p, "a valid dictionary", *v);
+  if (!v->is_object()) return field_type_error(p, "a valid dictionary", *v);
   if (auto e = only_keys(v->get_object(), {"type", "ttl"}, p)) return e;
   auto t = string_field(v->get_object(), "type", p, true);
   if (!t.ok()) return t.error();
@@ -179,7 +165,7 @@ class Translator {
       for (std::size_t i = 0; i < blocks.size(); ++i) {
         std::string p = join("system", i);
         if (auto e = count_block(p)) return e;
-        if (!blocks[i].is_object()) return type_error(p, "a valid dictionary", blocks[i]);
+        if (!blocks[i].is_object()) return field_type_error(p, "a valid dictionary", blocks[i]);
         const auto& b = blocks[i].get_object();
         auto type = string_field(b, "type", p, true);
         if (!type.ok()) return type.error();
@@ -192,7 +178,7 @@ class Translator {
         text += *t;
       }
     } else {
-      return type_error("system", "a valid string or a list of text blocks", v);
+      return field_type_error("system", "a valid string or a list of text blocks", v);
     }
     if (!text.empty()) messages_.push_back(json::object({{"role", "system"}, {"content", text}}, sp_));
     return std::nullopt;
@@ -200,7 +186,7 @@ class Translator {
 
   std::optional<ApiError> message(const json::value& v, std::size_t i, bool last) {
     std::string p = join("messages", i);
-    if (!v.is_object()) return type_error(p, "a valid dictionary", v);
+    if (!v.is_object()) return field_type_error(p, "a valid dictionary", v);
     const auto& m = v.get_object();
     if (auto e = only_keys(m, {"role", "content"}, p)) return e;
     auto role = string_field(m, "role", p, true);
@@ -221,7 +207,7 @@ class Translator {
       messages_.push_back(json::object({{"role", r}, {"content", c->get_string()}}, sp_));
       return std::nullopt;
     }
-    if (!c->is_array()) return type_error(cp, "a valid string or a list of content blocks", *c);
+    if (!c->is_array()) return field_type_error(cp, "a valid string or a list of content blocks", *c);
     return assistant ? assistant_blocks(c->get_array(), cp) : user_blocks(c->get_array(), cp);
   }
 
@@ -243,7 +229,7 @@ class Translator {
     std::string sp = join(p, "source");
     const json::value* src = field(b, "source");
     if (!src) return missing(sp);
-    if (!src->is_object()) return type_error(sp, "a valid dictionary", *src);
+    if (!src->is_object()) return field_type_error(sp, "a valid dictionary", *src);
     const auto& s = src->get_object();
     auto type = string_field(s, "type", sp, true);
     if (!type.ok()) return type.error();
@@ -293,7 +279,7 @@ class Translator {
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       std::string p = join(cp, i);
       if (auto e = count_block(p)) return e;
-      if (!blocks[i].is_object()) return type_error(p, "a valid dictionary", blocks[i]);
+      if (!blocks[i].is_object()) return field_type_error(p, "a valid dictionary", blocks[i]);
       const auto& b = blocks[i].get_object();
       auto type = string_field(b, "type", p, true);
       if (!type.ok()) return type.error();
@@ -349,7 +335,7 @@ class Translator {
         for (std::size_t i = 0; i < inner.size(); ++i) {
           std::string ip = join(cp, i);
           if (auto e = count_block(ip)) return e;
-          if (!inner[i].is_object()) return type_error(ip, "a valid dictionary", inner[i]);
+          if (!inner[i].is_object()) return field_type_error(ip, "a valid dictionary", inner[i]);
           const auto& ib = inner[i].get_object();
           auto type = string_field(ib, "type", ip, true);
           if (!type.ok()) return type.error();
@@ -369,7 +355,7 @@ class Translator {
           }
         }
       } else {
-        return type_error(cp, "a valid string or a list of content blocks", *c);
+        return field_type_error(cp, "a valid string or a list of content blocks", *c);
       }
     }
     if (is_error) text = text.empty() ? "Error" : "Error: " + text;
@@ -383,7 +369,7 @@ class Translator {
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       std::string p = join(cp, i);
       if (auto e = count_block(p)) return e;
-      if (!blocks[i].is_object()) return type_error(p, "a valid dictionary", blocks[i]);
+      if (!blocks[i].is_object()) return field_type_error(p, "a valid dictionary", blocks[i]);
       const auto& b = blocks[i].get_object();
       auto type = string_field(b, "type", p, true);
       if (!type.ok()) return type.error();
@@ -404,7 +390,7 @@ class Translator {
           return field_error(join(p, "name"), fmt::format("must be 1 to {} characters", kMaxToolIdBytes), "invalid_value");
         const json::value* input = field(b, "input");
         if (!input) return missing(join(p, "input"));
-        if (!input->is_object()) return type_error(join(p, "input"), "a valid dictionary", *input);
+        if (!input->is_object()) return field_type_error(join(p, "input"), "a valid dictionary", *input);
         calls.push_back(json::object(
             {{"id", id},
              {"type", "function"},
@@ -440,14 +426,14 @@ std::optional<ApiError> translate_tools(const json::object& in, json::object& ou
                                         std::vector<std::string_view>& names) {
   const json::value* v = field(in, "tools");
   if (!v) return std::nullopt;
-  if (!v->is_array()) return type_error("tools", "a valid list", *v);
+  if (!v->is_array()) return field_type_error("tools", "a valid list", *v);
   const auto& tools = v->get_array();
   if (tools.size() > kMaxTools)
     return field_error("tools", fmt::format("at most {} tools, got {}", kMaxTools, tools.size()), "array_above_max_length");
   json::array out_tools(sp);
   for (std::size_t i = 0; i < tools.size(); ++i) {
     std::string p = join("tools", i);
-    if (!tools[i].is_object()) return type_error(p, "a valid dictionary", tools[i]);
+    if (!tools[i].is_object()) return field_type_error(p, "a valid dictionary", tools[i]);
     const auto& t = tools[i].get_object();
     auto type = string_field(t, "type", p, false);
     if (!type.ok()) return type.error();
@@ -470,7 +456,7 @@ std::optional<ApiError> translate_tools(const json::object& in, json::object& ou
     std::string sp_path = join(p, "input_schema");
     const json::value* schema = field(t, "input_schema");
     if (!schema) return missing(sp_path);
-    if (!schema->is_object()) return type_error(sp_path, "a valid dictionary", *schema);
+    if (!schema->is_object()) return field_type_error(sp_path, "a valid dictionary", *schema);
     const json::value* st = field(schema->get_object(), "type");
     if (!st || !st->is_string() || st->get_string() != "object")
       return field_error(join(sp_path, "type"), "Input should be 'object'", "invalid_value");
@@ -487,7 +473,7 @@ std::optional<ApiError> translate_tool_choice(const json::object& in, json::obje
                                               const std::vector<std::string_view>& names) {
   const json::value* v = field(in, "tool_choice");
   if (!v) return std::nullopt;
-  if (!v->is_object()) return type_error("tool_choice", "a valid dictionary", *v);
+  if (!v->is_object()) return field_type_error("tool_choice", "a valid dictionary", *v);
   const auto& c = v->get_object();
   auto type = string_field(c, "type", "tool_choice", true);
   if (!type.ok()) return type.error();
@@ -528,7 +514,7 @@ std::optional<ApiError> translate_stop_sequences(const json::object& in, json::o
                                                  std::vector<std::string>& stops) {
   const json::value* v = field(in, "stop_sequences");
   if (!v) return std::nullopt;
-  if (!v->is_array()) return type_error("stop_sequences", "a valid list", *v);
+  if (!v->is_array()) return field_type_error("stop_sequences", "a valid list", *v);
   const auto& a = v->get_array();
   if (a.size() > kMaxStopSequences)
     return field_error("stop_sequences", fmt::format("at most {} stop sequences, got {}", kMaxStopSequences, a.size()),
@@ -536,7 +522,7 @@ std::optional<ApiError> translate_stop_sequences(const json::object& in, json::o
   json::array stop(sp);
   for (std::size_t i = 0; i < a.size(); ++i) {
     std::string p = join("stop_sequences", i);
-    if (!a[i].is_string()) return type_error(p, "a valid string", a[i]);
+    if (!a[i].is_string()) return field_type_error(p, "a valid string", a[i]);
     std::string_view s = a[i].get_string();
     if (s.empty() || s.size() > kMaxStopSequenceBytes)
       return field_error(p, fmt::format("must be 1 to {} characters", kMaxStopSequenceBytes), "invalid_value");
@@ -584,7 +570,7 @@ Expected<MessagesRequest> parse_messages_request(std::string_view body, bool cou
                                        ec.message(), kMaxDepth),
                            {}, "invalid_json");
   if (!v.is_object())
-    return invalid_request(fmt::format("The request body must be a JSON object, but got {}.", kind_of(v)), {},
+    return invalid_request(fmt::format("The request body must be a JSON object, but got {}.", json_kind_name(v)), {},
                            "invalid_json");
   const json::object& in = v.get_object();
   for (const auto& kv : in) {
@@ -611,7 +597,7 @@ Expected<MessagesRequest> parse_messages_request(std::string_view body, bool cou
     if (auto e = tr.system(*s)) return *e;
   const json::value* msgs = field(in, "messages");
   if (!msgs) return missing("messages");
-  if (!msgs->is_array()) return type_error("messages", "a valid list", *msgs);
+  if (!msgs->is_array()) return field_type_error("messages", "a valid list", *msgs);
   const auto& ma = msgs->get_array();
   if (ma.empty()) return field_error("messages", "at least one message is required", "empty_array");
   if (ma.size() > kMaxMessages)
@@ -642,7 +628,7 @@ Expected<MessagesRequest> parse_messages_request(std::string_view body, bool cou
   if (auto e = translate_tool_choice(in, o, sp, names)) return *e;
 
   if (const json::value* md = field(in, "metadata")) {
-    if (!md->is_object()) return type_error("metadata", "a valid dictionary", *md);
+    if (!md->is_object()) return field_type_error("metadata", "a valid dictionary", *md);
     if (auto e = only_keys(md->get_object(), {"user_id"}, "metadata")) return *e;
     auto uid = string_field(md->get_object(), "user_id", "metadata", false);
     if (!uid.ok()) return uid.error();
@@ -654,12 +640,12 @@ Expected<MessagesRequest> parse_messages_request(std::string_view body, bool cou
     }
   }
   if (const json::value* th = field(in, "thinking")) {  // validated, then dropped
-    if (!th->is_object()) return type_error("thinking", "a valid dictionary", *th);
+    if (!th->is_object()) return field_type_error("thinking", "a valid dictionary", *th);
     auto t = string_field(th->get_object(), "type", "thinking", true);
     if (!t.ok()) return t.error();
   }
   if (const json::value* st = field(in, "service_tier"))  // validated, then dropped
-    if (!st->is_string()) return type_error("service_tier", "a valid string", *st);
+    if (!st->is_string()) return field_type_error("service_tier", "a valid string", *st);
 
   // Every OpenAI-side check applies once more, and fills ParsedRequest.
   auto parsed = parse_request(Endpoint::kChatCompletions, json::serialize(o), std::move(storage));

@@ -35,25 +35,6 @@ std::uint64_t count_field(const json::object& o, std::string_view key) {
   return 0;
 }
 
-const char* kind_of(const json::value& v) {
-  switch (v.kind()) {
-    case json::kind::null: return "null";
-    case json::kind::bool_: return "a boolean";
-    case json::kind::int64:
-    case json::kind::uint64: return "an integer";
-    case json::kind::double_: return "a number";
-    case json::kind::string: return "a string";
-    case json::kind::array: return "an array";
-    case json::kind::object: return "an object";
-  }
-  return "?";
-}
-
-ApiError type_error(const std::string& param, const char* want, const json::value& got) {
-  return invalid_request(fmt::format("Invalid type for '{}': expected {}, but got {}.", param, want, kind_of(got)),
-                         param, "invalid_type");
-}
-
 ApiError unsupported(const std::string& param, std::string what) {
   return invalid_request(fmt::format("{} This model is served by an Anthropic Messages deployment.", what), param,
                          "unsupported_parameter");
@@ -217,7 +198,7 @@ Expected<json::object> tool_use_block(const json::value& call, const std::string
                                ap, "invalid_tool_arguments");
       if (!input.is_object())
         return invalid_request(fmt::format("Invalid '{}': the JSON is {}, but Anthropic needs a tool call's "
-                                           "arguments as a JSON object.", ap, kind_of(input)),
+                                           "arguments as a JSON object.", ap, json_kind_name(input)),
                                ap, "invalid_tool_arguments");
     }
   }

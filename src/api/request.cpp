@@ -10,6 +10,27 @@
 namespace tg::api {
 namespace json = boost::json;
 
+const char* json_kind_name(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null: return "null";
+    case json::kind::bool_: return "a boolean";
+    case json::kind::int64:
+    case json::kind::uint64: return "an integer";
+    case json::kind::double_: return "a number";
+    case json::kind::string: return "a string";
+    case json::kind::array: return "an array";
+    case json::kind::object: return "an object";
+  }
+  return "?";
+}
+
+ApiError type_error(const std::string& param, const char* want, const json::value& got) {
+  return invalid_request(fmt::format("Invalid type for '{}': expected {}, but got {}.", param, want,
+                                     json_kind_name(got)),
+                         param, "invalid_type");
+}
+
+
 std::string_view endpoint_name(Endpoint e) {
   switch (e) {
     case Endpoint::kChatCompletions: return "chat.completions";
@@ -32,25 +53,6 @@ namespace {
 
 constexpr std::size_t kMaxModelBytes = 256;
 
-const char* kind_of(const json::value& v) {
-  switch (v.kind()) {
-    case json::kind::null: return "null";
-    case json::kind::bool_: return "a boolean";
-    case json::kind::int64:
-    case json::kind::uint64: return "an integer";
-    case json::kind::double_: return "a number";
-    case json::kind::string: return "a string";
-    case json::kind::array: return "an array";
-    case json::kind::object: return "an object";
-  }
-  return "?";
-}
-
-ApiError type_error(const std::string& param, const char* want, const json::value& got) {
-  return invalid_request(fmt::format("Invalid type for '{}': expected {}, but got {}.", param, want,
-                                     kind_of(got)),
-                         param, "invalid_type");
-}
 
 ApiError missing(const std::string& param) {
   return invalid_request(fmt::format("Missing required parameter: '{}'.", param), param,
@@ -205,7 +207,7 @@ Expected<ParsedRequest> parse_request(Endpoint endpoint, std::string_view body, 
         {}, "invalid_json");
   }
   if (!v.is_object())
-    return invalid_request(fmt::format("The request body must be a JSON object, but got {}.", kind_of(v)),
+    return invalid_request(fmt::format("The request body must be a JSON object, but got {}.", json_kind_name(v)),
                            {}, "invalid_json");
   // Move-construct (never move-assign) the object: assignment across
   // different storage (the caller's arena vs the default) deep-copies it.

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
 #include <boost/json/storage_ptr.hpp>
 #include <cstdint>
 #include <optional>
@@ -69,6 +70,12 @@ std::vector<MessageText> message_texts(const ParsedRequest& req);
 // version may append "-..." fields). The gateway forwards only valid ones:
 // an invalid header is dropped, as the specification says a receiver does.
 bool is_valid_traceparent(std::string_view v);
+
+// What a JSON value is, for error messages: "a string", "an array", "null", ...
+const char* json_kind_name(const boost::json::value& v);
+
+// 400 invalid_type: "Invalid type for '<param>': expected <want>, but got <kind>."
+ApiError type_error(const std::string& param, const char* want, const boost::json::value& got);
 
 // Number of embedding inputs (1 for a plain string).
 std::size_t embedding_input_count(const ParsedRequest& req);
