@@ -1,5 +1,8 @@
-// Metrics: everything the gateway measures, declared in one place and
-// rendered in the Prometheus text format (version 0.0.4) by render().
+// Metrics: the gateway's own request, token, limit and edge metrics,
+// declared here and rendered in the Prometheus text format (version 0.0.4) by
+// render(). Other components render their families themselves and /metrics
+// appends them (server/endpoints.cpp): the pools' tg_pool_* and tg_queue_*
+// (sched/live_pool.cpp), the Redis limit store's, the sim's.
 // Thread-safe: scalar stats are atomics; labelled families take a mutex once
 // per request (at settle), never per byte.
 #pragma once

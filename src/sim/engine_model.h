@@ -1,7 +1,9 @@
-// The foundation's engine model behind the `sim` provider: a fixed prefill
-// rate and a fixed per-token decode time, no batching effects. Pure and
-// deterministic. The continuous-batching simulator (issue: fair admission)
-// replaces this behind the same SimProvider.
+// `engine: fixed`, the contention-free engine model of the `sim` provider: a
+// fixed prefill rate and a fixed per-token decode time, no batching effects
+// (for overhead benchmarks and tests that need exact timing). Pure and
+// deterministic. The other engines (llama3-8b-h100, ...) are the
+// continuous-batching BatchEngine run by an EngineHost (sim/engine_host.h),
+// behind the same SimProvider.
 #pragma once
 
 #include <chrono>
