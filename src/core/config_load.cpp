@@ -53,6 +53,7 @@ class Fields {
   }
 
   const std::string& path() const { return path_; }
+  const YAML::Node& node() const { return node_; }
   std::string sub(const std::string& key) const { return join_path(path_, key); }
 
   YAML::Node get(const std::string& key) {
@@ -515,6 +516,126 @@ void load_deployment(Fields& f, DeploymentConfig& d, Problems& p, const EnvLooku
   f.done();
 }
 
+// One loader per capability's section of the file; load_config() dispatches.
+void load_metering(Fields& mf, MeteringConfig& m, Problems& p) {
+  if (auto e = mf.str("default_encoding", false)) {
+    if (*e != "cl100k_base" && *e != "o200k_base")
+      p.add(mf.get("default_encoding"), mf.sub("default_encoding"),
+            fmt::format("unknown encoding '{}' (known: cl100k_base, o200k_base)", *e));
+    m.default_encoding = *e;
+  }
+  if (auto l = mf.str("ledger_sqlite", false)) m.ledger_sqlite = *l;
+  if (auto l = mf.str("ledger_postgres", false)) {
+    m.ledger_postgres = *l;
+    if (mf.get("ledger_sqlite").IsDefined() && m.ledger_sqlite != "off")
+      p.add(mf.get("ledger_postgres"), mf.sub("ledger_postgres"),
+            "set either ledger_sqlite or ledger_postgres (a gateway writes one ledger)");
+    m.ledger_sqlite = "off";
+  }
+  if (auto j = mf.str("ledger_journal", false)) {
+    if (j->empty())
+      p.add(mf.get("ledger_journal"), mf.sub("ledger_journal"),
+            "empty path (leave it out for the default, or say \"off\")");
+    m.ledger_journal = *j;
+  }
+  mf.done();
+}
+
+void load_limits_section(Fields& lf, LimitsConfig& l, Problems& p) {
+  load_limits(lf, "global", l.global, p);
+  load_run_limits(lf, "runs", l.runs, p);
+  Fields ff(lf.get("fair_share"), lf.sub("fair_share"), p);
+  ff.boolean("enabled", l.fair_share);
+  ff.number("burst_s", l.fair_burst_s, 1, 3600);
+  ff.number("active_window_s", l.active_window_s, 1, 86400);
+  ff.done();
+  Fields tf(lf.get("tracking"), lf.sub("tracking"), p);
+  tf.number("max_users_per_tenant", l.tracking.users_per_tenant, 1, 1e7);
+  tf.number("max_runs_per_tenant", l.tracking.runs_per_tenant, 1, 1e7);
+  tf.number("max_calls_per_run", l.tracking.calls_per_run, 1, 1e7);
+  tf.number("run_quiet_s", l.tracking.run_quiet_s, 1, 86400);
+  tf.done();
+  Fields rf(lf.get("redis"), lf.sub("redis"), p);
+  RedisLimitsConfig& r = l.redis;
+  if (auto hp = rf.address("address", lf.get("redis").IsDefined())) {
+    r.host = hp->host;
+    r.port = hp->port;
+  }
+  if (auto k = rf.str("key_prefix", false)) r.key_prefix = *k;
+  rf.millis("timeout_ms", r.timeout, 1, 60'000);
+  rf.number("fleet_size", r.fleet_size, 1, 10'000);
+  rf.boolean("cluster", r.cluster);
+  for (auto [key, out] : {std::pair{"on_outage", &r.local_share}, std::pair{"runs_on_outage", &r.runs_local_share}}) {
+    if (auto v = rf.str(key, false)) {
+      if (*v == "local_share") *out = true;
+      else if (*v == "fail_closed") *out = false;
+      else p.add(rf.get(key), rf.sub(key), fmt::format("'{}' is not local_share or fail_closed", *v));
+    }
+  }
+  rf.done();
+  lf.done();
+}
+
+void load_scheduling(Fields& sf, SchedulingConfig& sc, Problems& p) {
+    if (auto pol = sf.str("policy", false)) {
+    if (*pol == "fair") sc.fair = true;
+    else if (*pol == "fcfs") sc.fair = false;
+    else p.add(sf.get("policy"), sf.sub("policy"), fmt::format("'{}' is not fair or fcfs", *pol));
+  }
+  sf.number("input_weight", sc.input_weight, 0, 1000);
+  sf.number("output_weight", sc.output_weight, 0, 1000);
+  sf.number("batch_aging_s", sc.batch_aging_s, 0, 86400);
+  sf.millis("interactive_timeout_ms", sc.interactive_timeout, 1, 3'600'000);
+  sf.millis("batch_timeout_ms", sc.batch_timeout, 1, 86'400'000);
+  sf.number("default_output_tokens", sc.default_output_tokens, 1, 10'000'000);
+  sf.done();
+}
+
+// `embedder_at`: where cache.embedder was given, checked against the models later.
+void load_cache(Fields& cf, CacheConfig& cc, Problems& p, YAML::Node* embedder_at) {
+    cc.enabled = cf.node().IsDefined() && !cf.node().IsNull();
+  cf.boolean("enabled", cc.enabled);
+  cf.boolean("exact", cc.exact);
+  cf.boolean("semantic", cc.semantic);
+  cf.number("threshold", cc.threshold, 0.5, 1.0);
+  cf.number("prior_turns", cc.prior_turns, 0, 64);
+  cf.number("ttl_s", cc.ttl_s, 1, 365 * 86400.0);
+  cf.number("max_entries_per_tenant", cc.max_entries_per_tenant, 1, 1e9);
+  cf.number("max_bytes_per_tenant", cc.max_bytes_per_tenant, 1024, 1e12);
+  cf.number("max_partitions_per_tenant", cc.max_partitions_per_tenant, 1, 1e9);
+  cf.number("max_bytes_total", cc.max_bytes_total, 1 << 20, 1e12);
+  cf.number("flat_max_vectors", cc.flat_max_vectors, 0, 1e6);
+  cf.number("max_temperature", cc.max_temperature, 0, 2);
+  cf.number("verify_lexical", cc.verify_lexical, 0, 1);
+  YAML::Node pubs = cf.seq("public_namespaces", false);
+  for (std::size_t i = 0; i < pubs.size(); ++i) {
+    Fields nf(pubs[i], idx(cf.sub("public_namespaces"), i), p);
+    PublicNamespace ns;
+    ns.name = nf.id("name", true).value_or("");
+    nf.number("threshold", ns.threshold, 0.5, 1.0);
+    YAML::Node ws = nf.seq("writers", false);
+    for (std::size_t j = 0; j < ws.size(); ++j) ns.writers.push_back(ws[j].IsScalar() ? ws[j].Scalar() : "");
+    nf.done();
+    for (const auto& other : cc.public_namespaces)
+      if (other.name == ns.name) p.add(pubs[i], nf.sub("name"), fmt::format("duplicate namespace '{}'", ns.name));
+    cc.public_namespaces.push_back(std::move(ns));
+  }
+  {
+    Fields rf(cf.get("redis"), cf.sub("redis"), p);
+    if (auto hp = rf.address("address", cf.get("redis").IsDefined())) {
+      cc.redis_host = hp->host;
+      cc.redis_port = hp->port;
+    }
+    if (auto k = rf.str("key_prefix", false)) cc.redis_prefix = *k;
+    rf.done();
+  }
+  if (auto e = cf.str("embedder", false)) {
+    cc.embedder = *e;
+    *embedder_at = cf.get("embedder");
+  }
+  cf.done();
+}
+
 }  // namespace
 
 std::string ConfigProblems::joined() const {
@@ -597,135 +718,17 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
   if (!root.IsMap()) return ConfigProblems{{fmt::format("{}: the file must be a YAML mapping", source)}};
   if (!check_tree(root, p) || !check_counts(root, p)) return ConfigProblems{p.take()};
   Fields top(root, "", p);
-  {
-    Fields s(top.get("server"), "server", p);
-    load_server(s, c.server, p);
-  }
-
-  {
-    Fields mf(top.get("metering"), "metering", p);
-    if (auto e = mf.str("default_encoding", false)) {
-      if (*e != "cl100k_base" && *e != "o200k_base")
-        p.add(mf.get("default_encoding"), mf.sub("default_encoding"),
-              fmt::format("unknown encoding '{}' (known: cl100k_base, o200k_base)", *e));
-      c.metering.default_encoding = *e;
-    }
-    if (auto l = mf.str("ledger_sqlite", false)) c.metering.ledger_sqlite = *l;
-    if (auto l = mf.str("ledger_postgres", false)) {
-      c.metering.ledger_postgres = *l;
-      if (mf.get("ledger_sqlite").IsDefined() && c.metering.ledger_sqlite != "off")
-        p.add(mf.get("ledger_postgres"), mf.sub("ledger_postgres"),
-              "set either ledger_sqlite or ledger_postgres (a gateway writes one ledger)");
-      c.metering.ledger_sqlite = "off";
-    }
-    if (auto j = mf.str("ledger_journal", false)) {
-      if (j->empty())
-        p.add(mf.get("ledger_journal"), mf.sub("ledger_journal"),
-              "empty path (leave it out for the default, or say \"off\")");
-      c.metering.ledger_journal = *j;
-    }
-    mf.done();
-  }
-
-  {
-    Fields lf(top.get("limits"), "limits", p);
-    load_limits(lf, "global", c.limits.global, p);
-    load_run_limits(lf, "runs", c.limits.runs, p);
-    Fields ff(lf.get("fair_share"), lf.sub("fair_share"), p);
-    ff.boolean("enabled", c.limits.fair_share);
-    ff.number("burst_s", c.limits.fair_burst_s, 1, 3600);
-    ff.number("active_window_s", c.limits.active_window_s, 1, 86400);
-    ff.done();
-    Fields tf(lf.get("tracking"), lf.sub("tracking"), p);
-    tf.number("max_users_per_tenant", c.limits.tracking.users_per_tenant, 1, 1e7);
-    tf.number("max_runs_per_tenant", c.limits.tracking.runs_per_tenant, 1, 1e7);
-    tf.number("max_calls_per_run", c.limits.tracking.calls_per_run, 1, 1e7);
-    tf.number("run_quiet_s", c.limits.tracking.run_quiet_s, 1, 86400);
-    tf.done();
-    Fields rf(lf.get("redis"), lf.sub("redis"), p);
-    RedisLimitsConfig& r = c.limits.redis;
-    if (auto hp = rf.address("address", lf.get("redis").IsDefined())) {
-      r.host = hp->host;
-      r.port = hp->port;
-    }
-    if (auto k = rf.str("key_prefix", false)) r.key_prefix = *k;
-    rf.millis("timeout_ms", r.timeout, 1, 60'000);
-    rf.number("fleet_size", r.fleet_size, 1, 10'000);
-    rf.boolean("cluster", r.cluster);
-    for (auto [key, out] : {std::pair{"on_outage", &r.local_share}, std::pair{"runs_on_outage", &r.runs_local_share}}) {
-      if (auto v = rf.str(key, false)) {
-        if (*v == "local_share") *out = true;
-        else if (*v == "fail_closed") *out = false;
-        else p.add(rf.get(key), rf.sub(key), fmt::format("'{}' is not local_share or fail_closed", *v));
-      }
-    }
-    rf.done();
-    lf.done();
-  }
-
-  {
-    Fields sf(top.get("scheduling"), "scheduling", p);
-    SchedulingConfig& sc = c.scheduling;
-    if (auto pol = sf.str("policy", false)) {
-      if (*pol == "fair") sc.fair = true;
-      else if (*pol == "fcfs") sc.fair = false;
-      else p.add(sf.get("policy"), sf.sub("policy"), fmt::format("'{}' is not fair or fcfs", *pol));
-    }
-    sf.number("input_weight", sc.input_weight, 0, 1000);
-    sf.number("output_weight", sc.output_weight, 0, 1000);
-    sf.number("batch_aging_s", sc.batch_aging_s, 0, 86400);
-    sf.millis("interactive_timeout_ms", sc.interactive_timeout, 1, 3'600'000);
-    sf.millis("batch_timeout_ms", sc.batch_timeout, 1, 86'400'000);
-    sf.number("default_output_tokens", sc.default_output_tokens, 1, 10'000'000);
-    sf.done();
-  }
-
+  // The capabilities' sections, each loaded by its own loader.
+  auto section = [&](const char* name, auto&& load) {
+    Fields f(top.get(name), name, p);
+    load(f);
+  };
+  section("server", [&](Fields& f) { load_server(f, c.server, p); });
+  section("metering", [&](Fields& f) { load_metering(f, c.metering, p); });
+  section("limits", [&](Fields& f) { load_limits_section(f, c.limits, p); });
+  section("scheduling", [&](Fields& f) { load_scheduling(f, c.scheduling, p); });
   YAML::Node cache_embedder_at;  // checked against the models below
-  {
-    Fields cf(top.get("cache"), "cache", p);
-    CacheConfig& cc = c.cache;
-    cc.enabled = top.get("cache").IsDefined() && !top.get("cache").IsNull();
-    cf.boolean("enabled", cc.enabled);
-    cf.boolean("exact", cc.exact);
-    cf.boolean("semantic", cc.semantic);
-    cf.number("threshold", cc.threshold, 0.5, 1.0);
-    cf.number("prior_turns", cc.prior_turns, 0, 64);
-    cf.number("ttl_s", cc.ttl_s, 1, 365 * 86400.0);
-    cf.number("max_entries_per_tenant", cc.max_entries_per_tenant, 1, 1e9);
-    cf.number("max_bytes_per_tenant", cc.max_bytes_per_tenant, 1024, 1e12);
-    cf.number("max_partitions_per_tenant", cc.max_partitions_per_tenant, 1, 1e9);
-    cf.number("max_bytes_total", cc.max_bytes_total, 1 << 20, 1e12);
-    cf.number("flat_max_vectors", cc.flat_max_vectors, 0, 1e6);
-    cf.number("max_temperature", cc.max_temperature, 0, 2);
-    cf.number("verify_lexical", cc.verify_lexical, 0, 1);
-    YAML::Node pubs = cf.seq("public_namespaces", false);
-    for (std::size_t i = 0; i < pubs.size(); ++i) {
-      Fields nf(pubs[i], idx(cf.sub("public_namespaces"), i), p);
-      PublicNamespace ns;
-      ns.name = nf.id("name", true).value_or("");
-      nf.number("threshold", ns.threshold, 0.5, 1.0);
-      YAML::Node ws = nf.seq("writers", false);
-      for (std::size_t j = 0; j < ws.size(); ++j) ns.writers.push_back(ws[j].IsScalar() ? ws[j].Scalar() : "");
-      nf.done();
-      for (const auto& other : cc.public_namespaces)
-        if (other.name == ns.name) p.add(pubs[i], nf.sub("name"), fmt::format("duplicate namespace '{}'", ns.name));
-      cc.public_namespaces.push_back(std::move(ns));
-    }
-    {
-      Fields rf(cf.get("redis"), cf.sub("redis"), p);
-      if (auto hp = rf.address("address", cf.get("redis").IsDefined())) {
-        cc.redis_host = hp->host;
-        cc.redis_port = hp->port;
-      }
-      if (auto k = rf.str("key_prefix", false)) cc.redis_prefix = *k;
-      rf.done();
-    }
-    if (auto e = cf.str("embedder", false)) {
-      cc.embedder = *e;
-      cache_embedder_at = cf.get("embedder");
-    }
-    cf.done();
-  }
+  section("cache", [&](Fields& f) { load_cache(f, c.cache, p, &cache_embedder_at); });
 
   std::set<std::string> org_ids;
   YAML::Node orgs = top.seq("orgs", true);
