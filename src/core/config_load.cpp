@@ -636,6 +636,201 @@ void load_cache(Fields& cf, CacheConfig& cc, Problems& p, YAML::Node* embedder_a
   cf.done();
 }
 
+// Ids seen so far in the file: later sections refer to earlier ones.
+struct Names {
+  std::set<std::string> orgs, aliases, deployments, tenants, keys;
+  std::set<Sha256> key_hashes;
+};
+
+OrgConfig load_org(Fields& f, const YAML::Node& node, Names& n, Problems& p) {
+  OrgConfig o;
+  o.id = f.id("id", true).value_or("");
+  if (!o.id.empty() && !n.orgs.insert(o.id).second)
+    p.add(node, f.sub("id"), fmt::format("duplicate org id '{}'", o.id));
+  load_limits(f, "limits", o.limits, p);
+  f.done();
+  return o;
+}
+
+ModelConfig load_model(Fields& f, const YAML::Node& node, Names& n, Problems& p, const EnvLookup& env) {
+  ModelConfig m;
+  m.alias = f.str("alias", true).value_or("");
+  if (!m.alias.empty() && !n.aliases.insert(m.alias).second)
+    p.add(node, f.sub("alias"), fmt::format("duplicate model alias '{}'", m.alias));
+  if (auto o = f.str("owned_by", false)) m.owned_by = *o;
+  if (auto e = f.str("encoding", false)) {
+    if (*e != "cl100k_base" && *e != "o200k_base")
+      p.add(f.get("encoding"), f.sub("encoding"), fmt::format("unknown encoding '{}' (known: cl100k_base, o200k_base)", *e));
+    m.encoding = *e;
+  }
+  f.boolean("reasoning", m.reasoning);
+  f.number("context_tokens", m.context_tokens, 0, 100'000'000);
+  {
+    Fields pf(f.get("price"), f.sub("price"), p);
+    auto usd = [&](const char* key, std::int64_t& out) {
+      if (auto v = pf.str(key, false)) {
+        if (auto micros = parse_usd_micros(*v)) out = *micros;
+        else p.add(pf.get(key), pf.sub(key), fmt::format("'{}' is not a USD amount per 1M tokens (e.g. 0.15)", *v));
+      }
+    };
+    usd("input_per_1m", m.price.input_per_1m);
+    usd("output_per_1m", m.price.output_per_1m);
+    usd("cached_input_per_1m", m.price.cached_input_per_1m);
+    // A prompt-cache write is never free by omission: absent, it costs what input does.
+    m.price.cache_write_per_1m = m.price.input_per_1m;
+    usd("cache_write_per_1m", m.price.cache_write_per_1m);
+    pf.done();
+  }
+  load_limits(f, "limits", m.limits, p);
+  YAML::Node deps = f.seq("deployments", true);
+  if (deps.size() == 0 && f.get("deployments").IsDefined())
+    p.add(node, f.sub("deployments"), "needs at least one deployment");
+  for (std::size_t j = 0; j < deps.size(); ++j) {
+    Fields df(deps[j], idx(f.sub("deployments"), j), p);
+    DeploymentConfig d;
+    load_deployment(df, d, p, env);
+    if (d.model.empty()) d.model = m.alias;
+    if (!d.id.empty() && !n.deployments.insert(d.id).second)
+      p.add(deps[j], df.sub("id"), fmt::format("duplicate deployment id '{}' (ids are fleet-wide)", d.id));
+    m.deployments.push_back(std::move(d));
+  }
+  f.done();
+  return m;
+}
+
+TenantConfig load_tenant(Fields& f, const YAML::Node& node, Names& n, Problems& p) {
+  TenantConfig t;
+  t.id = f.id("id", true).value_or("");
+  if (!t.id.empty() && !n.tenants.insert(t.id).second)
+    p.add(node, f.sub("id"), fmt::format("duplicate tenant id '{}'", t.id));
+  t.org = f.id("org", true).value_or("");
+  if (!t.org.empty() && !n.orgs.count(t.org))
+    p.add(f.get("org"), f.sub("org"), fmt::format("unknown org '{}' (declare it under orgs)", t.org));
+  std::set<std::string> user_ids;
+  YAML::Node users = f.seq("users", false);
+  for (std::size_t j = 0; j < users.size(); ++j) {
+    std::string path = idx(f.sub("users"), j);
+    UserConfig u;
+    if (users[j].IsScalar()) {
+      u.id = users[j].Scalar();
+      if (!Fields::valid_id(u.id)) {
+        p.add(users[j], path, fmt::format("'{}' is not a valid id (1-64 chars of a-z A-Z 0-9 . _ -)", u.id));
+        u.id.clear();
+      }
+    } else {
+      Fields uf(users[j], path, p);
+      u.id = uf.id("id", true).value_or("");
+      load_limits(uf, "limits", u.limits, p);
+      uf.done();
+    }
+    if (!u.id.empty() && !user_ids.insert(u.id).second)
+      p.add(users[j], path, fmt::format("duplicate user id '{}'", u.id));
+    t.users.push_back(std::move(u));
+  }
+  YAML::Node keys = f.seq("keys", false);
+  for (std::size_t j = 0; j < keys.size(); ++j) {
+    Fields kf(keys[j], idx(f.sub("keys"), j), p);
+    KeyConfig k;
+    k.id = kf.id("id", true).value_or("");
+    if (!k.id.empty() && !n.keys.insert(k.id).second)
+      p.add(keys[j], kf.sub("id"), fmt::format("duplicate key id '{}' (ids are gateway-wide)", k.id));
+    k.user = kf.str("user", false).value_or("");
+    if (!k.user.empty() && !user_ids.count(k.user)) {
+      std::string known;
+      for (const auto& u : user_ids) known += (known.empty() ? "" : ", ") + u;
+      p.add(kf.get("user"), kf.sub("user"),
+            fmt::format("unknown user '{}' (tenant '{}' has: {})", k.user, t.id,
+                        known.empty() ? "no users" : known));
+    }
+    if (auto h = kf.str("sha256", true)) {
+      if (!parse_hex32(*h, k.sha256))
+        p.add(kf.get("sha256"), kf.sub("sha256"),
+              "must be 64 hex chars, the SHA-256 of the key (`tenantgate keys new` prints it)");
+      else if (!n.key_hashes.insert(k.sha256).second)
+        p.add(kf.get("sha256"), kf.sub("sha256"), "the same key is configured twice");
+    }
+    load_limits(kf, "limits", k.limits, p);
+    kf.done();
+    t.keys.push_back(std::move(k));
+  }
+  YAML::Node allowed = f.seq("models", false);
+  for (std::size_t j = 0; j < allowed.size(); ++j) {
+    std::string a = allowed[j].IsScalar() ? allowed[j].Scalar() : "";
+    if (!n.aliases.count(a))
+      p.add(allowed[j], idx(f.sub("models"), j), fmt::format("unknown model alias '{}'", a));
+    t.models.push_back(a);
+  }
+  load_limits(f, "limits", t.limits, p);
+  load_limits(f, "user_limits", t.user_limits, p);
+  f.number("weight", t.weight, 0.001, 1e6);
+  f.number("cache_threshold", t.cache_threshold, 0.5, 1.0);
+  if (auto cs = f.str("cache_scope", false)) {
+    if (*cs == "tenant") t.cache_tenant_scope = true;
+    else if (*cs != "user")
+      p.add(f.get("cache_scope"), f.sub("cache_scope"), fmt::format("'{}' is not user or tenant", *cs));
+  }
+  if (f.get("run_limits").IsDefined()) {
+    t.has_run_limits = true;
+    load_run_limits(f, "run_limits", t.run_limits, p);
+  }
+  f.done();
+  return t;
+}
+
+BudgetConfig load_budget(Fields& f, const YAML::Node& node, std::size_t i, const Names& n, Problems& p) {
+  BudgetConfig b;
+  std::string scope = f.str("scope", true).value_or("");
+  if (scope == "tenant") b.scope = BudgetScope::kTenant;
+  else if (scope == "user") b.scope = BudgetScope::kUser;
+  else if (scope == "key") b.scope = BudgetScope::kKey;
+  else if (scope == "feature") b.scope = BudgetScope::kFeature;
+  else if (!scope.empty())
+    p.add(f.get("scope"), f.sub("scope"), fmt::format("unknown scope '{}' (tenant, user, key, feature)", scope));
+  std::string period = f.str("period", true).value_or("");
+  if (period == "day") b.period = BudgetPeriod::kDay;
+  else if (period == "month") b.period = BudgetPeriod::kMonth;
+  else if (!period.empty())
+    p.add(f.get("period"), f.sub("period"), fmt::format("unknown period '{}' (day, month; UTC)", period));
+  b.tenant = f.str("tenant", false).value_or("");
+  b.user = f.str("user", false).value_or("");
+  b.key = f.str("key", false).value_or("");
+  b.feature = f.str("feature", false).value_or("");
+  const bool needs_tenant = b.scope != BudgetScope::kKey;
+  if (needs_tenant && b.tenant.empty() && !scope.empty())
+    p.add(node, f.sub("tenant"), fmt::format("is required for scope '{}'", scope));
+  if (!b.tenant.empty() && !n.tenants.count(b.tenant))
+    p.add(f.get("tenant"), f.sub("tenant"), fmt::format("unknown tenant '{}'", b.tenant));
+  if (b.scope == BudgetScope::kUser && b.user.empty()) p.add(node, f.sub("user"), "is required for scope 'user'");
+  if (b.scope == BudgetScope::kFeature && b.feature.empty())
+    p.add(node, f.sub("feature"), "is required for scope 'feature'");
+  if (b.scope == BudgetScope::kKey) {
+    if (b.key.empty()) p.add(node, f.sub("key"), "is required for scope 'key' (a key id)");
+    else if (!n.keys.count(b.key)) p.add(f.get("key"), f.sub("key"), fmt::format("unknown key id '{}'", b.key));
+  }
+  auto usd = f.str("usd", false);
+  std::int64_t tokens = -1;
+  f.number("tokens", tokens, 1, 1e15);
+  if (usd && tokens >= 0) p.add(node, idx("budgets", i), "set either usd or tokens, not both");
+  else if (usd) {
+    if (auto m = parse_usd_micros(*usd); m && *m > 0) b.limit = *m;
+    else p.add(f.get("usd"), f.sub("usd"), fmt::format("'{}' is not a positive USD amount (e.g. \"25.00\")", *usd));
+  } else if (tokens >= 0) {
+    b.in_tokens = true;
+    b.limit = tokens;
+  } else {
+    p.add(node, idx("budgets", i), "needs a limit: usd or tokens");
+  }
+  f.number("soft_percent", b.soft_percent, 1, 100);
+  if (auto w = f.str("webhook", false)) {
+    auto u = boost::urls::parse_absolute_uri(*w);
+    if (!u || u->scheme() != "http" || u->host_address().empty())
+      p.add(f.get("webhook"), f.sub("webhook"), fmt::format("'{}' is not an http:// URL", *w));
+    b.webhook = *w;
+  }
+  f.done();
+  return b;
+}
+
 }  // namespace
 
 std::string ConfigProblems::joined() const {
@@ -730,157 +925,28 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
   YAML::Node cache_embedder_at;  // checked against the models below
   section("cache", [&](Fields& f) { load_cache(f, c.cache, p, &cache_embedder_at); });
 
-  std::set<std::string> org_ids;
+  Names names;  // ids seen so far: later sections refer to earlier ones
   YAML::Node orgs = top.seq("orgs", true);
   for (std::size_t i = 0; i < orgs.size(); ++i) {
     Fields f(orgs[i], idx("orgs", i), p);
-    OrgConfig o;
-    o.id = f.id("id", true).value_or("");
-    if (!o.id.empty() && !org_ids.insert(o.id).second)
-      p.add(orgs[i], f.sub("id"), fmt::format("duplicate org id '{}'", o.id));
-    load_limits(f, "limits", o.limits, p);
-    f.done();
-    c.orgs.push_back(std::move(o));
+    c.orgs.push_back(load_org(f, orgs[i], names, p));
   }
 
-  // Models first: tenants may name them in their allow-lists.
-  std::set<std::string> aliases, deployment_ids;
-  auto check_embedder = [&] {
-    if (c.cache.embedder != "local" && !aliases.count(c.cache.embedder))
-      p.add(cache_embedder_at, "cache.embedder",
-            fmt::format("'{}' is neither 'local' nor a model alias of this config (an OpenAI-compatible "
-                        "/v1/embeddings model)", c.cache.embedder));
-  };
+  // Models first: tenants may name them in their allow-lists, the cache its embedder.
   YAML::Node models = top.seq("models", true);
   for (std::size_t i = 0; i < models.size(); ++i) {
     Fields f(models[i], idx("models", i), p);
-    ModelConfig m;
-    m.alias = f.str("alias", true).value_or("");
-    if (!m.alias.empty() && !aliases.insert(m.alias).second)
-      p.add(models[i], f.sub("alias"), fmt::format("duplicate model alias '{}'", m.alias));
-    if (auto o = f.str("owned_by", false)) m.owned_by = *o;
-    if (auto e = f.str("encoding", false)) {
-      if (*e != "cl100k_base" && *e != "o200k_base")
-        p.add(f.get("encoding"), f.sub("encoding"), fmt::format("unknown encoding '{}' (known: cl100k_base, o200k_base)", *e));
-      m.encoding = *e;
-    }
-    f.boolean("reasoning", m.reasoning);
-    f.number("context_tokens", m.context_tokens, 0, 100'000'000);
-    {
-      Fields pf(f.get("price"), f.sub("price"), p);
-      auto usd = [&](const char* key, std::int64_t& out) {
-        if (auto v = pf.str(key, false)) {
-          if (auto micros = parse_usd_micros(*v)) out = *micros;
-          else p.add(pf.get(key), pf.sub(key), fmt::format("'{}' is not a USD amount per 1M tokens (e.g. 0.15)", *v));
-        }
-      };
-      usd("input_per_1m", m.price.input_per_1m);
-      usd("output_per_1m", m.price.output_per_1m);
-      usd("cached_input_per_1m", m.price.cached_input_per_1m);
-      // A prompt-cache write is never free by omission: absent, it costs what input does.
-      m.price.cache_write_per_1m = m.price.input_per_1m;
-      usd("cache_write_per_1m", m.price.cache_write_per_1m);
-      pf.done();
-    }
-    load_limits(f, "limits", m.limits, p);
-    YAML::Node deps = f.seq("deployments", true);
-    if (deps.size() == 0 && f.get("deployments").IsDefined())
-      p.add(models[i], f.sub("deployments"), "needs at least one deployment");
-    for (std::size_t j = 0; j < deps.size(); ++j) {
-      Fields df(deps[j], idx(f.sub("deployments"), j), p);
-      DeploymentConfig d;
-      load_deployment(df, d, p, env);
-      if (d.model.empty()) d.model = m.alias;
-      if (!d.id.empty() && !deployment_ids.insert(d.id).second)
-        p.add(deps[j], df.sub("id"), fmt::format("duplicate deployment id '{}' (ids are fleet-wide)", d.id));
-      m.deployments.push_back(std::move(d));
-    }
-    f.done();
-    c.models.push_back(std::move(m));
+    c.models.push_back(load_model(f, models[i], names, p, env));
   }
 
-  std::set<std::string> tenant_ids, key_ids;
-  std::set<Sha256> key_hashes;
-  check_embedder();
+  if (c.cache.embedder != "local" && !names.aliases.count(c.cache.embedder))
+    p.add(cache_embedder_at, "cache.embedder",
+          fmt::format("'{}' is neither 'local' nor a model alias of this config (an OpenAI-compatible "
+                      "/v1/embeddings model)", c.cache.embedder));
   YAML::Node tenants = top.seq("tenants", true);
   for (std::size_t i = 0; i < tenants.size(); ++i) {
     Fields f(tenants[i], idx("tenants", i), p);
-    TenantConfig t;
-    t.id = f.id("id", true).value_or("");
-    if (!t.id.empty() && !tenant_ids.insert(t.id).second)
-      p.add(tenants[i], f.sub("id"), fmt::format("duplicate tenant id '{}'", t.id));
-    t.org = f.id("org", true).value_or("");
-    if (!t.org.empty() && !org_ids.count(t.org))
-      p.add(f.get("org"), f.sub("org"), fmt::format("unknown org '{}' (declare it under orgs)", t.org));
-    std::set<std::string> user_ids;
-    YAML::Node users = f.seq("users", false);
-    for (std::size_t j = 0; j < users.size(); ++j) {
-      std::string path = idx(f.sub("users"), j);
-      UserConfig u;
-      if (users[j].IsScalar()) {
-        u.id = users[j].Scalar();
-        if (!Fields::valid_id(u.id)) {
-          p.add(users[j], path, fmt::format("'{}' is not a valid id (1-64 chars of a-z A-Z 0-9 . _ -)", u.id));
-          u.id.clear();
-        }
-      } else {
-        Fields uf(users[j], path, p);
-        u.id = uf.id("id", true).value_or("");
-        load_limits(uf, "limits", u.limits, p);
-        uf.done();
-      }
-      if (!u.id.empty() && !user_ids.insert(u.id).second)
-        p.add(users[j], path, fmt::format("duplicate user id '{}'", u.id));
-      t.users.push_back(std::move(u));
-    }
-    YAML::Node keys = f.seq("keys", false);
-    for (std::size_t j = 0; j < keys.size(); ++j) {
-      Fields kf(keys[j], idx(f.sub("keys"), j), p);
-      KeyConfig k;
-      k.id = kf.id("id", true).value_or("");
-      if (!k.id.empty() && !key_ids.insert(k.id).second)
-        p.add(keys[j], kf.sub("id"), fmt::format("duplicate key id '{}' (ids are gateway-wide)", k.id));
-      k.user = kf.str("user", false).value_or("");
-      if (!k.user.empty() && !user_ids.count(k.user)) {
-        std::string known;
-        for (const auto& u : user_ids) known += (known.empty() ? "" : ", ") + u;
-        p.add(kf.get("user"), kf.sub("user"),
-              fmt::format("unknown user '{}' (tenant '{}' has: {})", k.user, t.id,
-                          known.empty() ? "no users" : known));
-      }
-      if (auto h = kf.str("sha256", true)) {
-        if (!parse_hex32(*h, k.sha256))
-          p.add(kf.get("sha256"), kf.sub("sha256"),
-                "must be 64 hex chars, the SHA-256 of the key (`tenantgate keys new` prints it)");
-        else if (!key_hashes.insert(k.sha256).second)
-          p.add(kf.get("sha256"), kf.sub("sha256"), "the same key is configured twice");
-      }
-      load_limits(kf, "limits", k.limits, p);
-      kf.done();
-      t.keys.push_back(std::move(k));
-    }
-    YAML::Node allowed = f.seq("models", false);
-    for (std::size_t j = 0; j < allowed.size(); ++j) {
-      std::string a = allowed[j].IsScalar() ? allowed[j].Scalar() : "";
-      if (!aliases.count(a))
-        p.add(allowed[j], idx(f.sub("models"), j), fmt::format("unknown model alias '{}'", a));
-      t.models.push_back(a);
-    }
-    load_limits(f, "limits", t.limits, p);
-    load_limits(f, "user_limits", t.user_limits, p);
-    f.number("weight", t.weight, 0.001, 1e6);
-    f.number("cache_threshold", t.cache_threshold, 0.5, 1.0);
-    if (auto cs = f.str("cache_scope", false)) {
-      if (*cs == "tenant") t.cache_tenant_scope = true;
-      else if (*cs != "user")
-        p.add(f.get("cache_scope"), f.sub("cache_scope"), fmt::format("'{}' is not user or tenant", *cs));
-    }
-    if (f.get("run_limits").IsDefined()) {
-      t.has_run_limits = true;
-      load_run_limits(f, "run_limits", t.run_limits, p);
-    }
-    f.done();
-    c.tenants.push_back(std::move(t));
+    c.tenants.push_back(load_tenant(f, tenants[i], names, p));
   }
   {
     Fields af(top.get("admin"), "admin", p);
@@ -889,7 +955,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
       Sha256 h{};
       if (!ks[i].IsScalar() || !parse_hex32(ks[i].Scalar(), h))
         p.add(ks[i], idx("admin.key_sha256", i), "must be 64 hex chars, the SHA-256 of an admin key");
-      else if (key_hashes.count(h))
+      else if (names.key_hashes.count(h))
         p.add(ks[i], idx("admin.key_sha256", i), "is also a tenant key; use a separate admin key");
       else c.admin_keys.push_back(h);
     }
@@ -898,7 +964,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
 
   for (std::size_t i = 0; i < c.cache.public_namespaces.size(); ++i)
     for (std::size_t j = 0; j < c.cache.public_namespaces[i].writers.size(); ++j)
-      if (!tenant_ids.count(c.cache.public_namespaces[i].writers[j]))
+      if (!names.tenants.count(c.cache.public_namespaces[i].writers[j]))
         p.add(root["cache"]["public_namespaces"][i]["writers"][j],
               fmt::format("cache.public_namespaces[{}].writers[{}]", i, j),
               fmt::format("unknown tenant '{}'", c.cache.public_namespaces[i].writers[j]));
@@ -907,57 +973,7 @@ std::variant<Config, ConfigProblems> load_config(std::string_view yaml, std::str
   YAML::Node budgets = top.seq("budgets", false);
   for (std::size_t i = 0; i < budgets.size(); ++i) {
     Fields f(budgets[i], idx("budgets", i), p);
-    BudgetConfig b;
-    std::string scope = f.str("scope", true).value_or("");
-    if (scope == "tenant") b.scope = BudgetScope::kTenant;
-    else if (scope == "user") b.scope = BudgetScope::kUser;
-    else if (scope == "key") b.scope = BudgetScope::kKey;
-    else if (scope == "feature") b.scope = BudgetScope::kFeature;
-    else if (!scope.empty())
-      p.add(f.get("scope"), f.sub("scope"), fmt::format("unknown scope '{}' (tenant, user, key, feature)", scope));
-    std::string period = f.str("period", true).value_or("");
-    if (period == "day") b.period = BudgetPeriod::kDay;
-    else if (period == "month") b.period = BudgetPeriod::kMonth;
-    else if (!period.empty())
-      p.add(f.get("period"), f.sub("period"), fmt::format("unknown period '{}' (day, month; UTC)", period));
-    b.tenant = f.str("tenant", false).value_or("");
-    b.user = f.str("user", false).value_or("");
-    b.key = f.str("key", false).value_or("");
-    b.feature = f.str("feature", false).value_or("");
-    const bool needs_tenant = b.scope != BudgetScope::kKey;
-    if (needs_tenant && b.tenant.empty() && !scope.empty())
-      p.add(budgets[i], f.sub("tenant"), fmt::format("is required for scope '{}'", scope));
-    if (!b.tenant.empty() && !tenant_ids.count(b.tenant))
-      p.add(f.get("tenant"), f.sub("tenant"), fmt::format("unknown tenant '{}'", b.tenant));
-    if (b.scope == BudgetScope::kUser && b.user.empty()) p.add(budgets[i], f.sub("user"), "is required for scope 'user'");
-    if (b.scope == BudgetScope::kFeature && b.feature.empty())
-      p.add(budgets[i], f.sub("feature"), "is required for scope 'feature'");
-    if (b.scope == BudgetScope::kKey) {
-      if (b.key.empty()) p.add(budgets[i], f.sub("key"), "is required for scope 'key' (a key id)");
-      else if (!key_ids.count(b.key)) p.add(f.get("key"), f.sub("key"), fmt::format("unknown key id '{}'", b.key));
-    }
-    auto usd = f.str("usd", false);
-    std::int64_t tokens = -1;
-    f.number("tokens", tokens, 1, 1e15);
-    if (usd && tokens >= 0) p.add(budgets[i], idx("budgets", i), "set either usd or tokens, not both");
-    else if (usd) {
-      if (auto m = parse_usd_micros(*usd); m && *m > 0) b.limit = *m;
-      else p.add(f.get("usd"), f.sub("usd"), fmt::format("'{}' is not a positive USD amount (e.g. \"25.00\")", *usd));
-    } else if (tokens >= 0) {
-      b.in_tokens = true;
-      b.limit = tokens;
-    } else {
-      p.add(budgets[i], idx("budgets", i), "needs a limit: usd or tokens");
-    }
-    f.number("soft_percent", b.soft_percent, 1, 100);
-    if (auto w = f.str("webhook", false)) {
-      auto u = boost::urls::parse_absolute_uri(*w);
-      if (!u || u->scheme() != "http" || u->host_address().empty())
-        p.add(f.get("webhook"), f.sub("webhook"), fmt::format("'{}' is not an http:// URL", *w));
-      b.webhook = *w;
-    }
-    f.done();
-    c.budgets.push_back(std::move(b));
+    c.budgets.push_back(load_budget(f, budgets[i], i, names, p));
   }
   top.done();
   if (!p.empty()) return ConfigProblems{p.take()};
