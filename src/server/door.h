@@ -36,6 +36,17 @@ class Dialect {
           bool client_wants_usage);
 
   Door door() const { return door_; }
+  // The Anthropic door to an upstream that speaks Messages: bodies and
+  // events pass as they are (the upstream's message_start .. message_stop).
+  void pass_through() { passthrough_ = true; }
+  bool passthrough() const { return passthrough_; }
+  // Passed-through stream data: its usage (message_start, message_delta).
+  void learn_usage(std::string_view data, std::optional<api::Usage>& usage) const;
+  // Passed-through whole body: its usage.
+  static std::optional<api::Usage> messages_usage(std::string_view body);
+  // Opens the stream while the request waits in the queue (message_start of
+  // its own when passed through: the upstream's is then dropped).
+  std::string open_for_wait(std::uint64_t input_tokens);
   // The stream's head and opening bytes are out (stream_open() ran).
   bool opened() const { return opened_; }
   bool client_wants_usage() const { return client_wants_usage_; }
@@ -61,6 +72,8 @@ class Dialect {
   std::vector<std::string> stops_;
   bool client_wants_usage_;
   bool opened_ = false;
+  bool passthrough_ = false;
+  bool own_start_ = false;  // passed through, but opened by open_for_wait()
   std::optional<api::MessagesStreamWriter> writer_;
 };
 

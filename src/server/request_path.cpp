@@ -177,9 +177,18 @@ net::awaitable<void> RequestPath::serve_inference(Responder& out, Request& req, 
 
   // cache
   Dialect dialect(door, x.who.request_id, x.who.model, std::move(parsed->stop_sequences), request.client_wants_usage);
-  const auto cached = co_await cache_.lookup(req, x.who, x.principal->tenant_config, request, x.cache, x.extra_headers);
-  if (!cached) co_return co_await fail(out, x, door, cached.error());
-  if (*cached) co_return co_await serve_hit(out, x, request, **cached, dialect);
+  // The Anthropic door to a Messages upstream: the client's body goes as it is (its model and end user
+  // set to the gateway's), the answer comes back as it is; such answers are not cached.
+  std::string messages_body;
+  if (door == Door::kAnthropic && routed->provider->speaks_messages()) {
+    dialect.pass_through();
+    messages_body = stages::messages_body_for(req.body(), routed->provider->deployment().model, x.who.user);
+  } else {
+    const auto cached =
+        co_await cache_.lookup(req, x.who, x.principal->tenant_config, request, x.cache, x.extra_headers);
+    if (!cached) co_return co_await fail(out, x, door, cached.error());
+    if (*cached) co_return co_await serve_hit(out, x, request, **cached, dialect);
+  }
 
   // queue, then relay: raced against the client going away
   // (named, never a temporary inside co_await: GCC 12, docs/architecture.md)
@@ -190,7 +199,7 @@ net::awaitable<void> RequestPath::serve_inference(Responder& out, Request& req, 
     std::string bytes;
     if (!dialect.opened()) {
       co_await out.begin_stream(x);
-      bytes = dialect.stream_open(x.prompt_tokens_est);
+      bytes = dialect.open_for_wait(x.prompt_tokens_est);
     }
     bytes += dialect.ping();
     co_await out.stream_chunk(x, bytes);
@@ -209,7 +218,7 @@ net::awaitable<void> RequestPath::serve_inference(Responder& out, Request& req, 
       co_return co_await end_stream(out, x, last);
     }
     x.pool_ticket = std::move(*ticket);
-    reply = co_await relay_.run(out, x, *routed->provider, request, traceparent, dialect);
+    reply = co_await relay_.run(out, x, *routed->provider, request, traceparent, dialect, messages_body);
   } catch (const upstream::ClientGone&) {
   } catch (const boost::system::system_error& e) {
     if (e.code() != net::error::operation_aborted) {

@@ -55,6 +55,11 @@ AnthropicProvider::AnthropicProvider(net::any_io_executor ex, const DeploymentCo
 }
 
 net::awaitable<UpstreamReply> AnthropicProvider::send(const UpstreamRequest& r, StreamSink& sink) {
+  if (!r.messages_body.empty()) {  // passed through: the body as it is, the answer as it is
+    const std::string head = post_head(d_.base_path, "/messages", fixed_headers_, r.parsed->stream,
+                                       r.messages_body.size(), r.request_id, r.traceparent);
+    co_return co_await post(pool_, head, r.messages_body, r.parsed->stream, sink);
+  }
   auto body = wire::messages_request(*r.parsed, d_.model, d_.default_max_tokens);
   if (!body) {
     // Never sent: the client's request has no Anthropic translation (400

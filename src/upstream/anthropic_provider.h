@@ -11,6 +11,8 @@
 // cancellation are upstream::post()'s (http_pool.h), as for OpenAIProvider.
 // Headers: anthropic-version (deployment `anthropic_version`) and the key as
 // x-api-key, or as Authorization: Bearer with `auth_header: authorization`.
+// A request with messages_body (the gateway's Anthropic door) passes through
+// untranslated: that body is posted as it is, the answer returned as it is.
 // Only chat completions: a completions or embeddings request gets 400
 // unsupported_endpoint. Threading as for every Provider: one per worker.
 #pragma once
@@ -31,6 +33,7 @@ class AnthropicProvider final : public Provider {
                     io::DeadlineSweeper& deadlines);
   boost::asio::awaitable<UpstreamReply> send(const UpstreamRequest& req, StreamSink& sink) override;
   const DeploymentConfig& deployment() const override { return d_; }
+  bool speaks_messages() const override { return true; }
   const HttpPool& pool() const { return pool_; }
 
  private:

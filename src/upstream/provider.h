@@ -27,6 +27,10 @@ struct UpstreamRequest {
   const api::ParsedRequest* parsed = nullptr;  // the validated client request
   std::string request_id;
   std::string traceparent;  // W3C trace context, passed through when present
+  // Not empty: an Anthropic Messages request to send as it is (the Anthropic
+  // door to a provider that speaks_messages()); the reply, whole or each
+  // stream event's data, comes back untranslated.
+  std::string messages_body;
 };
 
 // Receives a streamed reply. open() is called once, when the upstream has
@@ -57,6 +61,8 @@ class Provider {
   virtual ~Provider() = default;
   virtual boost::asio::awaitable<UpstreamReply> send(const UpstreamRequest& req, StreamSink& sink) = 0;
   virtual const DeploymentConfig& deployment() const = 0;
+  // Takes UpstreamRequest::messages_body (Anthropic's Messages API) as it is.
+  virtual bool speaks_messages() const { return false; }
 };
 
 }  // namespace tg::upstream

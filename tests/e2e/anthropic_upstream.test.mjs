@@ -313,6 +313,33 @@ ${ACME_TENANT_YAML}`,
     });
   }
 
+  it('via-messages: the client\'s body passes through untranslated (cache_control included), model and user set', async () => {
+    const body = { model: 'via-messages', max_tokens: 4, temperature: 0, top_k: 3, metadata: { user_id: 'alice' },
+      system: [{ type: 'text', text: 'You are terse.', cache_control: { type: 'ephemeral' } }],
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'Say hello', cache_control: { type: 'ephemeral' } }] }] };
+    const m = await client.messages.create(body).withResponse();
+    const x = rec.exchanges.at(-1);
+    assert.equal(x.path, '/v1/messages');
+    assert.deepEqual(x.body, { ...body, model: 'tiny-gpt2' });
+    // The answer as llama-server gave it, but naming the model asked for (not the upstream's).
+    const up = JSON.parse(x.response);
+    assert.equal(m.data.id, up.id);
+    assert.equal(m.data.model, 'via-messages');
+    assert.notEqual(up.model, 'via-messages');
+    assert.deepEqual(m.data.content, up.content);
+    assert.deepEqual(m.data.usage, up.usage);
+    assert.ok(m.response.headers.get('request-id'));
+    // A stream: llama-server's own events, in order.
+    const types = [];
+    const s = client.messages.stream(body);
+    s.on('streamEvent', (e) => types.push(e.type));
+    const fin = await s.finalMessage();
+    assert.equal(fin.model, 'via-messages');
+    const events = sseEvents(rec.exchanges.at(-1).response).map(([e]) => e);
+    assert.deepEqual(types, events.filter((e) => e !== 'ping'));
+    assert.equal(fin.usage.output_tokens, 4);
+  });
+
   it('count_tokens counts without calling the upstream', async () => {
     const before = rec.exchanges.length;
     const c = await client.messages.countTokens({ model: 'via-messages', messages: [{ role: 'user', content: 'Say hello' }] });

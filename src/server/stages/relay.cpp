@@ -1,5 +1,6 @@
 #include "server/stages/relay.h"
 
+#include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include "api/errors.h"
@@ -25,7 +26,11 @@ class RelaySink final : public upstream::StreamSink {
   net::awaitable<void> event(std::string_view data) override {
     out_bytes_.clear();
     api::ChunkVerdict verdict = api::ChunkVerdict::kForward;
-    if (data != "[DONE]") {
+    if (d_.passthrough()) {
+      if (!x_.ttft)
+        x_.ttft = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - x_.start);
+      d_.learn_usage(data, x_.usage);
+    } else if (data != "[DONE]") {
       if (!x_.ttft)
         x_.ttft = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - x_.start);
       // About one token an event: VTC charges as it streams, every 8 events (one
@@ -51,14 +56,24 @@ class RelaySink final : public upstream::StreamSink {
 
 net::awaitable<upstream::UpstreamReply> Relay::run(Responder& out, Exchange& x, upstream::Provider& provider,
                                                    const api::ParsedRequest& r, const std::string& traceparent,
-                                                   Dialect& dialect) const {
-  const upstream::UpstreamRequest req{&r, x.who.request_id, traceparent};
+                                                   Dialect& dialect, const std::string& messages_body) const {
+  upstream::UpstreamRequest req{&r, x.who.request_id, traceparent, {}};
+  if (dialect.passthrough()) req.messages_body = messages_body;
   RelaySink sink(out, x, dialect);
   upstream::UpstreamReply reply = co_await provider.send(req, sink);
   x.upstream_status = reply.status;
   if (!reply.streamed && !reply.transport_error && reply.status >= 200 && reply.status < 300)
-    x.usage = api::usage_of_body(reply.body);
+    x.usage = dialect.passthrough() ? Dialect::messages_usage(reply.body) : api::usage_of_body(reply.body);
   co_return reply;
+}
+
+std::string messages_body_for(std::string_view body, const std::string& upstream_model, const std::string& user) {
+  boost::json::value v = boost::json::parse(body);  // (validated by parse: no throw)
+  boost::json::object& o = v.as_object();
+  o["model"] = upstream_model;
+  if (auto* m = o.if_contains("metadata"); m && m->is_object())
+    if (auto* u = m->get_object().if_contains("user_id"); u && !user.empty()) *u = user;
+  return boost::json::serialize(v);
 }
 
 ApiError upstream_status_error(int status, const std::string& body, const std::string& deployment) {

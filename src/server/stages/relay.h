@@ -4,7 +4,8 @@
 // goes out when the upstream accepts the stream; each event's usage, text
 // and (for the cache) capture are learnt on the way; the stream's end is
 // left to the path, which settles first. A non-streamed reply is returned
-// whole. Throws upstream::ClientGone or system_error(operation_aborted)
+// whole. With a passed-through dialect, `messages_body` goes upstream as it
+// is and the answer comes back as it is (usage learnt from its events). Throws upstream::ClientGone or system_error(operation_aborted)
 // when the client leaves (the upstream call is then cancelled). Per worker.
 #pragma once
 
@@ -23,8 +24,14 @@ class Relay {
  public:
   boost::asio::awaitable<upstream::UpstreamReply> run(Responder& out, Exchange& x, upstream::Provider& provider,
                                                       const api::ParsedRequest& r, const std::string& traceparent,
-                                                      Dialect& dialect) const;
+                                                      Dialect& dialect, const std::string& messages_body = {}) const;
 };
+
+// An Anthropic Messages request body as it goes to a Messages upstream:
+// the client's, with `model` set to the deployment's and metadata.user_id to
+// the attributed end user (when it claimed one). `body` was validated by the
+// parse stage.
+std::string messages_body_for(std::string_view body, const std::string& upstream_model, const std::string& user);
 
 // The client's view of an upstream's non-2xx answer: an upstream that
 // rejects the gateway's credentials is the operator's problem (502
