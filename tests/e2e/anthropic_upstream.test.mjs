@@ -6,35 +6,10 @@
 // the client got with exactly what the upstream said (usage, stop reason, text).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import http from 'node:http';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { startGateway, freePort, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
-
-const CACHE = process.env.TG_LLAMA_CACHE || '/var/cache/tenantgate/llama';
-const BIN = `${CACHE}/bin/llama-server`;
-const MODEL = `${CACHE}/tiny-gpt2.gguf`;
-if (!existsSync(BIN) || !existsSync(MODEL))
-  throw new Error(`llama-server or its model is missing under ${CACHE}: run scripts/setup --test`);
-
-async function startLlama() {
-  const port = await freePort();
-  const child = spawn(BIN, ['-m', MODEL, '--host', '127.0.0.1', '--port', String(port), '-np', '2', '-c', '4096',
-    '-t', '2', '--no-webui'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  child.stderr.on('data', (d) => { log += d; });
-  process.on('exit', () => { try { child.kill('SIGKILL'); } catch {} });
-  const deadline = Date.now() + 60000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`llama-server exited ${child.exitCode}:\n${log}`);
-    try { if ((await fetch(`http://127.0.0.1:${port}/health`)).status === 200) break; } catch {}
-    if (Date.now() > deadline) throw new Error(`llama-server not healthy in 60 s:\n${log}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { port, stop: () => new Promise((r) => { child.on('exit', r); child.kill('SIGTERM'); }) };
-}
+import { startGateway, startLlama, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
 
 // Forwards to 127.0.0.1:`target` and records each exchange: method, path,
 // headers and JSON body of the request; status and body of the response.

@@ -2,7 +2,7 @@
 // and hands tests its base URL. Every process started here is killed when
 // the test file ends.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
@@ -213,4 +213,30 @@ export async function startRedisCluster() {
   await waitFor(() => nodes.every((n) => /cluster_state:ok/.test(execFileSync('redis-cli', ['-p', String(n.port), 'cluster', 'info'], { encoding: 'utf8' }))),
     10000, 'cluster state ok');
   return { ports: nodes.map((n) => n.port), kill: async () => { for (const n of nodes) n.child.kill('SIGKILL'); await Promise.all(nodes.map((n) => n.exited)); } };
+}
+
+// llama.cpp's llama-server (scripts/build-llama-server) serving the tiny
+// random-weight GPT-2 on a free loopback port, healthy before this resolves.
+// `args`: its extra flags (slots, context, embeddings). Killed with the test file.
+export const LLAMA_CACHE = process.env.TG_LLAMA_CACHE || '/var/cache/tenantgate/llama';
+export async function startLlama(args = ['-np', '2', '-c', '4096']) {
+  const bin = `${LLAMA_CACHE}/bin/llama-server`;
+  const model = `${LLAMA_CACHE}/tiny-gpt2.gguf`;
+  if (!existsSync(bin) || !existsSync(model))
+    throw new Error(`llama-server or its model is missing under ${LLAMA_CACHE}: run scripts/setup --test`);
+  const port = await freePort();
+  const child = spawn(bin, ['-m', model, '--host', '127.0.0.1', '--port', String(port), ...args, '-t', '2', '--no-webui'],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
+  let log = '';
+  child.stderr.on('data', (d) => { log += d; });
+  child.on('exit', () => children.delete(child));
+  const deadline = Date.now() + 60000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`llama-server exited ${child.exitCode}:\n${log}`);
+    try { if ((await fetch(`http://127.0.0.1:${port}/health`)).status === 200) break; } catch {}
+    if (Date.now() > deadline) throw new Error(`llama-server not healthy in 60 s:\n${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { port, stop: () => new Promise((r) => { if (child.exitCode !== null) return r(); child.on('exit', r); child.kill('SIGTERM'); }) };
 }

@@ -2,41 +2,10 @@
 // llama.cpp's llama-server (built by scripts/build-llama-server from the
 // source npm node-llama-cpp@3.21.1 carries) serving a tiny random-weight
 // GPT-2 GGUF. Its text is noise; its protocol, streaming and batching are real.
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import net from 'node:net';
-import { startGateway, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
+import { startGateway, startLlama as startLlamaServer, DEMO_KEYS, ACME_TENANT_YAML } from './harness.mjs';
 import { defineClientSuite } from './client-suite.mjs';
 
-const CACHE = process.env.TG_LLAMA_CACHE || '/var/cache/tenantgate/llama';
-const BIN = `${CACHE}/bin/llama-server`;
-const MODEL = `${CACHE}/tiny-gpt2.gguf`;
-if (!existsSync(BIN) || !existsSync(MODEL))
-  throw new Error(`llama-server or its model is missing under ${CACHE}: run scripts/setup --test`);
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-async function startLlama() {
-  const port = await freePort();
-  const child = spawn(BIN, ['-m', MODEL, '--host', '127.0.0.1', '--port', String(port), '-np', '4', '-c', '8192',
-    '--embeddings', '--pooling', 'mean', '-t', '2', '--no-webui'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  child.stderr.on('data', (d) => { log += d; });
-  process.on('exit', () => { try { child.kill('SIGKILL'); } catch {} });
-  const deadline = Date.now() + 60000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`llama-server exited ${child.exitCode}:\n${log}`);
-    try { if ((await fetch(`http://127.0.0.1:${port}/health`)).status === 200) break; } catch {}
-    if (Date.now() > deadline) throw new Error(`llama-server not healthy in 60 s:\n${log}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { port, stop: () => new Promise((r) => { child.on('exit', r); child.kill('SIGTERM'); }) };
-}
+const startLlama = () => startLlamaServer(['-np', '4', '-c', '8192', '--embeddings', '--pooling', 'mean']);
 
 // A gateway config with model 'tiny-llama' served by the llama-server on `port`.
 function llamaYaml(port, extra = '') {
