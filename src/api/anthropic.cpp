@@ -156,6 +156,19 @@ class Translator {
     return std::nullopt;
   }
 
+  // A content block at `p`: counted against the request's bound, an object with a string `type`.
+  struct Block {
+    const json::object* b;
+    std::string_view type;
+  };
+  Expected<Block> block_at(const json::value& v, const std::string& p) {
+    if (auto e = count_block(p)) return *e;
+    if (!v.is_object()) return field_type_error(p, "a valid dictionary", v);
+    auto type = string_field(v.get_object(), "type", p, true);
+    if (!type.ok()) return type.error();
+    return Block{&v.get_object(), std::string_view(**type)};
+  }
+
   std::optional<ApiError> system(const json::value& v) {
     std::string text;
     if (v.is_string()) {
@@ -164,13 +177,11 @@ class Translator {
       const auto& blocks = v.get_array();
       for (std::size_t i = 0; i < blocks.size(); ++i) {
         std::string p = join("system", i);
-        if (auto e = count_block(p)) return e;
-        if (!blocks[i].is_object()) return field_type_error(p, "a valid dictionary", blocks[i]);
-        const auto& b = blocks[i].get_object();
-        auto type = string_field(b, "type", p, true);
-        if (!type.ok()) return type.error();
-        if (**type != "text")
-          return field_error(join(p, "type"), fmt::format("Input should be 'text', but got '{}'", std::string_view(**type)),
+        auto block = block_at(blocks[i], p);
+        if (!block) return block.error();
+        const auto& b = *block->b;
+        if (block->type != "text")
+          return field_error(join(p, "type"), fmt::format("Input should be 'text', but got '{}'", block->type),
                              "invalid_value");
         auto t = text_block(b, p);
         if (!t.ok()) return t.error();
@@ -278,12 +289,10 @@ class Translator {
     bool all_text = true;
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       std::string p = join(cp, i);
-      if (auto e = count_block(p)) return e;
-      if (!blocks[i].is_object()) return field_type_error(p, "a valid dictionary", blocks[i]);
-      const auto& b = blocks[i].get_object();
-      auto type = string_field(b, "type", p, true);
-      if (!type.ok()) return type.error();
-      std::string_view t = **type;
+      auto block = block_at(blocks[i], p);
+      if (!block) return block.error();
+      const auto& b = *block->b;
+      const std::string_view t = block->type;
       if (t == "text") {
         auto text = text_block(b, p);
         if (!text.ok()) return text.error();
@@ -368,12 +377,10 @@ class Translator {
     json::array calls(sp_);
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       std::string p = join(cp, i);
-      if (auto e = count_block(p)) return e;
-      if (!blocks[i].is_object()) return field_type_error(p, "a valid dictionary", blocks[i]);
-      const auto& b = blocks[i].get_object();
-      auto type = string_field(b, "type", p, true);
-      if (!type.ok()) return type.error();
-      std::string_view t = **type;
+      auto block = block_at(blocks[i], p);
+      if (!block) return block.error();
+      const auto& b = *block->b;
+      const std::string_view t = block->type;
       if (t == "text") {
         auto tx = text_block(b, p);
         if (!tx.ok()) return tx.error();

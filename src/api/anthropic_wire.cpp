@@ -167,6 +167,18 @@ Expected<json::array> text_blocks(const json::value& content, const std::string&
   return out;
 }
 
+// The `function` object of a tool call or tool at `p`, with a string `name`.
+Expected<const json::object*> function_of(const json::object& holder, const std::string& p) {
+  const json::object* fn = obj_field(holder, "function");
+  if (!fn) return invalid_request(fmt::format("Missing required parameter: '{}.function'.", p), p + ".function",
+                                  "missing_required_parameter");
+  const json::value* name = field(*fn, "name");
+  if (!name || !name->is_string())
+    return invalid_request(fmt::format("Invalid '{}.function.name': expected a string.", p), p + ".function.name",
+                           "invalid_type");
+  return fn;
+}
+
 Expected<json::object> tool_use_block(const json::value& call, const std::string& p) {
   if (!call.is_object()) return type_error(p, "an object", call);
   const json::object& c = call.get_object();
@@ -177,16 +189,12 @@ Expected<json::object> tool_use_block(const json::value& call, const std::string
                                 "missing_required_parameter");
   if (std::string_view t = str_field(c, "type"); !t.empty() && t != "function")
     return unsupported(p + ".type", fmt::format("'{}.type' '{}': only function tool calls can be sent.", p, printable(t)));
-  const json::object* fn = obj_field(c, "function");
-  if (!fn) return invalid_request(fmt::format("Missing required parameter: '{}.function'.", p), p + ".function",
-                                  "missing_required_parameter");
-  const json::value* name = field(*fn, "name");
-  if (!name || !name->is_string())
-    return invalid_request(fmt::format("Invalid '{}.function.name': expected a string.", p), p + ".function.name",
-                           "invalid_type");
+  const auto fn = function_of(c, p);
+  if (!fn) return fn.error();
+  const json::value* name = field(**fn, "name");
   const std::string ap = p + ".function.arguments";
   json::value input = json::object();
-  if (const json::value* args = field(*fn, "arguments")) {
+  if (const json::value* args = field(**fn, "arguments")) {
     if (!args->is_string()) return type_error(ap, "a string of JSON", *args);
     std::string_view text = args->get_string();
     if (text.find_first_not_of(" \t\r\n") != std::string_view::npos) {
@@ -289,16 +297,12 @@ Expected<json::array> tools_of(const json::value& v) {
     std::string_view type = str_field(t.get_object(), "type");
     if (type != "function")
       return unsupported(p + ".type", fmt::format("'{}.type' '{}': only function tools can be sent.", p, printable(type)));
-    const json::object* fn = obj_field(t.get_object(), "function");
-    if (!fn) return invalid_request(fmt::format("Missing required parameter: '{}.function'.", p), p + ".function",
-                                    "missing_required_parameter");
-    const json::value* name = field(*fn, "name");
-    if (!name || !name->is_string())
-      return invalid_request(fmt::format("Invalid '{}.function.name': expected a string.", p), p + ".function.name",
-                             "invalid_type");
+    const auto fn = function_of(t.get_object(), p);
+    if (!fn) return fn.error();
+    const json::value* name = field(**fn, "name");
     json::object tool{{"name", name->get_string()}};
-    if (std::string_view d = str_field(*fn, "description"); !d.empty()) tool["description"] = d;
-    const json::object* params = obj_field(*fn, "parameters");
+    if (std::string_view d = str_field(**fn, "description"); !d.empty()) tool["description"] = d;
+    const json::object* params = obj_field(**fn, "parameters");
     tool["input_schema"] = params ? json::value(*params)
                                   : json::value(json::object{{"type", "object"}, {"properties", json::object()}});
     out.push_back(std::move(tool));

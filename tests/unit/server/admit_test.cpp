@@ -11,18 +11,6 @@ namespace {
 
 using namespace tg::server::testing;
 
-RequestIdentity alice() {
-  RequestIdentity w;
-  w.request_id = "req-1";
-  w.org = "demo";
-  w.tenant = "acme";
-  w.user = "alice";
-  w.key_id = "acme-alice";
-  w.model = "chat";
-  w.deployment = "chat-up";
-  w.door = "openai";
-  return w;
-}
 
 // A number field of a limits report; -1 when absent.
 std::int64_t field(const Expected<std::string>& report, const std::string& name) {

@@ -11,18 +11,6 @@ namespace {
 
 using namespace tg::server::testing;
 
-RequestIdentity alice(std::string door = "openai", std::string request_id = "req-1") {
-  RequestIdentity w;
-  w.request_id = std::move(request_id);
-  w.org = "demo";
-  w.tenant = "acme";
-  w.user = "alice";
-  w.key_id = "acme-alice";
-  w.model = "chat";
-  w.deployment = "chat-up";
-  w.door = std::move(door);
-  return w;
-}
 
 api::ParsedRequest chat(double temperature = 0) {
   auto p = api::parse_request(

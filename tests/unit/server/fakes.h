@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/request_identity.h"
+
 #include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -85,6 +87,21 @@ inline Request make_request(std::string_view method, std::string_view target, st
 }
 
 // The secrets of the keys in test_config().
+// alice of tenant acme (org demo, her own key), asking for `chat` on `chat-up`.
+inline RequestIdentity alice(std::string door = "openai", std::string request_id = "req-1",
+                             std::string deployment = "chat-up") {
+  RequestIdentity w;
+  w.request_id = std::move(request_id);
+  w.org = "demo";
+  w.tenant = "acme";
+  w.user = "alice";
+  w.key_id = "acme-alice";
+  w.model = "chat";
+  w.deployment = std::move(deployment);
+  w.door = std::move(door);
+  return w;
+}
+
 inline constexpr const char* kAliceKey = "tg-test-acme-alice";      // user-bound (alice)
 inline constexpr const char* kServiceKey = "tg-test-acme-service";  // tenant key (no user)
 inline constexpr const char* kGlobexKey = "tg-test-globex-carol";   // user-bound (carol at globex)

@@ -12,18 +12,6 @@ namespace {
 
 using namespace tg::server::testing;
 
-RequestIdentity alice(std::string deployment = "chat-up") {
-  RequestIdentity w;
-  w.request_id = "req-1";
-  w.org = "demo";
-  w.tenant = "acme";
-  w.user = "alice";
-  w.key_id = "acme-alice";
-  w.model = "chat";
-  w.deployment = std::move(deployment);
-  w.door = "openai";
-  return w;
-}
 
 api::ParsedRequest chat() {
   auto p = api::parse_request(api::Endpoint::kChatCompletions,
@@ -59,7 +47,7 @@ TEST_F(QueueStage, WithoutAPoolThereIsNoTicketAndNoWait) {
   Queue other(&pools_);
   EXPECT_TRUE(other.has_pool("chat-up"));
   EXPECT_FALSE(other.has_pool("elsewhere"));
-  auto u = run_sync(other.run(alice("elsewhere"), config_.find_model("chat"), r_, 8, false));
+  auto u = run_sync(other.run(alice("openai", "req-1", "elsewhere"), config_.find_model("chat"), r_, 8, false));
   ASSERT_TRUE(u.ok());
   EXPECT_FALSE(static_cast<bool>(*u)) << "a deployment without a pool is never queued";
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(40));
