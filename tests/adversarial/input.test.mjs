@@ -225,3 +225,83 @@ describe('credentials', () => {
     });
   }
 });
+
+// The Anthropic door's surface: what a client controls in a Messages request.
+describe('client-controlled input on the Anthropic door (/v1/messages)', () => {
+  let gw, up;
+  before(async () => {
+    up = await recordingUpstream();
+    gw = await startGateway({ yaml: adversarialConfig({
+      models: `  - alias: rec
+    deployments: [{ id: rec-a, provider: openai, model: rec-model, base_url: "http://127.0.0.1:${up.port}/v1" }]` }) });
+  });
+  after(async () => { await gw.stop(); await up.close(); });
+  const messages = (body, headers = {}) => fetch(`${gw.base}/v1/messages`, {
+    method: 'POST',
+    headers: { 'x-api-key': ALICE_KEY, 'anthropic-version': '2023-06-01', 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const ask = (extra = {}) => ({ model: 'rec', max_tokens: 4, messages: [{ role: 'user', content: 'hi' }], ...extra });
+
+  it('refuses every unbounded count with a 400 naming it, before anything reaches the upstream', async () => {
+    const before = up.seen.length;
+    const cases = [
+      [{ stop_sequences: Array.from({ length: 17 }, (_, i) => `s${i}`) }, /stop_sequences/],
+      [{ stop_sequences: ['x'.repeat(257)] }, /stop_sequences/],
+      [{ tools: Array.from({ length: 129 }, (_, i) => ({ name: `t${i}`, input_schema: { type: 'object' } })) }, /tools/],
+      [{ messages: Array.from({ length: 10001 }, () => ({ role: 'user', content: 'x' })) }, /messages/],
+      [{ metadata: { user_id: 'u'.repeat(300) } }, /metadata\.user_id|user/],
+      [{ model: 'm'.repeat(300) }, /model/],
+      [{ max_tokens: 1e12 }, /max_tokens/],
+      [{ top_k: -1 }, /top_k/],
+      [{ sneaky: true }, /sneaky/],
+    ];
+    for (const [extra, field] of cases) {
+      const r = await messages(ask(extra));
+      const body = await r.json();
+      assert.equal(r.status, 400, JSON.stringify(extra).slice(0, 80));
+      assert.equal(body.type, 'error');
+      assert.equal(body.error.type, 'invalid_request_error');
+      assert.match(body.error.message, field);
+      assert.ok(body.error.message.length <= 2200, `message of ${body.error.message.length} bytes`);
+    }
+    // 40 levels of nested content: refused by the parser's depth bound.
+    let deep = '"x"';
+    for (let i = 0; i < 40; i++) deep = `[${deep}]`;
+    const d = await messages(`{"model":"rec","max_tokens":4,"messages":[{"role":"user","content":${deep}}]}`);
+    assert.equal(d.status, 400);
+    assert.equal(up.seen.length, before, 'nothing refused reached the upstream');
+  });
+
+  it('echoes hostile bytes only printable and bounded, in Anthropic\'s shape', async () => {
+    const payload = Buffer.from('{"model":"rec","max_tokens":4,"messages":[],"\xff\x01\x1b[31m":1}', 'latin1');
+    const head = `POST /v1/messages HTTP/1.1\r\nHost: t\r\nx-api-key: ${ALICE_KEY}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${payload.length}\r\n\r\n`;
+    const r = await rawExchange(gw.port, [Buffer.concat([Buffer.from(head), payload])]);
+    assert.match(r.data, /^HTTP\/1\.1 400 /);
+    const body = JSON.parse(rawBody(r.data));
+    assert.equal(body.type, 'error');
+    assert.doesNotMatch(body.error.message, /[\x00-\x08\x0b-\x1f]/);
+  });
+
+  it('a user-bound key cannot claim another end user through metadata.user_id; the upstream sees the attributed one', async () => {
+    const r = await messages(ask({ metadata: { user_id: 'bob' } }));
+    const body = await r.json();
+    assert.equal(r.status, 403);
+    assert.equal(body.error.type, 'permission_error');
+    const ok = await messages(ask({ metadata: { user_id: 'svc-user' } }), { 'x-api-key': SERVICE_KEY });
+    assert.equal(ok.status, 200, await ok.text());
+    assert.equal(up.seen.at(-1).body.user, 'svc-user');
+  });
+
+  it('an invalid or stolen-looking key is 401 in Anthropic\'s shape, for x-api-key and Bearer alike', async () => {
+    for (const headers of [{ 'x-api-key': 'tg-nope' }, { 'x-api-key': '', authorization: 'Bearer tg-nope' },
+      { 'x-api-key': '', authorization: 'Basic dXNlcjpwYXNz' }]) {
+      const r = await messages(ask(), headers);
+      const body = await r.json();
+      assert.equal(r.status, 401, JSON.stringify(headers));
+      assert.equal(body.error.type, 'authentication_error');
+      assert.ok(r.headers.get('request-id'));
+    }
+  });
+});
